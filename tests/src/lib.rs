@@ -1,0 +1,84 @@
+//! Test support for Strait's integration tests.
+//!
+//! - [`tansu`]: start independent tansu clusters (real Kafka-compatible brokers) as processes on
+//!   free loopback ports, wait until they answer ApiVersions, kill them on drop (also on panic) and
+//!   keep the broker's log of a failed test under `target/test-logs/`.
+//! - [`reference`]: librdkafka (through the `rdkafka` crate) as the independent reference client.
+//! - [`mock`]: librdkafka's mock cluster, a second Kafka implementation with fault injection.
+//! - [`skip`]: how a test that needs a feature a broker lacks says so.
+//!
+//! The known gaps of the brokers used here are listed in `tests/README.md`.
+
+pub mod mock;
+pub mod reference;
+pub mod tansu;
+
+/// Prints why a test does not run its body and returns from the test.
+///
+/// Skipped tests are never silently green: the reason is printed on stderr with a `SKIPPED:`
+/// prefix (visible with `--nocapture` and in the summary of a failed run) and counted in
+/// `target/test-logs/skipped.txt`.
+#[macro_export]
+macro_rules! skip {
+    ($($reason:tt)+) => {{
+        $crate::record_skip(module_path!(), &format!($($reason)+));
+        return;
+    }};
+}
+
+/// Records a skipped test and its reason (used by [`skip!`]).
+pub fn record_skip(test: &str, reason: &str) {
+    eprintln!("SKIPPED: {test}: {reason}");
+    let dir = log_dir();
+    if std::fs::create_dir_all(&dir).is_ok() {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("skipped.txt"))
+        {
+            let _ = writeln!(f, "{test}: {reason}");
+        }
+    }
+}
+
+/// The workspace root (parent of this crate).
+pub fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests crate has a parent")
+        .to_path_buf()
+}
+
+/// Where logs of failed tests are kept.
+pub fn log_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+        .join("test-logs")
+}
+
+/// A unique name for topics and groups within one test process.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Installs a `tracing` subscriber that writes to the test's captured output (once per process).
+pub fn init_tracing() {
+    use std::sync::Once;
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_env("STRAIT_TEST_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    });
+}
