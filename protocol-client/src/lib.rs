@@ -4,4 +4,12 @@
 //! - [`record`]: record batches v2 — zero-copy view, in-place header rewrite, decode and rebuild (sans-IO).
 
 pub mod record;
+pub mod cluster;
 pub mod codec;
+pub mod conn;
+pub mod error;
+pub mod fetcher;
+pub mod producer;
+pub mod retry;
+
+pub use error::{Error, Result};

@@ -1,0 +1,674 @@
+//! The producer: appends record batches to partitions with `acks=all` and idempotence.
+//!
+//! Two entry points share one sender:
+//! - **raw** ([`Producer::append`]): pre-built v2 record batches (`RecordBatch`, e.g. fetched
+//!   from another cluster) go to a partition as they are. With idempotence on, the producer id,
+//!   epoch and base sequence are rewritten on the way out without touching the record bytes
+//!   ([`rewrite_producer_fields`]): the 61-byte header is copied and patched, its CRC updated
+//!   from the changed bytes (CRC-32C is linear; `crc32c_combine` shifts the difference past the
+//!   records), and the records stay in the buffer they came in.
+//! - **high level** ([`Producer::send`], in [`records`]): records batched by size and linger,
+//!   compressed, appended through the raw path.
+//!
+//! # Ordering and idempotence (KIP-98, KIP-360)
+//! Appends to one partition are queued in call order. The sender task groups ready partitions
+//! by leader into one Produce request per broker, keeping at most
+//! [`ProducerConfig::max_in_flight_batches`] (≤ 5, the broker's duplicate-detection window)
+//! batches of a partition in flight. Sequences are assigned when a batch is first sent and kept
+//! across retries. After a retriable failure a partition is *held*: nothing new is sent until
+//! everything in flight has answered, then the failed batches are resent in sequence order. An
+//! `OUT_OF_ORDER_SEQUENCE_NUMBER` or `UNKNOWN_PRODUCER_ID` not explained by an earlier failure
+//! bumps the epoch (InitProducerId with the current id and epoch) and renumbers what is not yet
+//! acknowledged. Every acknowledged batch reports the base offset it was given.
+
+pub mod records;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, InitProducerIdRequest, ProduceRequest, ProducerId};
+use tokio::sync::{oneshot, Notify};
+use tracing::{debug, warn};
+
+use crate::cluster::{BrokerInfo, Cluster, ConnKind};
+use crate::codec::produce::{encode_produce, PartitionRecords, ProduceBody, TopicRecords};
+use crate::error::{Error, ResponseError, Result};
+use crate::record::RecordBatch;
+use crate::retry::Backoff;
+
+/// Producer settings.
+#[derive(Clone, Debug)]
+pub struct ProducerConfig {
+    /// `acks`: -1 (all) by default.
+    pub acks: i16,
+    /// Broker-side timeout of a Produce request.
+    pub request_timeout: Duration,
+    /// Idempotent producer (InitProducerId, sequences).
+    pub idempotent: bool,
+    /// Batches of one partition in flight at once (≤ 5 when idempotent).
+    pub max_in_flight_batches: usize,
+    /// Largest Produce request built.
+    pub max_request_bytes: usize,
+    /// How long a batch may take from append to acknowledgement, retries included.
+    pub delivery_timeout: Duration,
+    /// High-level API: records wait up to this long to fill a batch.
+    pub linger: Duration,
+    /// High-level API: a batch is closed at this many bytes.
+    pub batch_bytes: usize,
+    /// High-level API: codec of built batches.
+    pub compression: crate::record::Compression,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> ProducerConfig {
+        ProducerConfig {
+            acks: -1,
+            request_timeout: Duration::from_secs(30),
+            idempotent: true,
+            max_in_flight_batches: 5,
+            max_request_bytes: 8 * 1024 * 1024,
+            delivery_timeout: Duration::from_secs(120),
+            linger: Duration::from_millis(5),
+            batch_bytes: 256 * 1024,
+            compression: crate::record::Compression::None,
+        }
+    }
+}
+
+/// Where a batch landed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProduceAck {
+    /// Offset the broker gave the batch's first record.
+    pub base_offset: i64,
+    /// Broker append time when the topic uses `LogAppendTime`, else -1.
+    pub log_append_time: i64,
+    /// The partition's log start offset, if reported (else -1).
+    pub log_start_offset: i64,
+}
+
+type TopicPartition = (Arc<str>, i32);
+
+struct Pending {
+    batch: RecordBatch,
+    /// Sequence and epoch assigned at first send.
+    seq: Option<(i32, i16)>,
+    enqueued: Instant,
+    tx: oneshot::Sender<Result<ProduceAck>>,
+}
+
+#[derive(Default)]
+struct PartState {
+    queue: VecDeque<Pending>,
+    /// Failed batches waiting to be resent, by sequence.
+    retry: BTreeMap<i32, Pending>,
+    in_flight: usize,
+    next_seq: i32,
+    hold: bool,
+    not_before: Option<Instant>,
+    backoff: Option<Backoff>,
+    /// Epoch the partition's sequences belong to.
+    seq_epoch: i16,
+}
+
+struct State {
+    producer_id: i64,
+    epoch: i16,
+    bumping: bool,
+    parts: HashMap<TopicPartition, PartState>,
+    unacked: usize,
+    closed: bool,
+}
+
+struct Inner {
+    cluster: Arc<Cluster>,
+    config: ProducerConfig,
+    state: Mutex<State>,
+    wake: Arc<Notify>,
+    idle: Notify,
+    acc: records::Accumulator,
+}
+
+/// An idempotent producer. Cheap to clone.
+#[derive(Clone)]
+pub struct Producer {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let st = self.inner.lock();
+        f.debug_struct("Producer")
+            .field("producer_id", &st.producer_id)
+            .field("epoch", &st.epoch)
+            .field("unacked", &st.unacked)
+            .finish()
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Producer {
+    /// Creates a producer (obtaining a producer id when idempotent) and starts its sender.
+    pub async fn new(cluster: Arc<Cluster>, mut config: ProducerConfig) -> Result<Producer> {
+        if config.idempotent {
+            config.max_in_flight_batches = config.max_in_flight_batches.clamp(1, 5);
+        }
+        let inner = Arc::new(Inner {
+            cluster,
+            state: Mutex::new(State {
+                producer_id: -1,
+                epoch: -1,
+                bumping: false,
+                parts: HashMap::new(),
+                unacked: 0,
+                closed: false,
+            }),
+            config,
+            wake: Arc::new(Notify::new()),
+            idle: Notify::new(),
+            acc: records::Accumulator::default(),
+        });
+        if inner.config.idempotent {
+            let (id, epoch) = init_producer_id(&inner.cluster, -1, -1).await?;
+            let mut st = inner.lock();
+            st.producer_id = id;
+            st.epoch = epoch;
+        }
+        tokio::spawn(sender_loop(Arc::downgrade(&inner), inner.wake.clone()));
+        Ok(Producer { inner })
+    }
+
+    /// The cluster this producer writes to.
+    pub fn cluster(&self) -> &Arc<Cluster> {
+        &self.inner.cluster
+    }
+
+    /// The producer id and epoch (-1, -1 when not idempotent).
+    pub fn producer_id_and_epoch(&self) -> (i64, i16) {
+        let st = self.inner.lock();
+        (st.producer_id, st.epoch)
+    }
+
+    /// Queues `batch` for `topic`/`partition` and returns a future for its acknowledgement.
+    ///
+    /// The batch is queued before this returns, so appends made one after another to the same
+    /// partition are written in that order even if their futures are awaited later.
+    pub fn append(
+        &self,
+        topic: &str,
+        partition: i32,
+        batch: RecordBatch,
+    ) -> impl std::future::Future<Output = Result<ProduceAck>> + Send + 'static {
+        let (tx, rx) = oneshot::channel();
+        let queued = {
+            let mut st = self.inner.lock();
+            if st.closed {
+                Err(Error::Shutdown)
+            } else {
+                st.unacked += 1;
+                st.parts
+                    .entry((Arc::from(topic), partition))
+                    .or_default()
+                    .queue
+                    .push_back(Pending {
+                        batch,
+                        seq: None,
+                        enqueued: Instant::now(),
+                        tx,
+                    });
+                Ok(())
+            }
+        };
+        if queued.is_ok() {
+            self.inner.wake.notify_one();
+        }
+        async move {
+            queued?;
+            rx.await.unwrap_or(Err(Error::Shutdown))
+        }
+    }
+
+    /// Waits until every queued batch has been acknowledged or failed.
+    pub async fn flush(&self) {
+        loop {
+            let idle = self.inner.idle.notified();
+            if self.inner.lock().unacked == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+
+    /// Stops accepting appends, then waits for what is queued.
+    pub async fn close(&self) {
+        self.inner.lock().closed = true;
+        self.flush().await;
+    }
+}
+
+async fn init_producer_id(cluster: &Cluster, id: i64, epoch: i16) -> Result<(i64, i16)> {
+    cluster
+        .retry("InitProducerId", || async {
+            let conn = cluster.any_connection().await?;
+            let version = conn.version(ApiKey::InitProducerId)?;
+            // Bumping an existing id's epoch needs v3+ (KIP-360); older brokers get a new id.
+            let (id, epoch) = if version >= 3 { (id, epoch) } else { (-1, -1) };
+            let req = InitProducerIdRequest::default()
+                .with_transactional_id(None)
+                .with_transaction_timeout_ms(i32::MAX)
+                .with_producer_id(ProducerId(id))
+                .with_producer_epoch(epoch);
+            let resp = conn.send_versioned(&req, version).await?;
+            if let Some(e) = Error::broker(ApiKey::InitProducerId, conn.broker(), None, resp.error_code, None) {
+                return Err(e);
+            }
+            Ok((resp.producer_id.0, resp.producer_epoch))
+        })
+        .await
+}
+
+/// Rewrites producer id, epoch and base sequence of `batch` without copying its records:
+/// returns the patched 61-byte header and the untouched records slice. The CRC is updated from
+/// the changed header bytes alone, so a batch whose CRC was wrong stays wrong.
+pub fn rewrite_producer_fields(batch: &RecordBatch, producer_id: i64, epoch: i16, base_sequence: i32) -> [Bytes; 2] {
+    const HEADER: usize = crate::record::BATCH_HEADER_LEN;
+    let all = batch.as_bytes();
+    let old = &all[..HEADER];
+    let mut new = BytesMut::from(old);
+    new[43..51].copy_from_slice(&producer_id.to_be_bytes());
+    new[51..53].copy_from_slice(&epoch.to_be_bytes());
+    new[53..57].copy_from_slice(&base_sequence.to_be_bytes());
+    if new[21..HEADER] != old[21..HEADER] {
+        let records_len = all.len() - HEADER;
+        let delta = crc32c::crc32c(&old[21..HEADER]) ^ crc32c::crc32c(&new[21..HEADER]);
+        let crc = batch.crc() ^ crc32c::crc32c_combine(delta, 0, records_len);
+        new[17..21].copy_from_slice(&crc.to_be_bytes());
+    }
+    [new.freeze(), all.slice(HEADER..)]
+}
+
+/// One partition's share of a request.
+struct Outgoing {
+    tp: TopicPartition,
+    batches: Vec<Pending>,
+}
+
+async fn sender_loop(inner: std::sync::Weak<Inner>, wake_handle: Arc<Notify>) {
+    loop {
+        let wake = wake_handle.notified();
+        let Some(strong) = inner.upgrade() else { return };
+        let (requests, next_wake) = collect_ready(&strong);
+        for (broker, parts) in requests {
+            tokio::spawn(send_request(strong.clone(), broker, parts));
+        }
+        let sleep = next_wake.unwrap_or(Duration::from_millis(200));
+        drop(strong);
+        tokio::select! {
+            _ = wake => {}
+            _ = tokio::time::sleep(sleep) => {}
+        }
+    }
+}
+
+/// Takes what can be sent now, grouped by leader.
+fn collect_ready(inner: &Arc<Inner>) -> (Vec<(BrokerInfo, Vec<Outgoing>)>, Option<Duration>) {
+    let md = inner.cluster.metadata();
+    let now = Instant::now();
+    let mut next_wake: Option<Duration> = None;
+    let mut by_broker: HashMap<i32, (BrokerInfo, Vec<Outgoing>, usize)> = HashMap::new();
+    let mut need_metadata = false;
+    let mut st = inner.lock();
+    let max_in_flight = inner.config.max_in_flight_batches;
+    let max_bytes = inner.config.max_request_bytes;
+    let delivery_timeout = inner.config.delivery_timeout;
+    if st.bumping {
+        return (Vec::new(), Some(Duration::from_millis(50)));
+    }
+    let epoch = st.epoch;
+    let mut expired = Vec::new();
+    for (tp, ps) in st.parts.iter_mut() {
+        // Fail batches that ran out of time while still queued (not in flight).
+        while let Some(front) = ps.queue.front() {
+            if front.seq.is_none() && now.duration_since(front.enqueued) > delivery_timeout {
+                expired.push(ps.queue.pop_front().expect("front exists"));
+            } else {
+                break;
+            }
+        }
+        if ps.hold {
+            if ps.in_flight > 0 {
+                continue;
+            }
+            // Everything in flight has answered: put failed batches back in sequence order.
+            let retry = std::mem::take(&mut ps.retry);
+            for (_, p) in retry.into_iter().rev() {
+                ps.queue.push_front(p);
+            }
+            ps.hold = false;
+        }
+        if let Some(t) = ps.not_before {
+            if t > now {
+                let d = t - now;
+                next_wake = Some(next_wake.map_or(d, |w| w.min(d)));
+                continue;
+            }
+            ps.not_before = None;
+        }
+        if ps.queue.is_empty() || ps.in_flight >= max_in_flight {
+            continue;
+        }
+        let leader = md
+            .partition(&tp.0, tp.1)
+            .filter(|p| p.leader >= 0)
+            .and_then(|p| md.brokers.get(&p.leader));
+        let Some(leader) = leader else {
+            need_metadata = true;
+            next_wake = Some(next_wake.map_or(Duration::from_millis(100), |w| w.min(Duration::from_millis(100))));
+            continue;
+        };
+        let entry = by_broker
+            .entry(leader.id)
+            .or_insert_with(|| (leader.clone(), Vec::new(), 0));
+        let mut out = Outgoing {
+            tp: tp.clone(),
+            batches: Vec::new(),
+        };
+        // A new epoch restarts every partition's sequences at 0.
+        if inner.config.idempotent && ps.seq_epoch != epoch {
+            ps.seq_epoch = epoch;
+            ps.next_seq = 0;
+        }
+        while ps.in_flight < max_in_flight {
+            let Some(front) = ps.queue.front() else { break };
+            let size = front.batch.len();
+            if entry.2 > 0 && entry.2 + size > max_bytes {
+                break;
+            }
+            let mut p = ps.queue.pop_front().expect("front exists");
+            if inner.config.idempotent {
+                let stale = p.seq.map(|(_, e)| e != epoch).unwrap_or(true);
+                if stale {
+                    p.seq = Some((ps.next_seq, epoch));
+                    let count = p.batch.record_count().max(1);
+                    ps.next_seq = ps.next_seq.wrapping_add(count) & i32::MAX;
+                }
+            }
+            entry.2 += size;
+            ps.in_flight += 1;
+            out.batches.push(p);
+        }
+        if !out.batches.is_empty() {
+            entry.1.push(out);
+        }
+    }
+    let n_expired = expired.len();
+    st.unacked -= n_expired;
+    drop(st);
+    for p in expired {
+        let _ = p.tx.send(Err(Error::Producer(format!(
+            "batch not sent within delivery timeout {delivery_timeout:?}"
+        ))));
+    }
+    if n_expired > 0 {
+        inner.idle.notify_waiters();
+    }
+    if need_metadata {
+        let c = inner.cluster.clone();
+        tokio::spawn(async move {
+            if let Err(e) = c.refresh_metadata().await {
+                debug!(error = %e, "producer metadata refresh failed");
+            }
+        });
+    }
+    (
+        by_broker
+            .into_values()
+            .map(|(b, parts, _)| (b, parts))
+            .collect(),
+        next_wake,
+    )
+}
+
+async fn send_request(inner: Arc<Inner>, broker: BrokerInfo, parts: Vec<Outgoing>) {
+    let (pid, _) = {
+        let st = inner.lock();
+        (st.producer_id, st.epoch)
+    };
+    // Build the topic/partition layout with rewritten headers (zero-copy records).
+    let mut topics: Vec<TopicRecords> = Vec::new();
+    for out in &parts {
+        let mut batches = Vec::with_capacity(out.batches.len() * 2);
+        for p in &out.batches {
+            match (inner.config.idempotent, p.seq) {
+                (true, Some((seq, epoch))) => {
+                    batches.extend(rewrite_producer_fields(&p.batch, pid, epoch, seq));
+                }
+                _ => batches.push(p.batch.as_bytes().clone()),
+            }
+        }
+        let pr = PartitionRecords {
+            partition: out.tp.1,
+            batches,
+        };
+        match topics.iter_mut().find(|t| *t.name == *out.tp.0) {
+            Some(t) => t.partitions.push(pr),
+            None => topics.push(TopicRecords {
+                name: out.tp.0.to_string(),
+                partitions: vec![pr],
+            }),
+        }
+    }
+    let result = produce_once(&inner, &broker, &topics).await;
+    let mut outcomes: Vec<(TopicPartition, Result<(i64, i64, i64), Error>)> = Vec::new();
+    match result {
+        Ok(resp) => {
+            for out in &parts {
+                let r = resp
+                    .responses
+                    .iter()
+                    .find(|t| *t.name.0 == *out.tp.0)
+                    .and_then(|t| t.partition_responses.iter().find(|p| p.index == out.tp.1));
+                let outcome = match r {
+                    None => Err(Error::Metadata(format!(
+                        "Produce response from {} lacks topic {} partition {}",
+                        broker.addr(),
+                        out.tp.0,
+                        out.tp.1
+                    ))),
+                    Some(p) => match Error::broker(
+                        ApiKey::Produce,
+                        format!("{}@{}", broker.id, broker.addr()),
+                        Some(format!("topic {} partition {}", out.tp.0, out.tp.1)),
+                        p.error_code,
+                        p.error_message.as_ref().map(|m| m.to_string()),
+                    ) {
+                        Some(e) => Err(e),
+                        None => Ok((p.base_offset, p.log_append_time_ms, p.log_start_offset)),
+                    },
+                };
+                outcomes.push((out.tp.clone(), outcome));
+            }
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            let retriable = e.is_retriable();
+            for out in &parts {
+                let err = if retriable {
+                    Error::Metadata(format!("Produce to {} failed: {msg}", broker.addr()))
+                } else {
+                    Error::Producer(format!("Produce to {} failed: {msg}", broker.addr()))
+                };
+                outcomes.push((out.tp.clone(), Err(err)));
+            }
+        }
+    }
+    complete(&inner, parts, outcomes).await;
+}
+
+async fn produce_once(
+    inner: &Inner,
+    broker: &BrokerInfo,
+    topics: &[TopicRecords],
+) -> Result<kafka_protocol::messages::ProduceResponse> {
+    let conn = inner.cluster.connection(broker, ConnKind::Produce).await?;
+    let version = conn.version(ApiKey::Produce)?;
+    let body = ProduceBody {
+        transactional_id: None,
+        acks: inner.config.acks,
+        timeout_ms: inner.config.request_timeout.as_millis().min(i32::MAX as u128) as i32,
+        topics,
+    };
+    let client_id = inner.cluster.config().conn.client_id.clone();
+    let rest = conn
+        .roundtrip(ApiKey::Produce, |corr| encode_produce(corr, &client_id, version, &body))
+        .await?;
+    crate::codec::decode_response::<ProduceRequest>(rest, version)
+        .map_err(Error::Codec)
+}
+
+async fn complete(
+    inner: &Arc<Inner>,
+    parts: Vec<Outgoing>,
+    outcomes: Vec<(TopicPartition, Result<(i64, i64, i64), Error>)>,
+) {
+    let mut bump = false;
+    let mut refresh = false;
+    let mut finished: Vec<(oneshot::Sender<Result<ProduceAck>>, Result<ProduceAck>)> = Vec::new();
+    {
+        let mut st = inner.lock();
+        for (out, (_, outcome)) in parts.into_iter().zip(outcomes) {
+            let n = out.batches.len();
+            let Some(ps) = st.parts.get_mut(&out.tp) else { continue };
+            ps.in_flight -= n;
+            match outcome {
+                Ok((base, log_append_time, log_start)) => {
+                    ps.backoff = None;
+                    let mut offset = base;
+                    for p in out.batches {
+                        let ack = ProduceAck {
+                            base_offset: offset,
+                            log_append_time,
+                            log_start_offset: log_start,
+                        };
+                        if offset >= 0 {
+                            offset += i64::from(p.batch.last_offset_delta()) + 1;
+                        }
+                        finished.push((p.tx, Ok(ack)));
+                    }
+                }
+                Err(e) => {
+                    let code = e.response_error();
+                    let seq_trouble = matches!(
+                        code,
+                        Some(ResponseError::OutOfOrderSequenceNumber | ResponseError::UnknownProducerId | ResponseError::InvalidProducerEpoch)
+                    );
+                    let expired = out
+                        .batches
+                        .first()
+                        .map(|p| p.enqueued.elapsed() > inner.config.delivery_timeout)
+                        .unwrap_or(false);
+                    if (e.is_retriable() || seq_trouble) && !expired {
+                        if seq_trouble && !ps.hold && ps.retry.is_empty() {
+                            // Not explained by an earlier failure of this partition: the broker
+                            // lost or rejected our sequence state. New epoch, new sequences.
+                            warn!(topic = %out.tp.0, partition = out.tp.1, error = %e, "sequence error, bumping producer epoch");
+                            bump = true;
+                        }
+                        refresh |= e.needs_metadata_refresh();
+                        ps.hold = true;
+                        let backoff = ps
+                            .backoff
+                            .get_or_insert_with(|| Backoff::new(&inner.cluster.config().retry, Instant::now()));
+                        let delay = backoff.next_delay(Instant::now()).unwrap_or(Duration::from_millis(100));
+                        ps.not_before = Some(Instant::now() + delay);
+                        debug!(topic = %out.tp.0, partition = out.tp.1, error = %e, ?delay, "produce will be retried");
+                        for p in out.batches {
+                            let key = p.seq.map(|(s, _)| s).unwrap_or(i32::MAX);
+                            ps.retry.insert(key, p);
+                        }
+                    } else {
+                        let msg = e.to_string();
+                        let mut first = Some(e);
+                        for p in out.batches {
+                            let err = first.take().unwrap_or_else(|| Error::Producer(msg.clone()));
+                            finished.push((p.tx, Err(err)));
+                        }
+                        // A failed batch leaves a hole in the sequence: start a new epoch.
+                        if inner.config.idempotent {
+                            bump = true;
+                        }
+                    }
+                }
+            }
+        }
+        st.unacked -= finished.len();
+        if bump && !st.bumping && inner.config.idempotent {
+            st.bumping = true;
+        } else {
+            bump = false;
+        }
+    }
+    for (tx, r) in finished {
+        let _ = tx.send(r);
+    }
+    inner.idle.notify_waiters();
+    if refresh {
+        if let Err(e) = inner.cluster.refresh_metadata().await {
+            debug!(error = %e, "metadata refresh after produce error failed");
+        }
+    }
+    if bump {
+        let (id, epoch) = {
+            let st = inner.lock();
+            (st.producer_id, st.epoch)
+        };
+        let result = init_producer_id(&inner.cluster, id, epoch).await;
+        let mut st = inner.lock();
+        match result {
+            Ok((id, epoch)) => {
+                st.producer_id = id;
+                st.epoch = epoch;
+            }
+            Err(e) => warn!(error = %e, "epoch bump failed; retrying with the old epoch"),
+        }
+        st.bumping = false;
+    }
+    inner.wake.notify_one();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{BatchBuilder, Compression};
+
+    #[test]
+    fn zero_copy_rewrite_matches_full_recompute() {
+        for codec in [Compression::None, Compression::Zstd] {
+            let mut b = BatchBuilder::new(codec).producer(77, 3, 1000);
+            for i in 0..50 {
+                b.push(1_700_000_000_000 + i, Some(b"key"), Some(&[i as u8; 100]), &[]);
+            }
+            let batch = b.build().unwrap();
+            batch.verify_crc().unwrap();
+            let [head, records] = rewrite_producer_fields(&batch, 123_456, 9, 42);
+            assert_eq!(head.len(), crate::record::BATCH_HEADER_LEN);
+            assert_eq!(records.as_ptr(), batch.as_bytes()[crate::record::BATCH_HEADER_LEN..].as_ptr(), "records not copied");
+            let mut joined = BytesMut::new();
+            joined.extend_from_slice(&head);
+            joined.extend_from_slice(&records);
+            let re = RecordBatch::parse(joined.freeze()).unwrap();
+            re.verify_crc().unwrap();
+            assert_eq!((re.producer_id(), re.producer_epoch(), re.base_sequence()), (123_456, 9, 42));
+            assert_eq!(re.record_count(), 50);
+            // Unchanged fields leave the CRC as it was.
+            let [same, _] = rewrite_producer_fields(&batch, 77, 3, 1000);
+            assert_eq!(&same[..], &batch.as_bytes()[..crate::record::BATCH_HEADER_LEN]);
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! Bounded exponential backoff with jitter, shared by every retry loop in the client.
+//!
+//! Whether an error is worth retrying is decided in one place, [`crate::Error::is_retriable`];
+//! this module only decides how long to wait and when to stop.
+
+use std::time::{Duration, Instant};
+
+/// Retry budget and backoff bounds.
+#[derive(Clone, Debug)]
+pub struct RetryPolicy {
+    /// First backoff.
+    pub min_backoff: Duration,
+    /// Largest backoff.
+    pub max_backoff: Duration,
+    /// Total time a call may spend retrying before it gives up.
+    pub max_elapsed: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> RetryPolicy {
+        RetryPolicy {
+            min_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(1),
+            max_elapsed: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The state of one retry loop. Time is passed in, so it is testable without a clock.
+#[derive(Clone, Debug)]
+pub struct Backoff {
+    policy: RetryPolicy,
+    started: Instant,
+    attempts: u32,
+    seed: u64,
+}
+
+impl Backoff {
+    /// Starts a retry loop at `now`.
+    pub fn new(policy: &RetryPolicy, now: Instant) -> Backoff {
+        let seed = (now.elapsed().as_nanos() as u64) ^ (std::process::id() as u64).rotate_left(32)
+            ^ (&policy as *const _ as u64);
+        Backoff {
+            policy: policy.clone(),
+            started: now,
+            attempts: 0,
+            seed: seed | 1,
+        }
+    }
+
+    /// Attempts made so far.
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// Time since the loop started.
+    pub fn elapsed(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.started)
+    }
+
+    /// Records a failed attempt at `now`; returns how long to wait before the next one, or
+    /// `None` when the budget is spent.
+    pub fn next_delay(&mut self, now: Instant) -> Option<Duration> {
+        self.attempts += 1;
+        let elapsed = self.elapsed(now);
+        if elapsed >= self.policy.max_elapsed {
+            return None;
+        }
+        let exp = self
+            .policy
+            .min_backoff
+            .saturating_mul(1u32 << self.attempts.saturating_sub(1).min(16));
+        let cap = exp.min(self.policy.max_backoff);
+        // Full jitter in [cap/2, cap].
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        let half = cap / 2;
+        let jitter = Duration::from_nanos(self.seed % (half.as_nanos() as u64 + 1));
+        let delay = half + jitter;
+        Some(delay.min(self.policy.max_elapsed - elapsed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grows_exponentially_within_bounds_and_stops() {
+        let policy = RetryPolicy {
+            min_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(800),
+            max_elapsed: Duration::from_secs(5),
+        };
+        let t0 = Instant::now();
+        let mut b = Backoff::new(&policy, t0);
+        let mut now = t0;
+        let mut delays = Vec::new();
+        while let Some(d) = b.next_delay(now) {
+            delays.push(d);
+            now += d;
+        }
+        assert!(delays[0] >= Duration::from_millis(50) && delays[0] <= Duration::from_millis(100));
+        assert!(delays.iter().all(|d| *d <= Duration::from_millis(800)));
+        assert!(delays[3] >= Duration::from_millis(400), "{delays:?}");
+        let total: Duration = delays.iter().sum();
+        assert!(total <= Duration::from_secs(5), "budget respected: {total:?}");
+        assert!(total >= Duration::from_millis(4500), "budget used: {total:?}");
+    }
+}
