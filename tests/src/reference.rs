@@ -54,20 +54,35 @@ pub fn base_config(bootstrap: &str) -> ClientConfig {
 pub fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
     let admin: AdminClient<DefaultClientContext> =
         base_config(bootstrap).create().expect("create admin client");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let res = rt
-        .block_on(admin.create_topics(
+    // A runtime of its own on a thread of its own: callable from sync and async tests alike.
+    let res = std::thread::scope(|s| {
+        s.spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime")
+                .block_on(admin.create_topics(
             &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        ))
-        .expect("create_topics request");
+                    &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+                ))
+        })
+        .join()
+        .expect("admin thread")
+    })
+    .expect("create_topics request");
     for r in res {
         if let Err((name, err)) = r {
             panic!("create topic {name}: {err}");
         }
+    }
+}
+
+/// Runs blocking reference-client work from inside a multi-threaded tokio test without
+/// stalling the runtime (and directly outside one).
+pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(_) => tokio::task::block_in_place(f),
+        Err(_) => f(),
     }
 }
 

@@ -1,0 +1,7 @@
+//! Strait replicator.
+
+pub mod config;
+pub mod filter;
+pub mod formats;
+pub mod offsets;
+pub mod policy;
