@@ -159,8 +159,14 @@ mod tests {
     use super::*;
 
     fn broker_err(code: i16) -> Error {
-        Error::broker(ApiKey::Produce, "1@h:1", Some("topic t partition 0".into()), code, None)
-            .unwrap()
+        Error::broker(
+            ApiKey::Produce,
+            "1@h:1",
+            Some("topic t partition 0".into()),
+            code,
+            None,
+        )
+        .unwrap()
     }
 
     #[test]
@@ -193,8 +199,14 @@ mod tests {
         )
         .unwrap();
         let s = e.to_string();
-        assert!(s.contains("Produce") && s.contains("1@127.0.0.1:9092"), "{s}");
-        assert!(s.contains("topic orders partition 3") && s.contains("code 29"), "{s}");
+        assert!(
+            s.contains("Produce") && s.contains("1@127.0.0.1:9092"),
+            "{s}"
+        );
+        assert!(
+            s.contains("topic orders partition 3") && s.contains("code 29"),
+            "{s}"
+        );
         assert!(s.contains("denied"), "{s}");
     }
 }

@@ -4,6 +4,8 @@
 //! - [`record`]: record batches v2 — zero-copy view, in-place header rewrite, decode and rebuild (sans-IO).
 
 pub mod record;
+pub mod admin;
+pub mod group;
 pub mod cluster;
 pub mod codec;
 pub mod conn;
@@ -12,4 +14,4 @@ pub mod fetcher;
 pub mod producer;
 pub mod retry;
 
-pub use error::{Error, Result};
+pub use error::{Error, ResponseError, Result};

@@ -38,7 +38,8 @@ pub struct Backoff {
 impl Backoff {
     /// Starts a retry loop at `now`.
     pub fn new(policy: &RetryPolicy, now: Instant) -> Backoff {
-        let seed = (now.elapsed().as_nanos() as u64) ^ (std::process::id() as u64).rotate_left(32)
+        let seed = (now.elapsed().as_nanos() as u64)
+            ^ (std::process::id() as u64).rotate_left(32)
             ^ (&policy as *const _ as u64);
         Backoff {
             policy: policy.clone(),
@@ -105,7 +106,13 @@ mod tests {
         assert!(delays.iter().all(|d| *d <= Duration::from_millis(800)));
         assert!(delays[3] >= Duration::from_millis(400), "{delays:?}");
         let total: Duration = delays.iter().sum();
-        assert!(total <= Duration::from_secs(5), "budget respected: {total:?}");
-        assert!(total >= Duration::from_millis(4500), "budget used: {total:?}");
+        assert!(
+            total <= Duration::from_secs(5),
+            "budget respected: {total:?}"
+        );
+        assert!(
+            total >= Duration::from_millis(4500),
+            "budget used: {total:?}"
+        );
     }
 }

@@ -52,8 +52,9 @@ pub fn base_config(bootstrap: &str) -> ClientConfig {
 
 /// Creates topics through librdkafka's admin client.
 pub fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> =
-        base_config(bootstrap).create().expect("create admin client");
+    let admin: AdminClient<DefaultClientContext> = base_config(bootstrap)
+        .create()
+        .expect("create admin client");
     // A runtime of its own on a thread of its own: callable from sync and async tests alike.
     let res = std::thread::scope(|s| {
         s.spawn(|| {
@@ -62,7 +63,7 @@ pub fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
                 .build()
                 .expect("runtime")
                 .block_on(admin.create_topics(
-            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+                    &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
                     &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
                 ))
         })
@@ -144,7 +145,11 @@ pub fn produce(
     producer
         .flush(Duration::from_secs(30))
         .expect("reference producer flush");
-    assert_eq!(producer.in_flight_count(), 0, "undelivered reference records");
+    assert_eq!(
+        producer.in_flight_count(),
+        0,
+        "undelivered reference records"
+    );
 }
 
 /// Reads `count` records of `topic`/`partition` starting at `from` (no consumer group),

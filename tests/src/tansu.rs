@@ -63,7 +63,10 @@ impl TansuBroker {
             .args(["--advertised-listener-url", &url])
             .args(["--storage-engine", "memory://tansu/"])
             .current_dir(dir.path())
-            .env("RUST_LOG", std::env::var("STRAIT_TANSU_LOG").unwrap_or("warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("STRAIT_TANSU_LOG").unwrap_or("warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().map_err(|e| e.to_string())?)
             .stderr(log_file)
@@ -78,7 +81,11 @@ impl TansuBroker {
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Some(status) = broker.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = broker
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 let log = std::fs::read_to_string(&broker.log).unwrap_or_default();
                 broker.child = None;
                 return Err(format!("tansu exited with {status}: {log}"));
@@ -135,7 +142,11 @@ impl Drop for TansuBroker {
             let _ = std::fs::create_dir_all(&dir);
             let kept = dir.join(format!("{}.log", self.cluster_id));
             if std::fs::copy(&self.log, &kept).is_ok() {
-                eprintln!("tansu log of cluster {} kept at {}", self.cluster_id, kept.display());
+                eprintln!(
+                    "tansu log of cluster {} kept at {}",
+                    self.cluster_id,
+                    kept.display()
+                );
             }
         }
     }
@@ -147,7 +158,10 @@ pub fn start_clusters(prefix: &str, n: usize) -> Vec<TansuBroker> {
         let handles: Vec<_> = (0..n)
             .map(|i| s.spawn(move || TansuBroker::start(&format!("{prefix}-{i}"))))
             .collect();
-        handles.into_iter().map(|h| h.join().expect("start broker")).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("start broker"))
+            .collect()
     })
 }
 

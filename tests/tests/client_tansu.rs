@@ -10,21 +10,36 @@ use protocol_client::cluster::{ClientConfig, Cluster};
 use protocol_client::fetcher::{Fetcher, FetcherConfig, IsolationLevel};
 use protocol_client::producer::records::ProducerRecord;
 use protocol_client::producer::{Producer, ProducerConfig};
-use protocol_client::record::{split_batches, Compression, DecodeLimits, RecordBatch, RecordHeader};
+use protocol_client::record::{
+    split_batches, Compression, DecodeLimits, RecordBatch, RecordHeader,
+};
 use strait_tests::reference::{self, Outgoing, RefRecord};
 use strait_tests::tansu::TansuBroker;
 
 async fn cluster(b: &TansuBroker) -> Arc<Cluster> {
-    Cluster::connect(ClientConfig::new(&b.bootstrap())).await.expect("connect")
+    Cluster::connect(ClientConfig::new(&b.bootstrap()))
+        .await
+        .expect("connect")
 }
 
 fn sample(n: usize) -> Vec<Outgoing> {
     (0..n)
         .map(|i| Outgoing {
-            key: if i % 5 == 0 { None } else { Some(format!("key-{i}").into_bytes()) },
-            value: if i % 7 == 3 { None } else { Some(format!("value-{i}-{}", "x".repeat(i % 50)).into_bytes()) },
+            key: if i % 5 == 0 {
+                None
+            } else {
+                Some(format!("key-{i}").into_bytes())
+            },
+            value: if i % 7 == 3 {
+                None
+            } else {
+                Some(format!("value-{i}-{}", "x".repeat(i % 50)).into_bytes())
+            },
             headers: if i % 3 == 0 {
-                vec![("h1".into(), Some(vec![i as u8, 1, 2])), ("h-null".into(), None)]
+                vec![
+                    ("h1".into(), Some(vec![i as u8, 1, 2])),
+                    ("h-null".into(), None),
+                ]
             } else {
                 vec![]
             },
@@ -44,7 +59,12 @@ fn to_ref(o: &Outgoing, offset: i64) -> RefRecord {
 }
 
 /// Fetches every batch of a partition up to `end` records with our fetcher.
-async fn fetch_all(cluster: &Arc<Cluster>, topic: &str, partition: i32, until: i64) -> Vec<RecordBatch> {
+async fn fetch_all(
+    cluster: &Arc<Cluster>,
+    topic: &str,
+    partition: i32,
+    until: i64,
+) -> Vec<RecordBatch> {
     let mut f = Fetcher::new(
         cluster.clone(),
         FetcherConfig {
@@ -57,7 +77,11 @@ async fn fetch_all(cluster: &Arc<Cluster>, topic: &str, partition: i32, until: i
     let mut out = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while f.position(topic, partition).unwrap() < until {
-        assert!(std::time::Instant::now() < deadline, "fetch timed out at {:?}", f.position(topic, partition));
+        assert!(
+            std::time::Instant::now() < deadline,
+            "fetch timed out at {:?}",
+            f.position(topic, partition)
+        );
         for p in f.poll().await.expect("poll") {
             for b in split_batches(p.records) {
                 let b = b.expect("valid batch");
@@ -87,7 +111,12 @@ fn decode(batches: &[RecordBatch]) -> Vec<RefRecord> {
                 headers: r
                     .headers
                     .iter()
-                    .map(|h| (String::from_utf8(h.key.to_vec()).unwrap(), h.value.as_ref().map(|v| v.to_vec())))
+                    .map(|h| {
+                        (
+                            String::from_utf8(h.key.to_vec()).unwrap(),
+                            h.value.as_ref().map(|v| v.to_vec()),
+                        )
+                    })
                     .collect(),
             });
         }
@@ -100,7 +129,13 @@ async fn our_producer_writes_what_librdkafka_reads() {
     strait_tests::init_tracing();
     let broker = TansuBroker::start("client-produce");
     let cluster = cluster(&broker).await;
-    for codec in [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd] {
+    for codec in [
+        Compression::None,
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ] {
         let topic = strait_tests::unique(&format!("ours-{}", codec.name()));
         reference::blocking(|| reference::create_topic(&broker.bootstrap(), &topic, 2));
         let producer = Producer::new(
@@ -137,9 +172,26 @@ async fn our_producer_writes_what_librdkafka_reads() {
             assert_eq!(md.partition, 1);
             offsets.push(md.offset);
         }
-        assert_eq!(offsets, (0..200).collect::<Vec<i64>>(), "{codec}: offsets reported in order");
-        let got = reference::blocking(|| reference::consume(&broker.bootstrap(), &topic, 1, 0, 200, Duration::from_secs(30)));
-        let want: Vec<_> = recs.iter().enumerate().map(|(i, r)| to_ref(r, i as i64)).collect();
+        assert_eq!(
+            offsets,
+            (0..200).collect::<Vec<i64>>(),
+            "{codec}: offsets reported in order"
+        );
+        let got = reference::blocking(|| {
+            reference::consume(
+                &broker.bootstrap(),
+                &topic,
+                1,
+                0,
+                200,
+                Duration::from_secs(30),
+            )
+        });
+        let want: Vec<_> = recs
+            .iter()
+            .enumerate()
+            .map(|(i, r)| to_ref(r, i as i64))
+            .collect();
         assert_eq!(got, want, "{codec}: librdkafka reads what we wrote");
         // Idempotence fields are ours.
         let batches = fetch_all(&cluster, &topic, 1, 200).await;
@@ -147,7 +199,10 @@ async fn our_producer_writes_what_librdkafka_reads() {
         assert!(pid >= 0);
         let mut seq = 0;
         for b in &batches {
-            assert_eq!((b.producer_id(), b.producer_epoch(), b.base_sequence()), (pid, epoch, seq));
+            assert_eq!(
+                (b.producer_id(), b.producer_epoch(), b.base_sequence()),
+                (pid, epoch, seq)
+            );
             assert_eq!(b.compression().unwrap(), codec);
             seq += b.record_count();
         }
@@ -174,13 +229,25 @@ async fn librdkafka_writes_our_fetcher_reads_and_raw_append_forwards_identically
                 &src,
                 0,
                 &recs,
-                &[("compression.codec", codec), ("batch.num.messages", "37"), ("enable.idempotence", idempotent)],
+                &[
+                    ("compression.codec", codec),
+                    ("batch.num.messages", "37"),
+                    ("enable.idempotence", idempotent),
+                ],
             )
         });
         let batches = fetch_all(&cluster, &src, 0, 300).await;
         assert!(batches.len() > 1, "{codec}: several batches");
-        let want: Vec<_> = recs.iter().enumerate().map(|(i, r)| to_ref(r, i as i64)).collect();
-        assert_eq!(decode(&batches), want, "{codec}: our fetch + decode equals what librdkafka wrote");
+        let want: Vec<_> = recs
+            .iter()
+            .enumerate()
+            .map(|(i, r)| to_ref(r, i as i64))
+            .collect();
+        assert_eq!(
+            decode(&batches),
+            want,
+            "{codec}: our fetch + decode equals what librdkafka wrote"
+        );
         // Forward the fetched batches, as they are, to another topic.
         let producer = Producer::new(
             cluster.clone(),
@@ -191,20 +258,42 @@ async fn librdkafka_writes_our_fetcher_reads_and_raw_append_forwards_identically
         )
         .await
         .unwrap();
-        let acks: Vec<_> = batches.iter().map(|b| producer.append(&dst, 0, b.clone())).collect();
+        let acks: Vec<_> = batches
+            .iter()
+            .map(|b| producer.append(&dst, 0, b.clone()))
+            .collect();
         let mut expect_base = 0;
         for (ack, b) in acks.into_iter().zip(&batches) {
             let ack = ack.await.expect("append acked");
-            assert_eq!(ack.base_offset, expect_base, "{codec}: exact downstream offset");
+            assert_eq!(
+                ack.base_offset, expect_base,
+                "{codec}: exact downstream offset"
+            );
             expect_base += i64::from(b.last_offset_delta()) + 1;
         }
         let forwarded = fetch_all(&cluster, &dst, 0, 300).await;
         assert_eq!(forwarded.len(), batches.len());
         for (a, b) in batches.iter().zip(&forwarded) {
             // Identical from the attributes on (CRC-covered part), and the CRC itself.
-            assert_eq!(a.as_bytes()[17..], b.as_bytes()[17..], "{codec}: forwarded batch is byte-identical");
+            assert_eq!(
+                a.as_bytes()[17..],
+                b.as_bytes()[17..],
+                "{codec}: forwarded batch is byte-identical"
+            );
         }
-        let got = reference::blocking(|| reference::consume(&broker.bootstrap(), &dst, 0, 0, 300, Duration::from_secs(30)));
-        assert_eq!(got, want, "{codec}: librdkafka reads the forwarded topic identically");
+        let got = reference::blocking(|| {
+            reference::consume(
+                &broker.bootstrap(),
+                &dst,
+                0,
+                0,
+                300,
+                Duration::from_secs(30),
+            )
+        });
+        assert_eq!(
+            got, want,
+            "{codec}: librdkafka reads the forwarded topic identically"
+        );
     }
 }

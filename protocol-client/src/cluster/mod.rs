@@ -190,7 +190,9 @@ impl Cluster {
             refresh: tokio::sync::Mutex::new(()),
             last_refresh: Mutex::new(Instant::now()),
         });
-        cluster.refresh_metadata().await?;
+        cluster
+            .retry("bootstrap metadata", || cluster.refresh_metadata())
+            .await?;
         let weak = Arc::downgrade(&cluster);
         tokio::spawn(refresh_periodically(weak));
         Ok(cluster)
@@ -211,7 +213,10 @@ impl Cluster {
 
     /// Adds topics to the set whose metadata is kept fresh.
     pub fn track_topics<I: IntoIterator<Item = S>, S: Into<String>>(&self, topics: I) {
-        let mut t = self.tracked_topics.lock().unwrap_or_else(|p| p.into_inner());
+        let mut t = self
+            .tracked_topics
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         t.extend(topics.into_iter().map(Into::into));
     }
 
@@ -252,7 +257,8 @@ impl Cluster {
                     .collect()
             }));
         let (conn, resp) = self.send_any(&req).await?;
-        if let Some(e) = Error::broker(ApiKey::Metadata, conn.broker(), None, resp.error_code, None) {
+        if let Some(e) = Error::broker(ApiKey::Metadata, conn.broker(), None, resp.error_code, None)
+        {
             return Err(e);
         }
         let mut next = (*self.metadata()).clone();
@@ -312,7 +318,12 @@ impl Cluster {
         let next = Arc::new(next);
         *self.metadata.write().unwrap_or_else(|p| p.into_inner()) = next.clone();
         *self.last_refresh.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
-        debug!(generation = next.generation, brokers = next.brokers.len(), topics = next.topics.len(), "metadata refreshed");
+        debug!(
+            generation = next.generation,
+            brokers = next.brokers.len(),
+            topics = next.topics.len(),
+            "metadata refreshed"
+        );
         Ok(next)
     }
 
@@ -406,7 +417,10 @@ impl Cluster {
 
     /// Sends a control request to any reachable broker, trying the next one on transport
     /// failure. Returns the connection used, for error context.
-    pub async fn send_any<R: Request>(&self, request: &R) -> Result<(Arc<Connection>, R::Response)> {
+    pub async fn send_any<R: Request>(
+        &self,
+        request: &R,
+    ) -> Result<(Arc<Connection>, R::Response)> {
         let addrs = self.control_addrs();
         let mut last = None;
         for addr in &addrs {
@@ -456,9 +470,21 @@ impl Cluster {
         };
         let resource = Some(format!("{kind:?} coordinator of {key}"));
         let (code, msg, id, host, port) = if let Some(c) = resp.coordinators.first() {
-            (c.error_code, c.error_message.clone(), c.node_id.0, c.host.clone(), c.port)
+            (
+                c.error_code,
+                c.error_message.clone(),
+                c.node_id.0,
+                c.host.clone(),
+                c.port,
+            )
         } else {
-            (resp.error_code, resp.error_message.clone(), resp.node_id.0, resp.host.clone(), resp.port)
+            (
+                resp.error_code,
+                resp.error_message.clone(),
+                resp.node_id.0,
+                resp.host.clone(),
+                resp.port,
+            )
         };
         if let Some(e) = Error::broker(
             ApiKey::FindCoordinator,

@@ -48,7 +48,10 @@ mod tests {
         b.extend_from_slice(&[0, 0, 0]);
         assert!(decode_frame(&mut b, 100).unwrap().is_none());
         b.extend_from_slice(&[3, 1, 2]);
-        assert!(decode_frame(&mut b, 100).unwrap().is_none(), "3 of 4 payload bytes");
+        assert!(
+            decode_frame(&mut b, 100).unwrap().is_none(),
+            "3 of 4 payload bytes"
+        );
         // the rest of frame 1, then frame 2 in part
         b.extend_from_slice(&[3, 0, 0, 0, 1, 9, 0]);
         assert_eq!(&decode_frame(&mut b, 100).unwrap().unwrap()[..], &[1, 2, 3]);

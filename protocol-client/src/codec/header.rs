@@ -108,13 +108,17 @@ pub fn decode_response<R: Request>(
     if <R::Response as HeaderVersion>::header_version(version) >= 1 {
         skip_tagged_fields(&mut rest).map_err(err)?;
     }
-    let body = <R::Response as Decodable>::decode(&mut rest, version).map_err(|e| err(e.to_string()))?;
+    let body =
+        <R::Response as Decodable>::decode(&mut rest, version).map_err(|e| err(e.to_string()))?;
     if rest.has_remaining() {
-        return Err(CodecError::TrailingBytes {
-            api,
+        // Java's and librdkafka's parsers ignore bytes after a complete message, and some
+        // brokers send them (librdkafka's mock adds one to Metadata v12); so do we.
+        tracing::debug!(
+            ?api,
             version,
-            extra: rest.remaining(),
-        });
+            extra = rest.remaining(),
+            "ignoring trailing bytes after a response"
+        );
     }
     Ok(body)
 }
@@ -171,8 +175,8 @@ mod tests {
             let mut frame = encode_request(42, "strait", version, &req).unwrap();
             let size = frame.get_i32() as usize;
             assert_eq!(size, frame.len());
-            let header = kafka_protocol::protocol::decode_request_header_from_buffer(&mut frame)
-                .unwrap();
+            let header =
+                kafka_protocol::protocol::decode_request_header_from_buffer(&mut frame).unwrap();
             assert_eq!(header.correlation_id, 42);
             assert_eq!(header.request_api_version, version);
             assert_eq!(header.client_id.as_deref(), Some("strait"));
@@ -183,7 +187,7 @@ mod tests {
     }
 
     #[test]
-    fn response_header_v1_tagged_fields_are_skipped_and_trailing_bytes_rejected() {
+    fn response_header_v1_tagged_fields_are_skipped_and_trailing_bytes_tolerated() {
         let resp = MetadataResponse::default().with_throttle_time_ms(7);
         let version = 12;
         let mut body = BytesMut::new();
@@ -195,10 +199,8 @@ mod tests {
         let got = decode_response::<MetadataRequest>(body.clone().freeze(), version).unwrap();
         assert_eq!(got.throttle_time_ms, 7);
         body.put_u8(0);
-        assert!(matches!(
-            decode_response::<MetadataRequest>(body.freeze(), version),
-            Err(CodecError::TrailingBytes { extra: 1, .. })
-        ));
+        let got = decode_response::<MetadataRequest>(body.freeze(), version).unwrap();
+        assert_eq!(got.throttle_time_ms, 7);
     }
 
     #[test]

@@ -66,7 +66,13 @@ pub fn encode_produce(
     let mut chain = BufChain::new();
     let mut head = BytesMut::with_capacity(128);
     head.put_i32(0); // size, patched below
-    put_request_header(&mut head, ApiKey::Produce, version, correlation_id, client_id)?;
+    put_request_header(
+        &mut head,
+        ApiKey::Produce,
+        version,
+        correlation_id,
+        client_id,
+    )?;
     put_nullable_string(&mut head, body.transactional_id, flexible)?;
     head.put_i16(body.acks);
     head.put_i32(body.timeout_ms);
@@ -219,7 +225,8 @@ mod tests {
                 let size = bytes.get_i32() as usize;
                 assert_eq!(size, bytes.len(), "v{version} size prefix");
                 let header =
-                    kafka_protocol::protocol::decode_request_header_from_buffer(&mut bytes).unwrap();
+                    kafka_protocol::protocol::decode_request_header_from_buffer(&mut bytes)
+                        .unwrap();
                 assert_eq!(header.correlation_id, 9);
                 let req = ProduceRequest::decode(&mut bytes, version).unwrap();
                 assert!(!bytes.has_remaining(), "v{version} trailing bytes");
@@ -231,7 +238,10 @@ mod tests {
                 let p0 = &req.topic_data[0].partition_data[0];
                 assert_eq!(p0.index, 0);
                 assert_eq!(p0.records.as_deref(), Some(&b"batch-onetwo"[..]));
-                assert_eq!(req.topic_data[0].partition_data[1].records.as_deref(), Some(&b""[..]));
+                assert_eq!(
+                    req.topic_data[0].partition_data[1].records.as_deref(),
+                    Some(&b""[..])
+                );
                 assert_eq!(req.topic_data[1].partition_data[0].index, 3);
                 assert_eq!(
                     req.topic_data[1].partition_data[0].records.as_deref(),
@@ -255,7 +265,9 @@ mod tests {
         let mut slices = [std::io::IoSlice::new(&[]); 16];
         let n = chain.chunks_vectored(&mut slices);
         assert!(
-            slices[..n].iter().any(|s| s.as_ptr() == big.as_ptr() && s.len() == big.len()),
+            slices[..n]
+                .iter()
+                .any(|s| s.as_ptr() == big.as_ptr() && s.len() == big.len()),
             "the batch's own buffer is one of the chain's parts"
         );
     }

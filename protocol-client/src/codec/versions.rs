@@ -115,7 +115,11 @@ mod tests {
             (ApiKey::Metadata, 0, 1),
         ]);
         assert_eq!(t.pick(ApiKey::Produce).unwrap(), 11);
-        assert_eq!(t.pick(ApiKey::Fetch).unwrap(), 12, "capped: v13+ address topics by id");
+        assert_eq!(
+            t.pick(ApiKey::Fetch).unwrap(),
+            12,
+            "capped: v13+ address topics by id"
+        );
         assert_eq!(t.pick(ApiKey::Metadata).unwrap(), 1);
         assert!(matches!(
             t.pick(ApiKey::CreateTopics),
@@ -128,7 +132,11 @@ mod tests {
         let t = table(&[(ApiKey::Produce, 0, 2)]);
         assert!(matches!(
             t.pick(ApiKey::Produce),
-            Err(CodecError::NoCommonVersion { broker_max: 2, client_min: 3, .. })
+            Err(CodecError::NoCommonVersion {
+                broker_max: 2,
+                client_min: 3,
+                ..
+            })
         ));
     }
 

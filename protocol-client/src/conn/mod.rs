@@ -192,13 +192,13 @@ impl Shared {
 }
 
 /// Removes a request's slot if its caller goes away before the response.
-struct SlotGuard<'a> {
-    shared: &'a Shared,
+struct SlotGuard {
+    shared: Arc<Shared>,
     correlation_id: i32,
     armed: bool,
 }
 
-impl Drop for SlotGuard<'_> {
+impl Drop for SlotGuard {
     fn drop(&mut self) {
         if !self.armed {
             return;
@@ -290,18 +290,21 @@ impl Connection {
                     encode_request(corr, client_id, version, &req).map(BufChain::from)
                 })
                 .await?;
-            // ApiVersions responses always use header v0. A broker that does not know `version`
-            // answers UNSUPPORTED_VERSION with a v0 body (KIP-511), whatever was asked.
+            // ApiVersions responses always use header v0, and the error code is the first field
+            // of every version. A broker that does not know `version` answers
+            // UNSUPPORTED_VERSION, per KIP-511 with a v0 body listing its ranges; some
+            // implementations send something else (librdkafka's mock writes a body no version
+            // parses). So: take the broker's ApiVersions range from a v0 body if there is one,
+            // else retry at v0, as Java's client does.
             let code = if rest.len() >= 2 {
                 i16::from_be_bytes([rest[0], rest[1]])
             } else {
                 0
             };
-            let decode_version = if code == UNSUPPORTED_VERSION { 0 } else { version };
-            let resp = decode_response::<ApiVersionsRequest>(rest, decode_version)
-                .map_err(|source| self.codec_err(source))?;
-            if resp.error_code == UNSUPPORTED_VERSION {
-                let fallback = ApiVersionTable::api_versions_fallback(&resp);
+            if code == UNSUPPORTED_VERSION {
+                let fallback = decode_response::<ApiVersionsRequest>(rest, 0)
+                    .map(|r| ApiVersionTable::api_versions_fallback(&r))
+                    .unwrap_or(0);
                 debug!(broker = %self.shared.broker, version, fallback, "ApiVersions version not supported, retrying");
                 if fallback >= version {
                     break;
@@ -309,6 +312,8 @@ impl Connection {
                 version = fallback;
                 continue;
             }
+            let resp = decode_response::<ApiVersionsRequest>(rest, version)
+                .map_err(|source| self.codec_err(source))?;
             if resp.error_code != 0 {
                 return Err(ConnError::ApiVersions {
                     broker: self.shared.broker.clone(),
@@ -335,7 +340,9 @@ impl Connection {
 
     /// The highest version of `api` both sides support.
     pub fn version(&self, api: ApiKey) -> Result<i16, ConnError> {
-        self.versions.pick(api).map_err(|source| self.codec_err(source))
+        self.versions
+            .pick(api)
+            .map_err(|source| self.codec_err(source))
     }
 
     /// Whether the connection has failed or been closed.
@@ -372,51 +379,40 @@ impl Connection {
         api: ApiKey,
         encode: impl FnOnce(i32) -> Result<BufChain, CodecError>,
     ) -> Result<Bytes, ConnError> {
-        let (rx, mut guard) = {
-            let mut st = self.shared.lock();
-            if let Some(reason) = &st.closed {
-                return Err(self.closed_err(reason.clone()));
-            }
-            let corr = st.next_correlation;
-            st.next_correlation = st.next_correlation.checked_add(1).unwrap_or(1);
-            let frame = encode(corr).map_err(|source| self.codec_err(source))?;
-            let (tx, rx) = oneshot::channel();
-            st.pending.insert(corr, Pending { tx });
-            // Queue while holding the lock so requests reach the socket in correlation order.
-            if self.tx.send(frame).is_err() {
-                st.pending.remove(&corr);
-                return Err(self.closed_err("writer stopped".into()));
-            }
-            (
-                rx,
-                SlotGuard {
-                    shared: &self.shared,
-                    correlation_id: corr,
-                    armed: true,
-                },
-            )
-        };
-        let after = self.config.request_timeout;
-        let result = tokio::time::timeout(after, rx).await;
-        match result {
-            Err(_) => Err(ConnError::Timeout {
-                broker: self.shared.broker.clone(),
-                api,
-                after,
-            }),
-            Ok(Err(_)) => {
-                guard.armed = false;
-                Err(self.closed_err("connection dropped".into()))
-            }
-            Ok(Ok(Err(reason))) => {
-                guard.armed = false;
-                Err(self.closed_err(reason))
-            }
-            Ok(Ok(Ok(rest))) => {
-                guard.armed = false;
-                Ok(rest)
-            }
+        self.begin(api, encode)?.response().await
+    }
+
+    /// Queues a request on the connection now (synchronously: requests started one after
+    /// another reach the socket in that order) and returns a handle to await its response.
+    pub fn begin(
+        &self,
+        api: ApiKey,
+        encode: impl FnOnce(i32) -> Result<BufChain, CodecError>,
+    ) -> Result<InFlight, ConnError> {
+        let mut st = self.shared.lock();
+        if let Some(reason) = &st.closed {
+            return Err(self.closed_err(reason.clone()));
         }
+        let corr = st.next_correlation;
+        st.next_correlation = st.next_correlation.checked_add(1).unwrap_or(1);
+        let frame = encode(corr).map_err(|source| self.codec_err(source))?;
+        let (tx, rx) = oneshot::channel();
+        st.pending.insert(corr, Pending { tx });
+        // Queue while holding the lock so requests reach the socket in correlation order.
+        if self.tx.send(frame).is_err() {
+            st.pending.remove(&corr);
+            return Err(self.closed_err("writer stopped".into()));
+        }
+        Ok(InFlight {
+            rx,
+            guard: SlotGuard {
+                shared: self.shared.clone(),
+                correlation_id: corr,
+                armed: true,
+            },
+            api,
+            timeout: self.config.request_timeout,
+        })
     }
 
     fn codec_err(&self, source: CodecError) -> ConnError {
@@ -434,7 +430,61 @@ impl Connection {
     }
 }
 
-async fn tcp_connect(broker: &str, config: &ConnConfig) -> Result<tokio::net::TcpStream, ConnError> {
+/// A request on the wire; [`InFlight::response`] waits for its answer (dropping it abandons
+/// the request and frees its slot).
+pub struct InFlight {
+    rx: oneshot::Receiver<Result<Bytes, String>>,
+    guard: SlotGuard,
+    api: ApiKey,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for InFlight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InFlight")
+            .field("api", &self.api)
+            .field("correlation_id", &self.guard.correlation_id)
+            .finish()
+    }
+}
+
+impl InFlight {
+    /// Waits for the response (after the correlation id), up to the request timeout.
+    pub async fn response(mut self) -> Result<Bytes, ConnError> {
+        let broker = || self.guard.shared.broker.clone();
+        let result = tokio::time::timeout(self.timeout, &mut self.rx).await;
+        match result {
+            Err(_) => Err(ConnError::Timeout {
+                broker: broker(),
+                api: self.api,
+                after: self.timeout,
+            }),
+            Ok(Err(_)) => {
+                self.guard.armed = false;
+                Err(ConnError::Closed {
+                    broker: broker(),
+                    reason: "connection dropped".into(),
+                })
+            }
+            Ok(Ok(Err(reason))) => {
+                self.guard.armed = false;
+                Err(ConnError::Closed {
+                    broker: broker(),
+                    reason,
+                })
+            }
+            Ok(Ok(Ok(rest))) => {
+                self.guard.armed = false;
+                Ok(rest)
+            }
+        }
+    }
+}
+
+async fn tcp_connect(
+    broker: &str,
+    config: &ConnConfig,
+) -> Result<tokio::net::TcpStream, ConnError> {
     let addrs: Vec<_> = tokio::net::lookup_host(broker)
         .await
         .map_err(|source| ConnError::Resolve {
@@ -461,10 +511,12 @@ async fn tcp_connect(broker: &str, config: &ConnConfig) -> Result<tokio::net::Tc
         }
         match tokio::time::timeout(config.connect_timeout, socket.connect(addr)).await {
             Ok(Ok(stream)) => {
-                stream.set_nodelay(true).map_err(|source| ConnError::Connect {
-                    broker: broker.to_string(),
-                    source,
-                })?;
+                stream
+                    .set_nodelay(true)
+                    .map_err(|source| ConnError::Connect {
+                        broker: broker.to_string(),
+                        source,
+                    })?;
                 return Ok(stream);
             }
             Ok(Err(source)) => {
@@ -515,7 +567,10 @@ async fn read_loop(shared: Arc<Shared>, mut rd: BoxRead, max_frame: usize) {
                 let reason = if buf.is_empty() {
                     "closed by the broker".to_string()
                 } else {
-                    format!("closed by the broker in the middle of a response ({} bytes buffered)", buf.len())
+                    format!(
+                        "closed by the broker in the middle of a response ({} bytes buffered)",
+                        buf.len()
+                    )
                 };
                 shared.fail_all(reason);
                 return;
@@ -547,7 +602,11 @@ fn dispatch(shared: &Shared, frame: Bytes) -> Result<(), String> {
     }
 }
 
-async fn write_loop(shared: Arc<Shared>, mut wr: BoxWrite, mut rx: mpsc::UnboundedReceiver<BufChain>) {
+async fn write_loop(
+    shared: Arc<Shared>,
+    mut wr: BoxWrite,
+    mut rx: mpsc::UnboundedReceiver<BufChain>,
+) {
     const COALESCE_BYTES: usize = 4 * 1024 * 1024;
     while let Some(mut chain) = rx.recv().await {
         while chain.remaining() < COALESCE_BYTES {

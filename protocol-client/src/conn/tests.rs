@@ -62,7 +62,10 @@ async fn pipelined_requests_match_out_of_order_responses() {
     for _ in 0..3 {
         let c = conn.clone();
         calls.push(tokio::spawn(async move {
-            c.send(&MetadataRequest::default()).await.unwrap().throttle_time_ms
+            c.send(&MetadataRequest::default())
+                .await
+                .unwrap()
+                .throttle_time_ms
         }));
     }
     let mut reqs = Vec::new();
@@ -101,9 +104,9 @@ async fn unknown_correlation_id_fails_everything_and_closes() {
 #[tokio::test]
 async fn garbage_negative_and_oversized_frames_close_the_connection() {
     for bad in [
-        vec![0xff, 0xff, 0xff, 0xff],       // negative length
-        vec![0x7f, 0, 0, 0],                // beyond max_frame_bytes
-        vec![0, 0, 0, 2, 0xde, 0xad],       // shorter than a correlation id
+        vec![0xff, 0xff, 0xff, 0xff], // negative length
+        vec![0x7f, 0, 0, 0],          // beyond max_frame_bytes
+        vec![0, 0, 0, 2, 0xde, 0xad], // shorter than a correlation id
     ] {
         let (conn, mut server) = pair();
         let conn = Arc::new(conn);
@@ -219,7 +222,11 @@ async fn api_versions_falls_back_when_the_broker_rejects_the_version() {
                     .with_min_version(0)
                     .with_max_version(5),
             ];
-            let (code, version) = if h.request_api_version > 1 { (35, 0) } else { (0, h.request_api_version) };
+            let (code, version) = if h.request_api_version > 1 {
+                (35, 0)
+            } else {
+                (0, h.request_api_version)
+            };
             let resp = ApiVersionsResponse::default()
                 .with_error_code(code)
                 .with_api_keys(keys);
@@ -231,7 +238,9 @@ async fn api_versions_falls_back_when_the_broker_rejects_the_version() {
         }
         seen
     });
-    let conn = Connection::connect(&addr.to_string(), &config()).await.unwrap();
+    let conn = Connection::connect(&addr.to_string(), &config())
+        .await
+        .unwrap();
     assert_eq!(conn.versions().broker_range(ApiKey::Metadata), Some((0, 5)));
     assert_eq!(conn.version(ApiKey::Metadata).unwrap(), 5);
     assert_eq!(server.await.unwrap(), vec![3, 1]);

@@ -256,7 +256,9 @@ pub async fn list_offset(
                 .iter()
                 .flat_map(|t| t.partitions.iter())
                 .find(|p| p.partition_index == partition)
-                .ok_or_else(|| Error::Metadata(format!("ListOffsets response lacks {topic}/{partition}")))?;
+                .ok_or_else(|| {
+                    Error::Metadata(format!("ListOffsets response lacks {topic}/{partition}"))
+                })?;
             if let Some(e) = Error::broker(
                 ApiKey::ListOffsets,
                 format!("{}@{}", leader.id, leader.addr()),
@@ -347,10 +349,11 @@ impl Fetcher {
                 continue;
             }
             let info = md.partition(topic, *partition);
-            let Some((leader, epoch)) = info
-                .filter(|p| p.leader >= 0)
-                .and_then(|p| md.brokers.get(&p.leader).map(|b| (b.clone(), p.leader_epoch)))
-            else {
+            let Some((leader, epoch)) = info.filter(|p| p.leader >= 0).and_then(|p| {
+                md.brokers
+                    .get(&p.leader)
+                    .map(|b| (b.clone(), p.leader_epoch))
+            }) else {
                 missing = true;
                 continue;
             };
@@ -376,10 +379,12 @@ impl Fetcher {
         }
         let cluster = &self.cluster;
         let config = &self.config;
-        let results = futures_join_all(by_leader.into_values().map(|(broker, positions)| async move {
-            let r = fetch_once(cluster, &broker, config, &positions).await;
-            (broker, r)
-        }))
+        let results = futures_join_all(by_leader.into_values().map(
+            |(broker, positions)| async move {
+                let r = fetch_once(cluster, &broker, config, &positions).await;
+                (broker, r)
+            },
+        ))
         .await;
         let mut out = Vec::new();
         let mut refresh = false;
@@ -422,7 +427,10 @@ impl Fetcher {
                                 return Err(Error::Broker {
                                     api: ApiKey::Fetch,
                                     broker: format!("{}@{}", broker.id, broker.addr()),
-                                    resource: Some(format!("topic {} partition {}", p.topic, p.partition)),
+                                    resource: Some(format!(
+                                        "topic {} partition {}",
+                                        p.topic, p.partition
+                                    )),
                                     error: e,
                                     message: None,
                                 })
@@ -449,7 +457,14 @@ impl Fetcher {
                     })
                 }
             };
-            let listed = list_offset(&self.cluster, &p.topic, p.partition, spec, self.config.isolation).await?;
+            let listed = list_offset(
+                &self.cluster,
+                &p.topic,
+                p.partition,
+                spec,
+                self.config.isolation,
+            )
+            .await?;
             debug!(topic = %p.topic, partition = p.partition, from = p.fetch_offset, to = listed.offset, "offset out of range, reset");
             self.seek(&p.topic, p.partition, listed.offset);
         }
@@ -461,7 +476,9 @@ impl Fetcher {
 }
 
 /// Runs futures concurrently on the current task and collects their outputs in order.
-pub(crate) async fn futures_join_all<F: std::future::Future>(futs: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+pub(crate) async fn futures_join_all<F: std::future::Future>(
+    futs: impl IntoIterator<Item = F>,
+) -> Vec<F::Output> {
     let mut set = Vec::new();
     for f in futs {
         set.push(Box::pin(f));

@@ -12,9 +12,13 @@
 //!
 //! # Ordering and idempotence (KIP-98, KIP-360)
 //! Appends to one partition are queued in call order. The sender task groups ready partitions
-//! by leader into one Produce request per broker, keeping at most
+//! by leader into Produce requests carrying **one batch per partition** (as the Java client and
+//! librdkafka do: a broker checks a partition's append for duplicates by its first batch, so a
+//! retried request holding an already-written batch and a new one would lose the new one; and
+//! librdkafka's mock only assigns offsets to the first), keeping at most
 //! [`ProducerConfig::max_in_flight_batches`] (≤ 5, the broker's duplicate-detection window)
-//! batches of a partition in flight. Sequences are assigned when a batch is first sent and kept
+//! batches of a partition in flight. One task per broker puts that broker's requests on its
+//! connection strictly in order, so a partition's batches arrive in sequence order. Sequences are assigned when a batch is first sent and kept
 //! across retries. After a retriable failure a partition is *held*: nothing new is sent until
 //! everything in flight has answered, then the failed batches are resent in sequence order. An
 //! `OUT_OF_ORDER_SEQUENCE_NUMBER` or `UNKNOWN_PRODUCER_ID` not explained by an earlier failure
@@ -89,6 +93,11 @@ pub struct ProduceAck {
 }
 
 type TopicPartition = (Arc<str>, i32);
+
+/// Base offset, log append time and log start offset of an acknowledged partition.
+type PartitionOutcome = Result<(i64, i64, i64), Error>;
+
+type Completion = (oneshot::Sender<Result<ProduceAck>>, Result<ProduceAck>);
 
 struct Pending {
     batch: RecordBatch,
@@ -212,16 +221,16 @@ impl Producer {
                 Err(Error::Shutdown)
             } else {
                 st.unacked += 1;
-                st.parts
-                    .entry((Arc::from(topic), partition))
-                    .or_default()
-                    .queue
-                    .push_back(Pending {
-                        batch,
-                        seq: None,
-                        enqueued: Instant::now(),
-                        tx,
-                    });
+                let key: TopicPartition = (Arc::from(topic), partition);
+                if !st.parts.contains_key(&key) {
+                    self.inner.cluster.track_topics([topic]);
+                }
+                st.parts.entry(key).or_default().queue.push_back(Pending {
+                    batch,
+                    seq: None,
+                    enqueued: Instant::now(),
+                    tx,
+                });
                 Ok(())
             }
         };
@@ -265,7 +274,13 @@ async fn init_producer_id(cluster: &Cluster, id: i64, epoch: i16) -> Result<(i64
                 .with_producer_id(ProducerId(id))
                 .with_producer_epoch(epoch);
             let resp = conn.send_versioned(&req, version).await?;
-            if let Some(e) = Error::broker(ApiKey::InitProducerId, conn.broker(), None, resp.error_code, None) {
+            if let Some(e) = Error::broker(
+                ApiKey::InitProducerId,
+                conn.broker(),
+                None,
+                resp.error_code,
+                None,
+            ) {
                 return Err(e);
             }
             Ok((resp.producer_id.0, resp.producer_epoch))
@@ -276,7 +291,12 @@ async fn init_producer_id(cluster: &Cluster, id: i64, epoch: i16) -> Result<(i64
 /// Rewrites producer id, epoch and base sequence of `batch` without copying its records:
 /// returns the patched 61-byte header and the untouched records slice. The CRC is updated from
 /// the changed header bytes alone, so a batch whose CRC was wrong stays wrong.
-pub fn rewrite_producer_fields(batch: &RecordBatch, producer_id: i64, epoch: i16, base_sequence: i32) -> [Bytes; 2] {
+pub fn rewrite_producer_fields(
+    batch: &RecordBatch,
+    producer_id: i64,
+    epoch: i16,
+    base_sequence: i32,
+) -> [Bytes; 2] {
     const HEADER: usize = crate::record::BATCH_HEADER_LEN;
     let all = batch.as_bytes();
     let old = &all[..HEADER];
@@ -300,12 +320,36 @@ struct Outgoing {
 }
 
 async fn sender_loop(inner: std::sync::Weak<Inner>, wake_handle: Arc<Notify>) {
+    // One task per broker puts that broker's requests on its connection strictly in order, so
+    // a partition's batches reach the broker in sequence order.
+    let mut brokers: HashMap<i32, tokio::sync::mpsc::UnboundedSender<(BrokerInfo, Vec<Outgoing>)>> =
+        HashMap::new();
     loop {
         let wake = wake_handle.notified();
-        let Some(strong) = inner.upgrade() else { return };
+        let Some(strong) = inner.upgrade() else {
+            return;
+        };
         let (requests, next_wake) = collect_ready(&strong);
-        for (broker, parts) in requests {
-            tokio::spawn(send_request(strong.clone(), broker, parts));
+        for (broker, reqs) in requests {
+            let tx = brokers.entry(broker.id).or_insert_with(|| {
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                tokio::spawn(broker_sender(std::sync::Arc::downgrade(&strong), rx));
+                tx
+            });
+            for parts in reqs {
+                if let Err(e) = tx.send((broker.clone(), parts)) {
+                    // The broker task ended (it only does when the producer is gone).
+                    let (_, parts) = e.0;
+                    complete(
+                        &strong,
+                        parts
+                            .into_iter()
+                            .map(|o| (o, Err(Error::Shutdown)))
+                            .collect(),
+                    )
+                    .await;
+                }
+            }
         }
         let sleep = next_wake.unwrap_or(Duration::from_millis(200));
         drop(strong);
@@ -316,12 +360,36 @@ async fn sender_loop(inner: std::sync::Weak<Inner>, wake_handle: Arc<Notify>) {
     }
 }
 
+async fn broker_sender(
+    inner: std::sync::Weak<Inner>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<(BrokerInfo, Vec<Outgoing>)>,
+) {
+    while let Some((broker, parts)) = rx.recv().await {
+        let Some(inner) = inner.upgrade() else { return };
+        match start_request(&inner, &broker, &parts).await {
+            Ok((version, in_flight)) => {
+                tokio::spawn(async move {
+                    let resp = match in_flight.response().await {
+                        Ok(rest) => crate::codec::decode_response::<ProduceRequest>(rest, version)
+                            .map_err(Error::Codec),
+                        Err(e) => Err(Error::Conn(e)),
+                    };
+                    finish_request(&inner, &broker, parts, resp).await;
+                });
+            }
+            Err(e) => finish_request(&inner, &broker, parts, Err(e)).await,
+        }
+    }
+}
+
 /// Takes what can be sent now, grouped by leader.
-fn collect_ready(inner: &Arc<Inner>) -> (Vec<(BrokerInfo, Vec<Outgoing>)>, Option<Duration>) {
+fn collect_ready(inner: &Arc<Inner>) -> (Vec<(BrokerInfo, Vec<Vec<Outgoing>>)>, Option<Duration>) {
     let md = inner.cluster.metadata();
     let now = Instant::now();
     let mut next_wake: Option<Duration> = None;
-    let mut by_broker: HashMap<i32, (BrokerInfo, Vec<Outgoing>, usize)> = HashMap::new();
+    // Per broker, requests in the order they must be sent: request k carries the k-th batch
+    // taken from each partition (one batch per partition per request).
+    let mut by_broker: HashMap<i32, (BrokerInfo, Vec<(Vec<Outgoing>, usize)>)> = HashMap::new();
     let mut need_metadata = false;
     let mut st = inner.lock();
     let max_in_flight = inner.config.max_in_flight_batches;
@@ -369,26 +437,34 @@ fn collect_ready(inner: &Arc<Inner>) -> (Vec<(BrokerInfo, Vec<Outgoing>)>, Optio
             .and_then(|p| md.brokers.get(&p.leader));
         let Some(leader) = leader else {
             need_metadata = true;
-            next_wake = Some(next_wake.map_or(Duration::from_millis(100), |w| w.min(Duration::from_millis(100))));
+            next_wake = Some(next_wake.map_or(Duration::from_millis(100), |w| {
+                w.min(Duration::from_millis(100))
+            }));
             continue;
         };
         let entry = by_broker
             .entry(leader.id)
-            .or_insert_with(|| (leader.clone(), Vec::new(), 0));
-        let mut out = Outgoing {
-            tp: tp.clone(),
-            batches: Vec::new(),
-        };
+            .or_insert_with(|| (leader.clone(), Vec::new()));
         // A new epoch restarts every partition's sequences at 0.
         if inner.config.idempotent && ps.seq_epoch != epoch {
             ps.seq_epoch = epoch;
             ps.next_seq = 0;
         }
+        let mut layer = 0;
         while ps.in_flight < max_in_flight {
             let Some(front) = ps.queue.front() else { break };
             let size = front.batch.len();
-            if entry.2 > 0 && entry.2 + size > max_bytes {
-                break;
+            // Find the first request at or after `layer` with room (requests after a full one
+            // keep the order: a partition's k-th batch always goes in a later request than its
+            // (k-1)-th).
+            while layer < entry.1.len()
+                && entry.1[layer].1 > 0
+                && entry.1[layer].1 + size > max_bytes
+            {
+                layer += 1;
+            }
+            if layer == entry.1.len() {
+                entry.1.push((Vec::new(), 0));
             }
             let mut p = ps.queue.pop_front().expect("front exists");
             if inner.config.idempotent {
@@ -399,12 +475,13 @@ fn collect_ready(inner: &Arc<Inner>) -> (Vec<(BrokerInfo, Vec<Outgoing>)>, Optio
                     ps.next_seq = ps.next_seq.wrapping_add(count) & i32::MAX;
                 }
             }
-            entry.2 += size;
             ps.in_flight += 1;
-            out.batches.push(p);
-        }
-        if !out.batches.is_empty() {
-            entry.1.push(out);
+            entry.1[layer].1 += size;
+            entry.1[layer].0.push(Outgoing {
+                tp: tp.clone(),
+                batches: vec![p],
+            });
+            layer += 1;
         }
     }
     let n_expired = expired.len();
@@ -429,20 +506,22 @@ fn collect_ready(inner: &Arc<Inner>) -> (Vec<(BrokerInfo, Vec<Outgoing>)>, Optio
     (
         by_broker
             .into_values()
-            .map(|(b, parts, _)| (b, parts))
+            .map(|(b, reqs)| (b, reqs.into_iter().map(|(parts, _)| parts).collect()))
             .collect(),
         next_wake,
     )
 }
 
-async fn send_request(inner: Arc<Inner>, broker: BrokerInfo, parts: Vec<Outgoing>) {
-    let (pid, _) = {
-        let st = inner.lock();
-        (st.producer_id, st.epoch)
-    };
-    // Build the topic/partition layout with rewritten headers (zero-copy records).
+/// Builds a Produce request (headers rewritten, records untouched) and puts it on the broker's
+/// produce connection.
+async fn start_request(
+    inner: &Inner,
+    broker: &BrokerInfo,
+    parts: &[Outgoing],
+) -> Result<(i16, crate::conn::InFlight)> {
+    let pid = inner.lock().producer_id;
     let mut topics: Vec<TopicRecords> = Vec::new();
-    for out in &parts {
+    for out in parts {
         let mut batches = Vec::with_capacity(out.batches.len() * 2);
         for p in &out.batches {
             match (inner.config.idempotent, p.seq) {
@@ -464,11 +543,36 @@ async fn send_request(inner: Arc<Inner>, broker: BrokerInfo, parts: Vec<Outgoing
             }),
         }
     }
-    let result = produce_once(&inner, &broker, &topics).await;
-    let mut outcomes: Vec<(TopicPartition, Result<(i64, i64, i64), Error>)> = Vec::new();
+    let conn = inner.cluster.connection(broker, ConnKind::Produce).await?;
+    let version = conn.version(ApiKey::Produce)?;
+    let body = ProduceBody {
+        transactional_id: None,
+        acks: inner.config.acks,
+        timeout_ms: inner
+            .config
+            .request_timeout
+            .as_millis()
+            .min(i32::MAX as u128) as i32,
+        topics: &topics,
+    };
+    let client_id = &inner.cluster.config().conn.client_id;
+    let in_flight = conn.begin(ApiKey::Produce, |corr| {
+        encode_produce(corr, client_id, version, &body)
+    })?;
+    Ok((version, in_flight))
+}
+
+/// Maps a Produce response (or the failure to get one) onto each partition of the request.
+async fn finish_request(
+    inner: &Arc<Inner>,
+    broker: &BrokerInfo,
+    parts: Vec<Outgoing>,
+    result: Result<kafka_protocol::messages::ProduceResponse>,
+) {
+    let mut outcomes: Vec<(Outgoing, PartitionOutcome)> = Vec::with_capacity(parts.len());
     match result {
         Ok(resp) => {
-            for out in &parts {
+            for out in parts {
                 let r = resp
                     .responses
                     .iter()
@@ -492,59 +596,36 @@ async fn send_request(inner: Arc<Inner>, broker: BrokerInfo, parts: Vec<Outgoing
                         None => Ok((p.base_offset, p.log_append_time_ms, p.log_start_offset)),
                     },
                 };
-                outcomes.push((out.tp.clone(), outcome));
+                outcomes.push((out, outcome));
             }
         }
         Err(e) => {
             let msg = e.to_string();
             let retriable = e.is_retriable();
-            for out in &parts {
+            for out in parts {
                 let err = if retriable {
                     Error::Metadata(format!("Produce to {} failed: {msg}", broker.addr()))
                 } else {
                     Error::Producer(format!("Produce to {} failed: {msg}", broker.addr()))
                 };
-                outcomes.push((out.tp.clone(), Err(err)));
+                outcomes.push((out, Err(err)));
             }
         }
     }
-    complete(&inner, parts, outcomes).await;
+    complete(inner, outcomes).await;
 }
 
-async fn produce_once(
-    inner: &Inner,
-    broker: &BrokerInfo,
-    topics: &[TopicRecords],
-) -> Result<kafka_protocol::messages::ProduceResponse> {
-    let conn = inner.cluster.connection(broker, ConnKind::Produce).await?;
-    let version = conn.version(ApiKey::Produce)?;
-    let body = ProduceBody {
-        transactional_id: None,
-        acks: inner.config.acks,
-        timeout_ms: inner.config.request_timeout.as_millis().min(i32::MAX as u128) as i32,
-        topics,
-    };
-    let client_id = inner.cluster.config().conn.client_id.clone();
-    let rest = conn
-        .roundtrip(ApiKey::Produce, |corr| encode_produce(corr, &client_id, version, &body))
-        .await?;
-    crate::codec::decode_response::<ProduceRequest>(rest, version)
-        .map_err(Error::Codec)
-}
-
-async fn complete(
-    inner: &Arc<Inner>,
-    parts: Vec<Outgoing>,
-    outcomes: Vec<(TopicPartition, Result<(i64, i64, i64), Error>)>,
-) {
+async fn complete(inner: &Arc<Inner>, outcomes: Vec<(Outgoing, PartitionOutcome)>) {
     let mut bump = false;
     let mut refresh = false;
-    let mut finished: Vec<(oneshot::Sender<Result<ProduceAck>>, Result<ProduceAck>)> = Vec::new();
+    let mut finished: Vec<Completion> = Vec::new();
     {
         let mut st = inner.lock();
-        for (out, (_, outcome)) in parts.into_iter().zip(outcomes) {
+        for (out, outcome) in outcomes {
             let n = out.batches.len();
-            let Some(ps) = st.parts.get_mut(&out.tp) else { continue };
+            let Some(ps) = st.parts.get_mut(&out.tp) else {
+                continue;
+            };
             ps.in_flight -= n;
             match outcome {
                 Ok((base, log_append_time, log_start)) => {
@@ -566,7 +647,11 @@ async fn complete(
                     let code = e.response_error();
                     let seq_trouble = matches!(
                         code,
-                        Some(ResponseError::OutOfOrderSequenceNumber | ResponseError::UnknownProducerId | ResponseError::InvalidProducerEpoch)
+                        Some(
+                            ResponseError::OutOfOrderSequenceNumber
+                                | ResponseError::UnknownProducerId
+                                | ResponseError::InvalidProducerEpoch
+                        )
                     );
                     let expired = out
                         .batches
@@ -582,10 +667,12 @@ async fn complete(
                         }
                         refresh |= e.needs_metadata_refresh();
                         ps.hold = true;
-                        let backoff = ps
-                            .backoff
-                            .get_or_insert_with(|| Backoff::new(&inner.cluster.config().retry, Instant::now()));
-                        let delay = backoff.next_delay(Instant::now()).unwrap_or(Duration::from_millis(100));
+                        let backoff = ps.backoff.get_or_insert_with(|| {
+                            Backoff::new(&inner.cluster.config().retry, Instant::now())
+                        });
+                        let delay = backoff
+                            .next_delay(Instant::now())
+                            .unwrap_or(Duration::from_millis(100));
                         ps.not_before = Some(Instant::now() + delay);
                         debug!(topic = %out.tp.0, partition = out.tp.1, error = %e, ?delay, "produce will be retried");
                         for p in out.batches {
@@ -652,23 +739,38 @@ mod tests {
         for codec in [Compression::None, Compression::Zstd] {
             let mut b = BatchBuilder::new(codec).producer(77, 3, 1000);
             for i in 0..50 {
-                b.push(1_700_000_000_000 + i, Some(b"key"), Some(&[i as u8; 100]), &[]);
+                b.push(
+                    1_700_000_000_000 + i,
+                    Some(b"key"),
+                    Some(&[i as u8; 100]),
+                    &[],
+                );
             }
             let batch = b.build().unwrap();
             batch.verify_crc().unwrap();
             let [head, records] = rewrite_producer_fields(&batch, 123_456, 9, 42);
             assert_eq!(head.len(), crate::record::BATCH_HEADER_LEN);
-            assert_eq!(records.as_ptr(), batch.as_bytes()[crate::record::BATCH_HEADER_LEN..].as_ptr(), "records not copied");
+            assert_eq!(
+                records.as_ptr(),
+                batch.as_bytes()[crate::record::BATCH_HEADER_LEN..].as_ptr(),
+                "records not copied"
+            );
             let mut joined = BytesMut::new();
             joined.extend_from_slice(&head);
             joined.extend_from_slice(&records);
             let re = RecordBatch::parse(joined.freeze()).unwrap();
             re.verify_crc().unwrap();
-            assert_eq!((re.producer_id(), re.producer_epoch(), re.base_sequence()), (123_456, 9, 42));
+            assert_eq!(
+                (re.producer_id(), re.producer_epoch(), re.base_sequence()),
+                (123_456, 9, 42)
+            );
             assert_eq!(re.record_count(), 50);
             // Unchanged fields leave the CRC as it was.
             let [same, _] = rewrite_producer_fields(&batch, 77, 3, 1000);
-            assert_eq!(&same[..], &batch.as_bytes()[..crate::record::BATCH_HEADER_LEN]);
+            assert_eq!(
+                &same[..],
+                &batch.as_bytes()[..crate::record::BATCH_HEADER_LEN]
+            );
         }
     }
 }

@@ -172,7 +172,8 @@ impl Producer {
                 }
             }
             Ok(batch) => {
-                let log_append = batch.timestamp_type() == crate::record::TimestampType::LogAppendTime;
+                let log_append =
+                    batch.timestamp_type() == crate::record::TimestampType::LogAppendTime;
                 let ack = self.append(&key.0, partition, batch);
                 tokio::spawn(async move {
                     let result: Result<ProduceAck> = ack.await;
@@ -195,7 +196,8 @@ impl Producer {
                             let msg = e.to_string();
                             let mut first = Some(e);
                             for (tx, _) in waiters {
-                                let err = first.take().unwrap_or_else(|| Error::Producer(msg.clone()));
+                                let err =
+                                    first.take().unwrap_or_else(|| Error::Producer(msg.clone()));
                                 let _ = tx.send(Err(err));
                             }
                         }
@@ -218,7 +220,9 @@ impl Producer {
                 cluster.refresh_metadata().await?;
             }
         }
-        Err(Error::Metadata(format!("topic {topic} has no known partitions")))
+        Err(Error::Metadata(format!(
+            "topic {topic} has no known partitions"
+        )))
     }
 }
 
@@ -283,11 +287,19 @@ mod tests {
             (b"foobar", -790332482),
             (b"a-little-bit-long-string", -985981536),
             (b"a-little-bit-longer-string", -1486304829),
-            (b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58897971),
+            (
+                b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
+                -58897971,
+            ),
             (&[b'a', b'b', b'c'], 479470107),
         ];
         for (key, want) in cases {
-            assert_eq!(murmur2(key) as i32, *want, "key {:?}", String::from_utf8_lossy(key));
+            assert_eq!(
+                murmur2(key) as i32,
+                *want,
+                "key {:?}",
+                String::from_utf8_lossy(key)
+            );
         }
     }
 }

@@ -1,0 +1,260 @@
+//! protocol-client under injected faults on librdkafka's mock cluster: retriable errors on
+//! Produce, Fetch and Metadata are retried, a leader move and a broker going down and up are
+//! followed without loss or duplicates, and non-retriable errors surface with context.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use protocol_client::cluster::{ClientConfig, Cluster};
+use protocol_client::fetcher::{Fetcher, FetcherConfig, IsolationLevel};
+use protocol_client::producer::records::ProducerRecord;
+use protocol_client::producer::{Producer, ProducerConfig};
+use protocol_client::record::{split_batches, DecodeLimits};
+use protocol_client::retry::RetryPolicy;
+use protocol_client::ResponseError;
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+use strait_tests::mock::MockKafka;
+use strait_tests::reference;
+
+async fn connect(mock: &MockKafka) -> Arc<Cluster> {
+    let mut cfg = ClientConfig::new(mock.bootstrap());
+    cfg.retry = RetryPolicy {
+        min_backoff: Duration::from_millis(20),
+        max_backoff: Duration::from_millis(200),
+        max_elapsed: Duration::from_secs(30),
+    };
+    cfg.conn.request_timeout = Duration::from_secs(5);
+    Cluster::connect(cfg).await.expect("connect to mock")
+}
+
+fn record(topic: &str, partition: i32, i: usize) -> ProducerRecord {
+    ProducerRecord {
+        topic: topic.to_string(),
+        partition: Some(partition),
+        key: Some(Bytes::from(format!("k{i}"))),
+        value: Some(Bytes::from(format!("v{i}"))),
+        headers: vec![],
+        timestamp: Some(1_700_000_000_000 + i as i64),
+    }
+}
+
+/// Values of a partition as the reference consumer sees them, in offset order.
+fn reference_values(mock: &MockKafka, topic: &str, partition: i32, n: usize) -> Vec<String> {
+    reference::blocking(|| {
+        reference::consume(
+            mock.bootstrap(),
+            topic,
+            partition,
+            0,
+            n,
+            Duration::from_secs(30),
+        )
+    })
+    .into_iter()
+    .map(|r| String::from_utf8(r.value.unwrap()).unwrap())
+    .collect()
+}
+
+async fn produce_range(
+    producer: &Producer,
+    topic: &str,
+    partition: i32,
+    range: std::ops::Range<usize>,
+) -> Vec<i64> {
+    let mut pending = Vec::new();
+    for i in range {
+        pending.push(
+            producer
+                .send_nowait(record(topic, partition, i))
+                .await
+                .expect("queue"),
+        );
+    }
+    producer.flush_records().await;
+    let mut offsets = Vec::new();
+    for p in pending {
+        offsets.push(p.await.expect("ack").expect("produced").offset);
+    }
+    offsets
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retriable_errors_on_produce_fetch_and_metadata_are_retried() {
+    strait_tests::init_tracing();
+    let mock = MockKafka::start(3);
+    mock.create_topic("retry", 2);
+    let cluster = connect(&mock).await;
+    let producer = Producer::new(cluster.clone(), ProducerConfig::default())
+        .await
+        .unwrap();
+    let c = mock.cluster();
+    c.request_errors(
+        RDKafkaApiKey::Produce,
+        &[
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
+        ],
+    );
+    c.request_errors(
+        RDKafkaApiKey::Metadata,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR__TRANSPORT],
+    );
+    let offsets = produce_range(&producer, "retry", 0, 0..100).await;
+    assert_eq!(
+        offsets,
+        (0..100).collect::<Vec<i64>>(),
+        "every record once, in order"
+    );
+    let want: Vec<String> = (0..100).map(|i| format!("v{i}")).collect();
+    assert_eq!(reference_values(&mock, "retry", 0, 100), want);
+
+    c.request_errors(
+        RDKafkaApiKey::Fetch,
+        &[
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__TRANSPORT,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART,
+        ],
+    );
+    let mut fetcher = Fetcher::new(
+        cluster.clone(),
+        FetcherConfig {
+            max_wait: Duration::from_millis(50),
+            isolation: IsolationLevel::ReadUncommitted,
+            ..FetcherConfig::default()
+        },
+    );
+    fetcher.assign("retry", 0, 0);
+    let mut got = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while got.len() < 100 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "fetched only {}",
+            got.len()
+        );
+        for p in fetcher.poll().await.expect("poll survives injected errors") {
+            for b in split_batches(p.records) {
+                let b = b.unwrap();
+                for r in b.records(&DecodeLimits::default()).unwrap() {
+                    let r = r.unwrap();
+                    if r.offset(b.base_offset()) >= p.fetch_offset {
+                        got.push(String::from_utf8(r.value.unwrap().to_vec()).unwrap());
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(got, want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_move_is_followed_without_loss_or_duplicates() {
+    strait_tests::init_tracing();
+    let mock = MockKafka::start(3);
+    mock.create_topic("moves", 1);
+    let cluster = connect(&mock).await;
+    let producer = Producer::new(cluster.clone(), ProducerConfig::default())
+        .await
+        .unwrap();
+    let mut offsets = produce_range(&producer, "moves", 0, 0..50).await;
+    let first_leader = cluster.leader("moves", 0).await.unwrap().id;
+    let next_leader = if first_leader == 1 { 2 } else { 1 };
+    mock.cluster()
+        .partition_leader("moves", 0, Some(next_leader))
+        .unwrap();
+    offsets.extend(produce_range(&producer, "moves", 0, 50..100).await);
+    assert_eq!(
+        cluster.leader("moves", 0).await.unwrap().id,
+        next_leader,
+        "leader move followed"
+    );
+    assert_eq!(offsets, (0..100).collect::<Vec<i64>>());
+    let want: Vec<String> = (0..100).map(|i| format!("v{i}")).collect();
+    assert_eq!(
+        reference_values(&mock, "moves", 0, 100),
+        want,
+        "no loss, no duplicates"
+    );
+}
+
+/// The leader goes down while records are in flight and comes back: every record is written
+/// once, in order. (librdkafka's mock mis-stores appends when a leader *move* is followed by
+/// that broker bouncing — base offset left at 0, high watermark stuck — so the two faults are
+/// tested separately.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_going_down_and_up_loses_and_duplicates_nothing() {
+    strait_tests::init_tracing();
+    let mock = MockKafka::start(3);
+    mock.create_topic("bounce", 1);
+    let cluster = connect(&mock).await;
+    let producer = Producer::new(cluster.clone(), ProducerConfig::default())
+        .await
+        .unwrap();
+    let mut offsets = produce_range(&producer, "bounce", 0, 0..20).await;
+    let leader = cluster.leader("bounce", 0).await.unwrap().id;
+    let mut pending = Vec::new();
+    for i in 20..200 {
+        pending.push(producer.send_nowait(record("bounce", 0, i)).await.unwrap());
+        if i == 60 {
+            mock.cluster().broker_down(leader).unwrap();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            mock.cluster().broker_up(leader).unwrap();
+        }
+    }
+    producer.flush_records().await;
+    for p in pending {
+        offsets.push(
+            p.await
+                .unwrap()
+                .expect("produced across broker down/up")
+                .offset,
+        );
+    }
+    assert_eq!(offsets, (0..200).collect::<Vec<i64>>());
+    let want: Vec<String> = (0..200).map(|i| format!("v{i}")).collect();
+    assert_eq!(
+        reference_values(&mock, "bounce", 0, 200),
+        want,
+        "no loss, no duplicates"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_retriable_errors_surface_at_once_with_context() {
+    strait_tests::init_tracing();
+    let mock = MockKafka::start(1);
+    mock.create_topic("denied", 1);
+    let cluster = connect(&mock).await;
+    let producer = Producer::new(cluster.clone(), ProducerConfig::default())
+        .await
+        .unwrap();
+    mock.cluster().request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED],
+    );
+    let started = std::time::Instant::now();
+    let err = producer.send(record("denied", 0, 0)).await.unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "not retried for long"
+    );
+    assert_eq!(
+        err.response_error(),
+        Some(ResponseError::TopicAuthorizationFailed),
+        "{err}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("topic denied partition 0") && msg.contains("Produce"),
+        "{msg}"
+    );
+    // The producer recovers (new epoch) and the next record is written.
+    let ok = producer
+        .send(record("denied", 0, 1))
+        .await
+        .expect("later record succeeds");
+    assert_eq!(ok.offset, 0);
+}
