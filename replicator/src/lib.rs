@@ -1,7 +1,18 @@
-//! Strait replicator.
+//! Strait: a MirrorMaker 2 compatible Kafka replicator with zero-copy forwarding and exact
+//! offset translation. See `ARCHITECTURE.md` for the map of the code.
+//!
+//! Pure parts (no I/O): [`config`], [`policy`], [`filter`], [`formats`], [`offsets`],
+//! [`flow::plan`]. Runtime: [`flow`], [`internal`], [`heartbeat`], [`run`].
 
 pub mod config;
+pub mod error;
 pub mod filter;
+pub mod flow;
 pub mod formats;
+pub mod heartbeat;
+pub mod internal;
 pub mod offsets;
 pub mod policy;
+pub mod run;
+
+pub use error::{Error, Result};

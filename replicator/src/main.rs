@@ -1,1 +1,205 @@
-fn main() {}
+//! The `strait` command: `run`, `check` and `translate` (see `strait --help`).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use protocol_client::admin::Admin;
+use replicator::config::Config;
+use replicator::flow::Flow;
+use replicator::formats::Checkpoint;
+use replicator::run::{aliases, run, Clusters};
+use tokio::sync::watch;
+
+#[derive(Parser, Debug)]
+#[command(name = "strait", version, about = "MirrorMaker 2 compatible Kafka replicator: zero-copy forwarding, exact offset translation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run every enabled flow until SIGINT/SIGTERM.
+    Run {
+        /// mm2.properties or Strimzi KafkaMirrorMaker2 YAML.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate the configuration, connect to every cluster, print what would be replicated.
+    Check {
+        /// mm2.properties or Strimzi KafkaMirrorMaker2 YAML.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Translate a group's offsets from the checkpoints (MM2's RemoteClusterUtils.translateOffsets).
+    Translate {
+        /// mm2.properties or Strimzi KafkaMirrorMaker2 YAML.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Source cluster alias (where the group committed).
+        #[arg(long)]
+        source: String,
+        /// Target cluster alias (where the checkpoints are).
+        #[arg(long)]
+        target: String,
+        /// Consumer group.
+        #[arg(long)]
+        group: String,
+        /// Print JSON: [{"topic":…,"partition":…,"offset":…}].
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STRAIT_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn load(path: &PathBuf) -> anyhow::Result<Config> {
+    Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn main() -> ExitCode {
+    init_logging();
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let result = rt.block_on(async move {
+        match cli.command {
+            Command::Run { config } => cmd_run(config).await,
+            Command::Check { config } => cmd_check(config).await,
+            Command::Translate { config, source, target, group, json } => {
+                cmd_translate(config, source, target, group, json).await
+            }
+        }
+    });
+    rt.shutdown_timeout(Duration::from_secs(1));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("strait: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn cmd_run(path: PathBuf) -> anyhow::Result<()> {
+    let config = load(&path)?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut runner = tokio::spawn(run(config, stop_rx));
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        r = &mut runner => return r.context("runner panicked")?.map_err(Into::into),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
+        _ = sigterm.recv() => tracing::info!("SIGTERM: stopping"),
+    }
+    let _ = stop_tx.send(true);
+    match tokio::time::timeout(Duration::from_secs(20), runner).await {
+        Ok(r) => r.context("runner panicked")?.map_err(Into::into),
+        Err(_) => bail!("did not stop within 20 s"),
+    }
+}
+
+async fn cmd_check(path: PathBuf) -> anyhow::Result<()> {
+    let config = load(&path)?;
+    for w in &config.warnings {
+        println!("warning: {w}");
+    }
+    println!("config: {} cluster(s), {} enabled flow(s)", config.clusters.len(), config.flows.len());
+    let clusters = Clusters::connect(&config, &aliases(&config)).await?;
+    let mut problems = 0;
+    for (alias, cluster) in &clusters.clusters {
+        match Admin::new(cluster.clone()).describe_cluster().await {
+            Ok(d) => println!(
+                "cluster {alias}: reachable, id {}, {} broker(s)",
+                d.cluster_id.as_deref().unwrap_or("?"),
+                d.brokers.len()
+            ),
+            Err(e) => {
+                problems += 1;
+                println!("cluster {alias}: ERROR {e}");
+            }
+        }
+    }
+    for fc in &config.flows {
+        let flow = Flow::new(
+            fc.clone(),
+            clusters.clusters[&fc.source].clone(),
+            clusters.clusters[&fc.target].clone(),
+            clusters.producers[&fc.target].clone(),
+            clusters.producers[&fc.target].clone(),
+        );
+        println!("flow {}:", flow.name());
+        match flow.select_topics().await {
+            Ok(topics) => {
+                for (t, p) in &topics {
+                    println!("  topic {t} -> {} ({p} partitions)", flow.remote_topic(t));
+                }
+                if topics.is_empty() {
+                    println!("  no source topic matches");
+                }
+            }
+            Err(e) => {
+                problems += 1;
+                println!("  ERROR listing topics: {e}");
+            }
+        }
+        match Admin::new(clusters.clusters[&fc.source].clone()).list_groups().await {
+            Ok(groups) => {
+                for g in groups.iter().filter(|g| fc.groups.should_replicate_group(&g.group_id)) {
+                    println!("  group {}", g.group_id);
+                }
+            }
+            Err(e) => println!("  groups: cannot list ({e})"),
+        }
+    }
+    if problems > 0 {
+        bail!("{problems} problem(s) found");
+    }
+    Ok(())
+}
+
+async fn cmd_translate(path: PathBuf, source: String, target: String, group: String, json: bool) -> anyhow::Result<()> {
+    let config = load(&path)?;
+    let topic = match config.flow(&source, &target) {
+        Some(f) => f.checkpoints_topic(),
+        None => replicator::policy::ReplicationPolicy::default_policy().checkpoints_topic(&source),
+    };
+    let mut only = std::collections::BTreeSet::new();
+    only.insert(target.clone());
+    let clusters = Clusters::connect(&config, &only).await?;
+    let records = replicator::internal::read_to_end(&clusters.clusters[&target], &target, &topic).await?;
+    let mut latest: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    for r in records {
+        let (Some(k), Some(v)) = (r.key, r.value) else { continue };
+        let Ok(cp) = Checkpoint::decode(&k, Some(&v)) else { continue };
+        if cp.consumer_group_id == group {
+            latest.insert((cp.topic, cp.partition), cp.downstream_offset);
+        }
+    }
+    if json {
+        let rows: Vec<_> = latest
+            .iter()
+            .map(|((t, p), o)| serde_json::json!({"topic": t, "partition": p, "offset": o}))
+            .collect();
+        println!("{}", serde_json::Value::Array(rows));
+    } else {
+        for ((t, p), o) in &latest {
+            println!("{t}\t{p}\t{o}");
+        }
+    }
+    Ok(())
+}

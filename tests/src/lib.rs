@@ -11,6 +11,7 @@
 
 pub mod mock;
 pub mod reference;
+pub mod strait;
 pub mod tansu;
 
 /// Prints why a test does not run its body and returns from the test.

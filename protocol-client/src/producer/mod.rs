@@ -288,9 +288,11 @@ async fn init_producer_id(cluster: &Cluster, id: i64, epoch: i16) -> Result<(i64
         .await
 }
 
-/// Rewrites producer id, epoch and base sequence of `batch` without copying its records:
-/// returns the patched 61-byte header and the untouched records slice. The CRC is updated from
-/// the changed header bytes alone, so a batch whose CRC was wrong stays wrong.
+/// Rewrites producer id, epoch and base sequence of `batch`, and clears its transactional bit
+/// (this producer writes outside transactions), without copying its records: returns the
+/// patched 61-byte header and the untouched records slice. The CRC is updated from the changed
+/// header bytes alone (CRC-32C is linear), so a batch whose CRC was wrong stays wrong. When
+/// nothing changes, the header bytes are returned as they were.
 pub fn rewrite_producer_fields(
     batch: &RecordBatch,
     producer_id: i64,
@@ -298,19 +300,28 @@ pub fn rewrite_producer_fields(
     base_sequence: i32,
 ) -> [Bytes; 2] {
     const HEADER: usize = crate::record::BATCH_HEADER_LEN;
+    const TRANSACTIONAL: u8 = 0x10;
     let all = batch.as_bytes();
     let old = &all[..HEADER];
     let mut new = BytesMut::from(old);
+    new[22] &= !TRANSACTIONAL; // low byte of the big-endian attributes
     new[43..51].copy_from_slice(&producer_id.to_be_bytes());
     new[51..53].copy_from_slice(&epoch.to_be_bytes());
     new[53..57].copy_from_slice(&base_sequence.to_be_bytes());
-    if new[21..HEADER] != old[21..HEADER] {
-        let records_len = all.len() - HEADER;
-        let delta = crc32c::crc32c(&old[21..HEADER]) ^ crc32c::crc32c(&new[21..HEADER]);
-        let crc = batch.crc() ^ crc32c::crc32c_combine(delta, 0, records_len);
-        new[17..21].copy_from_slice(&crc.to_be_bytes());
+    if new[21..HEADER] == old[21..HEADER] {
+        return [all.slice(..HEADER), all.slice(HEADER..)];
     }
+    let records_len = all.len() - HEADER;
+    let delta = crc32c::crc32c(&old[21..HEADER]) ^ crc32c::crc32c(&new[21..HEADER]);
+    let crc = batch.crc() ^ crc32c::crc32c_combine(delta, 0, records_len);
+    new[17..21].copy_from_slice(&crc.to_be_bytes());
     [new.freeze(), all.slice(HEADER..)]
+}
+
+/// Whether a non-idempotent producer must rewrite a batch: a producer id it does not own, or
+/// the transactional bit, would make the target check sequences or expect a transaction.
+fn needs_blank_producer(batch: &RecordBatch) -> bool {
+    batch.producer_id() != -1 || batch.is_transactional()
 }
 
 /// One partition's share of a request.
@@ -527,6 +538,9 @@ async fn start_request(
             match (inner.config.idempotent, p.seq) {
                 (true, Some((seq, epoch))) => {
                     batches.extend(rewrite_producer_fields(&p.batch, pid, epoch, seq));
+                }
+                _ if needs_blank_producer(&p.batch) => {
+                    batches.extend(rewrite_producer_fields(&p.batch, -1, -1, -1));
                 }
                 _ => batches.push(p.batch.as_bytes().clone()),
             }

@@ -1,0 +1,837 @@
+//! One replication flow `A->B`: topics, the data path, progress, offset syncs and checkpoints.
+//!
+//! # Data path
+//! A fetch loop polls the source (all assigned partitions, every leader concurrently), plans each
+//! partition's bytes ([`plan`]) and appends the batches to the same partition of the remote
+//! topic through the target producer, without decoding them. Appends are queued in order; their
+//! acknowledgements are consumed, in the same order, by an ack loop that feeds the exact
+//! upstream→downstream mapping into each partition's [`OffsetMap`] and the MM2 offset-sync rule.
+//! Memory is bounded by an in-flight byte budget (`strait.inflight.bytes`): a batch waits for
+//! budget before it is appended, and the fetch loop waits with it (backpressure).
+//!
+//! # Durability and resume
+//! Every commit interval (and at shutdown) the flow writes, in this order: changed offset-map
+//! runs (`strait-offset-map.<source>.internal`), MM2 offset syncs, then MM2 source progress
+//! (`mm2-offsets.<source>.internal`). On start each partition resumes from its offset map: if
+//! the remote partition holds more than the map knows (a crash after the target acknowledged
+//! but before the commit), the remote tail is matched batch by batch against the source
+//! ([`resume`]), which finds the exact next upstream offset: nothing lost, nothing duplicated.
+//!
+//! # Checkpoints
+//! Every `emit.checkpoints.interval.seconds` the source groups' committed offsets are translated
+//! exactly through the offset maps and written as MM2 checkpoints; with
+//! `sync.group.offsets.enabled` they are also committed into idle target groups (never rewinding).
+
+pub mod plan;
+pub mod resume;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use protocol_client::admin::{Admin, AclFilter, AlterOp, NewTopic};
+use protocol_client::cluster::Cluster;
+use protocol_client::fetcher::{Fetcher, FetcherConfig, IsolationLevel};
+use protocol_client::producer::records::ProducerRecord;
+use protocol_client::producer::{ProduceAck, Producer};
+use protocol_client::record::DecodeLimits;
+use protocol_client::ResponseError;
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tracing::{debug, info, warn};
+
+use crate::config::{self, FlowConfig};
+use crate::error::{Error, Result};
+use crate::formats::{Checkpoint, OffsetMapRecord, OffsetSync, SourceProgress, SourceProgressKey};
+use crate::internal::{self, offset_map_topic, OFFSET_STORAGE_PARTITIONS};
+use crate::offsets::{
+    decide_group_offset_sync, CheckpointState, CommittedOffset, OffsetMap, SyncEmitter,
+    TargetGroupState, TopicPartition,
+};
+
+/// How often progress, offset-map runs and offset syncs are made durable.
+pub const COMMIT_INTERVAL: Duration = Duration::from_secs(5);
+
+type AckFuture = Pin<Box<dyn Future<Output = protocol_client::Result<ProduceAck>> + Send>>;
+
+enum AckItem {
+    Forward {
+        key: (String, i32),
+        stretches: Vec<(i64, i64)>,
+        next: i64,
+        ack: AckFuture,
+        _permit: OwnedSemaphorePermit,
+    },
+    Skip {
+        key: (String, i32),
+        next: i64,
+    },
+}
+
+/// Replication state of one source partition.
+#[derive(Debug)]
+pub struct PartitionState {
+    /// Remote topic name.
+    pub remote_topic: String,
+    /// Exact offset map.
+    pub map: OffsetMap,
+    emitter: SyncEmitter,
+    committed_next: Option<i64>,
+}
+
+/// Everything the tasks of a flow share.
+#[derive(Debug, Default)]
+pub struct FlowState {
+    /// Per source partition.
+    pub partitions: HashMap<(String, i32), PartitionState>,
+    pending_syncs: Vec<OffsetSync>,
+}
+
+/// A running flow.
+pub struct Flow {
+    /// The flow's settings.
+    pub config: FlowConfig,
+    source: Arc<Cluster>,
+    target: Arc<Cluster>,
+    source_admin: Admin,
+    target_admin: Admin,
+    producer: Producer,
+    sync_producer: Producer,
+    /// Shared state (the checkpoint task and `strait check` read it).
+    pub state: Arc<Mutex<FlowState>>,
+    checkpoints: Mutex<CheckpointState>,
+    limits: DecodeLimits,
+    warned: Mutex<HashSet<&'static str>>,
+}
+
+impl std::fmt::Debug for Flow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Flow")
+            .field("source", &self.config.source)
+            .field("target", &self.config.target)
+            .finish()
+    }
+}
+
+fn isolation(level: config::IsolationLevel) -> IsolationLevel {
+    match level {
+        config::IsolationLevel::ReadCommitted => IsolationLevel::ReadCommitted,
+        config::IsolationLevel::ReadUncommitted => IsolationLevel::ReadUncommitted,
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Flow {
+    /// Prepares a flow over connected clusters and producers.
+    pub fn new(
+        config: FlowConfig,
+        source: Arc<Cluster>,
+        target: Arc<Cluster>,
+        producer: Producer,
+        sync_producer: Producer,
+    ) -> Flow {
+        Flow {
+            source_admin: Admin::new(source.clone()),
+            target_admin: Admin::new(target.clone()),
+            config,
+            source,
+            target,
+            producer,
+            sync_producer,
+            state: Arc::new(Mutex::new(FlowState::default())),
+            checkpoints: Mutex::new(CheckpointState::new()),
+            limits: DecodeLimits::default(),
+            warned: Mutex::new(HashSet::new()),
+        }
+    }
+
+    fn src(&self) -> impl FnOnce(protocol_client::Error) -> Error + '_ {
+        Error::client(&self.config.source)
+    }
+
+    fn tgt(&self) -> impl FnOnce(protocol_client::Error) -> Error + '_ {
+        Error::client(&self.config.target)
+    }
+
+    fn warn_once(&self, what: &'static str, message: String) {
+        if self.warned.lock().unwrap_or_else(|p| p.into_inner()).insert(what) {
+            warn!(flow = %self.name(), "{message}");
+        }
+    }
+
+    /// `A->B`.
+    pub fn name(&self) -> String {
+        format!("{}->{}", self.config.source, self.config.target)
+    }
+
+    /// Source topics this flow replicates, with their partition counts (MM2's
+    /// `shouldReplicateTopic`: the topic filter or a heartbeats topic, never internal topics,
+    /// never a cycle back to the target).
+    pub async fn select_topics(&self) -> Result<BTreeMap<String, i32>> {
+        let md = self.source.refresh_all_topics().await.map_err(self.src())?;
+        let policy = &self.config.policy;
+        let mut out = BTreeMap::new();
+        for (name, t) in &md.topics {
+            let wanted = self.config.topics.should_replicate_topic(name)
+                || (self.config.replicate_heartbeats && policy.is_heartbeats_topic(name));
+            if wanted
+                && !policy.is_internal_topic(name)
+                && !t.is_internal
+                && !policy.is_cycle(name, &self.config.target)
+            {
+                out.insert(name.clone(), t.partitions.len() as i32);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Remote name of a source topic.
+    pub fn remote_topic(&self, topic: &str) -> String {
+        self.config
+            .policy
+            .format_remote_topic(&self.config.source, topic)
+    }
+
+    /// Source topic configs to carry to the remote topic.
+    async fn replicated_configs(&self, topic: &str) -> Result<Vec<(String, String)>> {
+        let described = self
+            .source_admin
+            .describe_topic_configs(&[topic.to_string()])
+            .await
+            .map_err(self.src())?;
+        let mut out = Vec::new();
+        for (_, entries) in described {
+            let entries = match entries {
+                Ok(e) => e,
+                Err(e) => {
+                    self.warn_once("describe-configs", format!("cannot describe configs of source topics ({e}); remote topics get broker defaults"));
+                    return Ok(Vec::new());
+                }
+            };
+            for e in entries {
+                let Some(value) = e.value else { continue };
+                if e.read_only || e.is_sensitive {
+                    continue;
+                }
+                if matches!(
+                    e.source,
+                    protocol_client::admin::ConfigSource::StaticBroker
+                        | protocol_client::admin::ConfigSource::DynamicBroker
+                        | protocol_client::admin::ConfigSource::DynamicDefaultBroker
+                ) {
+                    continue;
+                }
+                if self.config.config_properties.should_replicate(&e.name, e.is_default) {
+                    out.push((e.name, value));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Creates missing remote topics (source partition count, `replication.factor`, filtered
+    /// configs) and grows partition counts, before any record is written.
+    pub async fn sync_topics(&self, topics: &BTreeMap<String, i32>) -> Result<()> {
+        let md = self.target.refresh_all_topics().await.map_err(self.tgt())?;
+        for (topic, &partitions) in topics {
+            let remote = self.remote_topic(topic);
+            match md.topics.get(&remote) {
+                None => {
+                    let configs = self.replicated_configs(topic).await?;
+                    let res = self
+                        .target_admin
+                        .create_topics(&[NewTopic {
+                            name: remote.clone(),
+                            partitions,
+                            replication_factor: self.config.replication_factor,
+                            configs: configs.clone(),
+                        }])
+                        .await
+                        .map_err(self.tgt())?;
+                    for (_, r) in res {
+                        match r {
+                            Ok(()) => info!(flow = %self.name(), %topic, %remote, partitions, configs = configs.len(), "created remote topic"),
+                            Err(e) if e.response_error() == Some(ResponseError::TopicAlreadyExists) => {}
+                            Err(e) => return Err(self.tgt()(e)),
+                        }
+                    }
+                    internal::wait_for_topic(&self.target, &self.config.target, &remote).await?;
+                }
+                Some(t) if (t.partitions.len() as i32) < partitions => {
+                    match self.target_admin.create_partitions(&remote, partitions).await {
+                        Ok(()) => info!(flow = %self.name(), %remote, partitions, "grew remote topic"),
+                        Err(e) => self.warn_once(
+                            "create-partitions",
+                            format!("cannot grow {remote} to {partitions} partitions ({e}); the new source partitions are not replicated until it can"),
+                        ),
+                    }
+                    self.target.track_topics([remote.as_str()]);
+                }
+                Some(_) => {}
+            }
+        }
+        self.target.refresh_metadata().await.map_err(self.tgt())?;
+        Ok(())
+    }
+
+    /// MM2's topic config sync: SET the filtered source configs on existing remote topics.
+    pub async fn sync_topic_configs(&self, topics: &BTreeMap<String, i32>) -> Result<()> {
+        for topic in topics.keys() {
+            let configs = self.replicated_configs(topic).await?;
+            if configs.is_empty() {
+                continue;
+            }
+            let ops: Vec<_> = configs
+                .into_iter()
+                .map(|(k, v)| (k, AlterOp::Set, Some(v)))
+                .collect();
+            if let Err(e) = self
+                .target_admin
+                .incremental_alter_topic_configs(&self.remote_topic(topic), &ops)
+                .await
+            {
+                self.warn_once("alter-configs", format!("topic config sync failed ({e}); continuing without it"));
+            }
+        }
+        Ok(())
+    }
+
+    /// MM2's ACL sync: literal TOPIC ACLs of replicated topics, ALLOW WRITE dropped, ALLOW ALL
+    /// downgraded to ALLOW READ, created on the remote topic names, never deleted.
+    pub async fn sync_topic_acls(&self, topics: &BTreeMap<String, i32>) -> Result<()> {
+        use protocol_client::admin::{acl_operation, permission_type};
+        let acls = match self.source_admin.describe_acls(&AclFilter::literal_topics()).await {
+            Ok(a) => a,
+            Err(e) => {
+                self.warn_once("describe-acls", format!("source cluster does not describe ACLs ({e}); ACL sync is off"));
+                return Ok(());
+            }
+        };
+        let mut out = Vec::new();
+        for mut acl in acls {
+            if !topics.contains_key(&acl.resource_name) {
+                continue;
+            }
+            if acl.permission_type == permission_type::ALLOW && acl.operation == acl_operation::WRITE {
+                continue;
+            }
+            if acl.permission_type == permission_type::ALLOW && acl.operation == acl_operation::ALL {
+                acl.operation = acl_operation::READ;
+            }
+            acl.resource_name = self.remote_topic(&acl.resource_name);
+            out.push(acl);
+        }
+        if out.is_empty() {
+            return Ok(());
+        }
+        match self.target_admin.create_acls(&out).await {
+            Ok(results) => {
+                for r in results.into_iter().filter_map(|r| r.err()) {
+                    self.warn_once("create-acls", format!("creating ACLs on the target failed ({r})"));
+                }
+            }
+            Err(e) => self.warn_once("create-acls", format!("target cluster does not accept ACLs ({e}); ACL sync is off")),
+        }
+        Ok(())
+    }
+
+    /// Creates this flow's internal topics where they are missing.
+    pub async fn ensure_internal_topics(&self) -> Result<()> {
+        let c = &self.config;
+        let (syncs_topic, syncs_alias) = c.offset_syncs_topic();
+        let syncs_admin = if syncs_alias == c.source { &self.source_admin } else { &self.target_admin };
+        internal::ensure_compacted_topic(&self.target_admin, &c.target, &offset_map_topic(&c.source), 1, c.offset_storage_replication_factor).await?;
+        internal::ensure_compacted_topic(&self.target_admin, &c.target, &c.offset_storage_topic, OFFSET_STORAGE_PARTITIONS, c.offset_storage_replication_factor).await?;
+        if c.emit_offset_syncs {
+            internal::ensure_compacted_topic(syncs_admin, syncs_alias, &syncs_topic, 1, c.offset_syncs_topic_replication_factor).await?;
+        }
+        if c.emit_checkpoints {
+            internal::ensure_compacted_topic(&self.target_admin, &c.target, &c.checkpoints_topic(), 1, c.checkpoints_topic_replication_factor).await?;
+        }
+        Ok(())
+    }
+
+    /// Loads offset maps, MM2 progress and checkpoints written by earlier runs.
+    async fn load_stored(&self) -> Result<(HashMap<(String, i32), OffsetMap>, HashMap<(String, i32), i64>)> {
+        let c = &self.config;
+        let map_topic = offset_map_topic(&c.source);
+        let mut by_partition: HashMap<(String, i32), Vec<OffsetMapRecord>> = HashMap::new();
+        for r in internal::read_to_end(&self.target, &c.target, &map_topic).await? {
+            let Some(key) = r.key else { continue };
+            let rec = OffsetMapRecord::decode(&key, r.value.as_deref()).map_err(|source| Error::Format {
+                context: format!("{map_topic} offset {}", r.offset),
+                source,
+            })?;
+            let (t, p) = rec.topic_partition();
+            by_partition.entry((t.to_string(), p)).or_default().push(rec);
+        }
+        let mut maps = HashMap::new();
+        for (key, records) in by_partition {
+            match OffsetMap::restore(records, c.offset_map_max_runs) {
+                Ok(m) => {
+                    maps.insert(key, m);
+                }
+                Err(e) => warn!(flow = %self.name(), topic = %key.0, partition = key.1, error = %e, "stored offset map unusable; partition resumes from MM2 progress"),
+            }
+        }
+        let mut progress = HashMap::new();
+        for r in internal::read_to_end(&self.target, &c.target, &c.offset_storage_topic).await? {
+            let Some(key) = r.key else { continue };
+            let Ok(k) = SourceProgressKey::decode(&key) else { continue };
+            if k.cluster != c.source {
+                continue;
+            }
+            match SourceProgress::decode(r.value.as_deref()) {
+                Ok(Some(p)) => {
+                    progress.insert((k.topic, k.partition), p.resume_offset());
+                }
+                Ok(None) => {
+                    progress.remove(&(k.topic, k.partition));
+                }
+                Err(_) => {}
+            }
+        }
+        if c.emit_checkpoints {
+            let mut cs = CheckpointState::new();
+            for r in internal::read_to_end(&self.target, &c.target, &c.checkpoints_topic()).await? {
+                let (Some(key), Some(value)) = (r.key, r.value) else { continue };
+                if let Ok(cp) = Checkpoint::decode(&key, Some(&value)) {
+                    cs.load(cp);
+                }
+            }
+            *self.checkpoints.lock().unwrap_or_else(|p| p.into_inner()) = cs;
+        }
+        Ok((maps, progress))
+    }
+
+    /// Runs the flow until `stop` turns true; then finishes in-flight appends and commits.
+    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) -> Result<()> {
+        self.ensure_internal_topics().await?;
+        let topics = self.select_topics().await?;
+        self.sync_topics(&topics).await?;
+        if self.config.sync_topic_acls {
+            self.sync_topic_acls(&topics).await?;
+        }
+        let (mut stored, progress) = self.load_stored().await?;
+        let iso = isolation(self.config.isolation_level);
+        let mut fetcher = Fetcher::new(
+            self.source.clone(),
+            FetcherConfig {
+                isolation: iso,
+                max_wait: Duration::from_millis(200),
+                partition_max_bytes: 1024 * 1024,
+                ..FetcherConfig::default()
+            },
+        );
+        let mut assigned: HashSet<(String, i32)> = HashSet::new();
+        self.assign_new(&topics, &mut stored, &progress, &mut fetcher, &mut assigned).await?;
+        info!(flow = %self.name(), topics = topics.len(), partitions = assigned.len(), "replicating");
+
+        let budget_total = self.config.inflight_bytes.clamp(1 << 20, u32::MAX as u64) as usize;
+        let budget = Arc::new(Semaphore::new(budget_total));
+        let (ack_tx, ack_rx) = mpsc::unbounded_channel();
+        let ack_task = tokio::spawn(self.clone().ack_loop(ack_rx));
+        let aux_stop = watch::channel(false);
+        let commit_task = tokio::spawn(self.clone().commit_loop(aux_stop.1.clone()));
+        let checkpoint_task = tokio::spawn(self.clone().checkpoint_loop(aux_stop.1.clone()));
+        let mut refresh = tokio::time::interval(self.config.refresh_topics_interval.max(Duration::from_secs(1)));
+        refresh.tick().await;
+        let mut config_sync = tokio::time::interval(self.config.sync_topic_configs_interval.max(Duration::from_secs(1)));
+        config_sync.tick().await;
+        let mut topics = topics;
+
+        let result: Result<()> = async {
+            loop {
+                if *stop.borrow() {
+                    return Ok(());
+                }
+                let fetched = tokio::select! {
+                    r = fetcher.poll() => r.map_err(self.src())?,
+                    _ = stop.changed() => return Ok(()),
+                    _ = refresh.tick(), if self.config.refresh_topics => {
+                        let now = self.select_topics().await?;
+                        if now != topics {
+                            self.sync_topics(&now).await?;
+                            self.assign_new(&now, &mut stored, &progress, &mut fetcher, &mut assigned).await?;
+                            topics = now;
+                        }
+                        continue;
+                    }
+                    _ = config_sync.tick(), if self.config.sync_topic_configs => {
+                        self.sync_topic_configs(&topics).await?;
+                        if self.config.sync_topic_acls {
+                            self.sync_topic_acls(&topics).await?;
+                        }
+                        continue;
+                    }
+                };
+                for fp in fetched {
+                    let key = (fp.topic.to_string(), fp.partition);
+                    let steps = plan::plan(fp.records, fp.fetch_offset, fp.aborted, iso, &self.limits)
+                        .map_err(|source| Error::Record {
+                            context: format!("{}:{}/{} at {}", self.config.source, key.0, key.1, fp.fetch_offset),
+                            source,
+                        })?;
+                    if steps.is_empty() {
+                        continue;
+                    }
+                    let remote = self.remote_topic(&key.0);
+                    for step in steps {
+                        match step {
+                            plan::Step::Forward { batch, stretches, next, .. } => {
+                                let need = batch.len().clamp(1, budget_total) as u32;
+                                let permit = budget
+                                    .clone()
+                                    .acquire_many_owned(need)
+                                    .await
+                                    .map_err(|_| Error::Other("budget closed".into()))?;
+                                let ack = Box::pin(self.producer.append(&remote, key.1, batch));
+                                let _ = ack_tx.send(AckItem::Forward { key: key.clone(), stretches, next, ack, _permit: permit });
+                            }
+                            plan::Step::Skip { next } => {
+                                let _ = ack_tx.send(AckItem::Skip { key: key.clone(), next });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        .await;
+        // Drain: no more appends; wait for the ack loop to record what is in flight.
+        drop(ack_tx);
+        let acked = ack_task.await.map_err(|e| Error::Other(format!("ack task: {e}")))?;
+        let _ = aux_stop.0.send(true);
+        let _ = commit_task.await;
+        let _ = checkpoint_task.await;
+        // Final commit and checkpoints, whatever happened.
+        let committed = self.commit(true).await;
+        if result.is_ok() && acked.is_ok() {
+            if let Err(e) = self.emit_checkpoints().await {
+                warn!(flow = %self.name(), error = %e, "final checkpoints failed");
+            }
+        }
+        result?;
+        acked?;
+        committed
+    }
+
+    async fn assign_new(
+        &self,
+        topics: &BTreeMap<String, i32>,
+        stored: &mut HashMap<(String, i32), OffsetMap>,
+        progress: &HashMap<(String, i32), i64>,
+        fetcher: &mut Fetcher,
+        assigned: &mut HashSet<(String, i32)>,
+    ) -> Result<()> {
+        let target_md = self.target.metadata();
+        for (topic, &partitions) in topics {
+            let remote = self.remote_topic(topic);
+            let remote_partitions = target_md.topics.get(&remote).map(|t| t.partitions.len() as i32).unwrap_or(0);
+            for partition in 0..partitions.min(remote_partitions) {
+                let key = (topic.clone(), partition);
+                if assigned.contains(&key) {
+                    continue;
+                }
+                let (map, position) = resume::resume_partition(
+                    self,
+                    topic,
+                    partition,
+                    &remote,
+                    stored.remove(&key),
+                    progress.get(&key).copied(),
+                )
+                .await?;
+                debug!(flow = %self.name(), %topic, partition, position, "assigned");
+                fetcher.assign(topic, partition, position);
+                self.state.lock().unwrap_or_else(|p| p.into_inner()).partitions.insert(
+                    key.clone(),
+                    PartitionState {
+                        remote_topic: remote.clone(),
+                        map,
+                        emitter: SyncEmitter::new(self.config.offset_lag_max),
+                        committed_next: None,
+                    },
+                );
+                assigned.insert(key);
+            }
+        }
+        Ok(())
+    }
+
+    async fn ack_loop(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<AckItem>) -> Result<()> {
+        while let Some(item) = rx.recv().await {
+            match item {
+                AckItem::Forward { key, stretches, next, ack, _permit } => {
+                    let ack = ack.await.map_err(self.tgt())?;
+                    let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                    let FlowState { partitions, pending_syncs } = &mut *st;
+                    let Some(ps) = partitions.get_mut(&key) else { continue };
+                    let mut downstream = ack.base_offset;
+                    for (upstream, count) in stretches {
+                        ps.map.record_forwarded(upstream, downstream, count).map_err(|source| Error::OffsetMap {
+                            context: format!("{}/{}", key.0, key.1),
+                            source,
+                        })?;
+                        if self.config.emit_offset_syncs {
+                            for s in ps.emitter.on_batch_acked(upstream, downstream, count).iter() {
+                                pending_syncs.push(OffsetSync {
+                                    topic: key.0.clone(),
+                                    partition: key.1,
+                                    upstream_offset: s.upstream,
+                                    downstream_offset: s.downstream,
+                                });
+                            }
+                        }
+                        downstream += count;
+                    }
+                    ps.map.advance_upstream(next);
+                }
+                AckItem::Skip { key, next } => {
+                    let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(ps) = st.partitions.get_mut(&key) {
+                        ps.map.advance_upstream(next);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn commit_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(COMMIT_INTERVAL);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => return,
+            }
+            if let Err(e) = self.commit(false).await {
+                warn!(flow = %self.name(), error = %e, "commit failed; will retry");
+            }
+        }
+    }
+
+    /// Makes progress durable: offset-map changes, then offset syncs, then MM2 progress.
+    /// `flush` also emits MM2's delayed syncs for partitions whose last record is unsynced.
+    pub async fn commit(&self, flush: bool) -> Result<()> {
+        let c = &self.config;
+        let map_topic = offset_map_topic(&c.source);
+        let (map_records, syncs, progress) = {
+            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let FlowState { partitions, pending_syncs } = &mut *st;
+            let mut map_records = Vec::new();
+            let mut progress = Vec::new();
+            let mut syncs = std::mem::take(pending_syncs);
+            for ((topic, partition), ps) in partitions.iter_mut() {
+                map_records.extend(ps.map.take_changes(topic, *partition));
+                if flush && c.emit_offset_syncs {
+                    if let Some(s) = ps.emitter.flush() {
+                        syncs.push(OffsetSync {
+                            topic: topic.clone(),
+                            partition: *partition,
+                            upstream_offset: s.upstream,
+                            downstream_offset: s.downstream,
+                        });
+                    }
+                }
+                if let Some(frontier) = ps.map.frontier() {
+                    if ps.committed_next != Some(frontier) && frontier > 0 {
+                        progress.push((topic.clone(), *partition, frontier));
+                    }
+                }
+            }
+            (map_records, syncs, progress)
+        };
+        let now = now_ms();
+        let mut acks = Vec::new();
+        for r in &map_records {
+            let key = r.encode_key().map_err(|source| Error::Format { context: map_topic.clone(), source })?;
+            acks.push(self.producer.send_nowait(internal_record(&map_topic, Some(0), key, r.encode_value(), now)).await.map_err(self.tgt())?);
+        }
+        self.producer.flush_records().await;
+        for a in acks.drain(..) {
+            a.await.map_err(|_| Error::Other("producer closed".into()))?.map_err(self.tgt())?;
+        }
+        if !syncs.is_empty() {
+            let (topic, alias) = c.offset_syncs_topic();
+            for s in &syncs {
+                let key = s.encode_key().map_err(|source| Error::Format { context: topic.clone(), source })?;
+                acks.push(self.sync_producer.send_nowait(internal_record(&topic, Some(0), key, Some(s.encode_value()), now)).await.map_err(Error::client(alias))?);
+            }
+            self.sync_producer.flush_records().await;
+            for a in acks.drain(..) {
+                a.await.map_err(|_| Error::Other("producer closed".into()))?.map_err(Error::client(alias))?;
+            }
+        }
+        for (topic, partition, frontier) in &progress {
+            let key = SourceProgressKey::mirror_source(&c.source, topic, *partition).encode();
+            let value = SourceProgress { last_replicated_offset: frontier - 1 }.encode();
+            acks.push(self.producer.send_nowait(internal_record(&c.offset_storage_topic, None, key, Some(value), now)).await.map_err(self.tgt())?);
+        }
+        self.producer.flush_records().await;
+        for a in acks.drain(..) {
+            a.await.map_err(|_| Error::Other("producer closed".into()))?.map_err(self.tgt())?;
+        }
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        for (topic, partition, frontier) in progress {
+            if let Some(ps) = st.partitions.get_mut(&(topic, partition)) {
+                ps.committed_next = Some(frontier);
+            }
+        }
+        Ok(())
+    }
+
+    async fn checkpoint_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        if !self.config.emit_checkpoints && !self.config.sync_group_offsets {
+            return;
+        }
+        let mut tick = tokio::time::interval(self.config.emit_checkpoints_interval.max(Duration::from_millis(100)));
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => return,
+            }
+            if let Err(e) = self.emit_checkpoints().await {
+                warn!(flow = %self.name(), error = %e, "checkpoints failed; will retry");
+            }
+        }
+    }
+
+    /// Translates the source groups' committed offsets exactly and writes MM2 checkpoints
+    /// (and, with `sync.group.offsets.enabled`, commits them into idle target groups).
+    pub async fn emit_checkpoints(&self) -> Result<()> {
+        let c = &self.config;
+        let groups: Vec<String> = self
+            .source_admin
+            .list_groups()
+            .await
+            .map_err(self.src())?
+            .into_iter()
+            .map(|g| g.group_id)
+            .filter(|g| c.groups.should_replicate_group(g))
+            .collect();
+        let now = now_ms();
+        let topic = c.checkpoints_topic();
+        let mut acks = Vec::new();
+        let mut touched = Vec::new();
+        for group in groups {
+            let offsets = match self.source_admin.fetch_offsets(&group, None).await {
+                Ok(o) => o,
+                Err(e) => {
+                    debug!(flow = %self.name(), %group, error = %e, "cannot read group offsets");
+                    continue;
+                }
+            };
+            let mut fresh = Vec::new();
+            {
+                let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                for o in offsets {
+                    let Some(ps) = st.partitions.get(&(o.topic.clone(), o.partition)) else { continue };
+                    let Some(downstream) = ps.map.translate(o.offset) else { continue };
+                    fresh.push(Checkpoint {
+                        consumer_group_id: group.clone(),
+                        topic: ps.remote_topic.clone(),
+                        partition: o.partition,
+                        upstream_offset: o.offset,
+                        downstream_offset: downstream,
+                        metadata: o.metadata.unwrap_or_default(),
+                    });
+                }
+            }
+            for cp in fresh {
+                let emit = self.checkpoints.lock().unwrap_or_else(|p| p.into_inner()).offer(cp.clone()).emits();
+                if emit && c.emit_checkpoints {
+                    let key = cp.encode_key().map_err(|source| Error::Format { context: topic.clone(), source })?;
+                    let value = cp.encode_value().map_err(|source| Error::Format { context: topic.clone(), source })?;
+                    acks.push(self.producer.send_nowait(internal_record(&topic, Some(0), key, Some(value), now)).await.map_err(self.tgt())?);
+                }
+            }
+            touched.push(group);
+        }
+        self.producer.flush_records().await;
+        for a in acks {
+            a.await.map_err(|_| Error::Other("producer closed".into()))?.map_err(self.tgt())?;
+        }
+        if c.sync_group_offsets {
+            for group in touched {
+                self.sync_group_offsets(&group).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn sync_group_offsets(&self, group: &str) -> Result<()> {
+        let converted = self.checkpoints.lock().unwrap_or_else(|p| p.into_inner()).converted_offsets(group);
+        if converted.is_empty() {
+            return Ok(());
+        }
+        let described = self.target_admin.describe_groups(&[group.to_string()]).await.map_err(self.tgt())?;
+        let state = match described.first().map(|d| d.state.as_str()) {
+            None | Some("Dead") | Some("") => TargetGroupState::Absent,
+            Some("Empty") => {
+                let current = self.target_admin.fetch_offsets(group, None).await.map_err(self.tgt())?;
+                if current.is_empty() {
+                    TargetGroupState::Absent
+                } else {
+                    TargetGroupState::Empty(
+                        current
+                            .into_iter()
+                            .map(|o| (TopicPartition::new(o.topic, o.partition), (o.offset >= 0).then_some(o.offset)))
+                            .collect(),
+                    )
+                }
+            }
+            Some(_) => TargetGroupState::Active,
+        };
+        let commit = decide_group_offset_sync(&state, &converted);
+        if commit.is_empty() {
+            return Ok(());
+        }
+        let offsets: Vec<_> = commit
+            .into_iter()
+            .map(|(tp, CommittedOffset { offset, metadata })| protocol_client::admin::CommittedOffset {
+                topic: tp.topic,
+                partition: tp.partition,
+                offset,
+                leader_epoch: -1,
+                metadata: Some(metadata),
+            })
+            .collect();
+        self.target_admin.commit_offsets(group, &offsets).await.map_err(self.tgt())?;
+        debug!(flow = %self.name(), group, partitions = offsets.len(), "synced group offsets");
+        Ok(())
+    }
+
+    pub(crate) fn source_cluster(&self) -> &Arc<Cluster> {
+        &self.source
+    }
+
+    pub(crate) fn target_cluster(&self) -> &Arc<Cluster> {
+        &self.target
+    }
+
+    pub(crate) fn limits(&self) -> &DecodeLimits {
+        &self.limits
+    }
+}
+
+/// A record for an internal topic.
+pub fn internal_record(topic: &str, partition: Option<i32>, key: Bytes, value: Option<Bytes>, timestamp: i64) -> ProducerRecord {
+    ProducerRecord {
+        topic: topic.to_string(),
+        partition,
+        key: Some(key),
+        value,
+        headers: Vec::new(),
+        timestamp: Some(timestamp),
+    }
+}

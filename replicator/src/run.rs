@@ -1,0 +1,172 @@
+//! Running a whole configuration: connect the clusters, run every enabled flow (restarting a
+//! flow after a transient failure: it resumes exactly from its stored state), emit heartbeats
+//! for every pair MM2 would, and stop cleanly when told to.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use protocol_client::cluster::{ClientConfig, Cluster};
+use protocol_client::producer::{Producer, ProducerConfig};
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use crate::config::{ClusterConfig, Config};
+use crate::error::{Error, Result};
+use crate::flow::Flow;
+use crate::heartbeat::heartbeat_loop;
+
+/// Client settings for a cluster. TLS and SASL are not in this build yet: a cluster that asks
+/// for them is refused rather than contacted in plaintext.
+pub fn client_config(cluster: &ClusterConfig) -> Result<ClientConfig> {
+    let protocol = cluster.client.security_protocol;
+    if protocol.uses_tls() || protocol.uses_sasl() {
+        return Err(Error::Unsupported(format!(
+            "{}.security.protocol={protocol:?}: TLS and SASL are not supported by this build of Strait yet",
+            cluster.alias
+        )));
+    }
+    let mut cfg = ClientConfig::new(&cluster.bootstrap_servers.join(","));
+    cfg.conn.client_id = cluster
+        .client
+        .client_id
+        .clone()
+        .unwrap_or_else(|| format!("strait-{}", cluster.alias));
+    Ok(cfg)
+}
+
+/// Connected clusters and their producers, by alias.
+#[derive(Debug, Default)]
+pub struct Clusters {
+    /// Clusters.
+    pub clusters: BTreeMap<String, Arc<Cluster>>,
+    /// One idempotent producer per cluster.
+    pub producers: BTreeMap<String, Producer>,
+}
+
+impl Clusters {
+    /// Connects to every alias in `aliases`.
+    pub async fn connect(config: &Config, aliases: &BTreeSet<String>) -> Result<Clusters> {
+        let mut out = Clusters::default();
+        for alias in aliases {
+            let cc = config
+                .clusters
+                .get(alias)
+                .ok_or_else(|| Error::Other(format!("unknown cluster alias {alias}")))?;
+            let cluster = Cluster::connect(client_config(cc)?)
+                .await
+                .map_err(Error::client(alias))?;
+            let producer = Producer::new(
+                cluster.clone(),
+                ProducerConfig {
+                    linger: Duration::from_millis(2),
+                    ..ProducerConfig::default()
+                },
+            )
+            .await
+            .map_err(Error::client(alias))?;
+            out.clusters.insert(alias.clone(), cluster);
+            out.producers.insert(alias.clone(), producer);
+        }
+        Ok(out)
+    }
+}
+
+/// Every alias the configuration talks to.
+pub fn aliases(config: &Config) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for f in &config.flows {
+        out.insert(f.source.clone());
+        out.insert(f.target.clone());
+    }
+    for h in &config.heartbeat_only {
+        out.insert(h.target.clone());
+    }
+    out
+}
+
+/// Runs until `stop` turns true, then finishes in-flight work and returns.
+pub async fn run(config: Config, stop: watch::Receiver<bool>) -> Result<()> {
+    for w in &config.warnings {
+        warn!("{w}");
+    }
+    if config.flows.is_empty() {
+        warn!("no enabled flow (set A->B.enabled = true); only heartbeats will be emitted");
+    }
+    let clusters = Clusters::connect(&config, &aliases(&config)).await?;
+    let mut tasks = Vec::new();
+    for flow_config in &config.flows {
+        let fc = flow_config.clone();
+        let source = clusters.clusters[&fc.source].clone();
+        let target = clusters.clusters[&fc.target].clone();
+        let producer = clusters.producers[&fc.target].clone();
+        let (_, sync_alias) = fc.offset_syncs_topic();
+        let sync_producer = clusters.producers[sync_alias].clone();
+        let flow_stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let stop = flow_stop;
+            let mut delay = Duration::from_secs(1);
+            loop {
+                let flow = Arc::new(Flow::new(fc.clone(), source.clone(), target.clone(), producer.clone(), sync_producer.clone()));
+                let name = flow.name();
+                match flow.run(stop.clone()).await {
+                    Ok(()) => {
+                        info!(flow = %name, "stopped");
+                        return Ok(());
+                    }
+                    Err(e) if e.is_transient() && !*stop.borrow() => {
+                        warn!(flow = %name, error = %e, ?delay, "flow failed; restarting from its stored position");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(30));
+                    }
+                    Err(e) => {
+                        error!(flow = %name, error = %e, "flow failed");
+                        return Err(e);
+                    }
+                }
+            }
+        }));
+        let fc = flow_config;
+        if fc.emit_heartbeats {
+            tasks.push(tokio::spawn(heartbeat_loop(
+                clusters.producers[&fc.target].clone(),
+                fc.source.clone(),
+                fc.target.clone(),
+                fc.policy.heartbeats_topic().to_string(),
+                fc.emit_heartbeats_interval,
+                fc.heartbeats_topic_replication_factor,
+                stop.clone(),
+            )));
+        }
+    }
+    for h in &config.heartbeat_only {
+        tasks.push(tokio::spawn(heartbeat_loop(
+            clusters.producers[&h.target].clone(),
+            h.source.clone(),
+            h.target.clone(),
+            "heartbeats".to_string(),
+            h.interval,
+            h.replication_factor,
+            stop.clone(),
+        )));
+    }
+    let mut first_err = None;
+    for t in tasks {
+        match t.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                first_err.get_or_insert(e);
+            }
+            Err(e) => {
+                first_err.get_or_insert(Error::Other(format!("task panicked: {e}")));
+            }
+        }
+    }
+    for p in clusters.producers.values() {
+        p.close().await;
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}

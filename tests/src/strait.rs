@@ -1,0 +1,113 @@
+//! Running Strait in tests: in-process (`replicator::run::run`) or as the `strait` binary.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+/// Writes an `mm2.properties` for a flow between two tansu clusters, with test-friendly
+/// intervals (1 s heartbeats and checkpoints, internal topics with replication factor 1).
+pub fn mm2_properties(a: &str, b: &str, extra: &str) -> String {
+    format!(
+        "clusters = A, B\n\
+         A.bootstrap.servers = {a}\n\
+         B.bootstrap.servers = {b}\n\
+         A->B.enabled = true\n\
+         A->B.topics = .*\n\
+         replication.factor = 1\n\
+         offset-syncs.topic.replication.factor = 1\n\
+         checkpoints.topic.replication.factor = 1\n\
+         heartbeats.topic.replication.factor = 1\n\
+         offset.storage.replication.factor = 1\n\
+         emit.checkpoints.interval.seconds = 1\n\
+         emit.heartbeats.interval.seconds = 1\n\
+         refresh.topics.interval.seconds = 2\n\
+         refresh.groups.interval.seconds = 1\n\
+         sync.group.offsets.interval.seconds = 1\n\
+         {extra}\n"
+    )
+}
+
+/// The `strait` binary, built on demand.
+pub fn strait_binary() -> PathBuf {
+    let root = crate::workspace_root();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let bin = target.join("debug/strait");
+    static BUILD: std::sync::Once = std::sync::Once::new();
+    BUILD.call_once(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-p", "replicator", "--bin", "strait"])
+            .current_dir(&root)
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "building strait failed");
+    });
+    bin
+}
+
+/// A `strait run` child process; killed on drop.
+#[derive(Debug)]
+pub struct StraitProcess {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl StraitProcess {
+    /// Starts `strait run --config <file>`.
+    pub fn start(config_text: &str, dir: &std::path::Path) -> StraitProcess {
+        let cfg = dir.join("mm2.properties");
+        std::fs::write(&cfg, config_text).expect("write config");
+        let log = dir.join(format!("strait-{}.log", crate::unique("run")));
+        let f = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(strait_binary())
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .env("STRAIT_LOG", std::env::var("STRAIT_TEST_LOG").unwrap_or("info".into()))
+            .stdin(Stdio::null())
+            .stdout(f.try_clone().expect("dup"))
+            .stderr(f)
+            .spawn()
+            .expect("spawn strait");
+        StraitProcess { child: Some(child), log }
+    }
+
+    /// The process's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then waits up to `within` for the exit status.
+    pub fn terminate(&mut self, within: std::time::Duration) -> Option<std::process::ExitStatus> {
+        let c = self.child.as_mut()?;
+        let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Ok(Some(s)) = c.try_wait() {
+                self.child = None;
+                return Some(s);
+            }
+            if std::time::Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for StraitProcess {
+    fn drop(&mut self) {
+        self.kill9();
+        if std::thread::panicking() {
+            eprintln!("---- strait log ----\n{}", self.log());
+        }
+    }
+}
