@@ -24,6 +24,9 @@ pub(crate) const PRODUCER_EPOCH_AT: usize = 51;
 pub(crate) const BASE_SEQUENCE_AT: usize = 53;
 pub(crate) const RECORD_COUNT_AT: usize = 57;
 
+/// Decompression cap when reading a control record.
+const CONTROL_DECODE_LIMIT: usize = 1 << 20;
+
 /// `batchLength` of a batch with no record bytes.
 pub(crate) const MIN_BATCH_LENGTH: i32 = (BATCH_HEADER_LEN - LOG_OVERHEAD) as i32;
 
@@ -276,8 +279,9 @@ impl RecordBatch {
         if !self.is_control() {
             return Ok(None);
         }
-        // A control record is a few bytes: the default limits are ample.
-        let mut records = self.records(&DecodeLimits::default())?;
+        // A control record is a few bytes: 1 MiB is ample and bounds a hostile batch.
+        let limits = DecodeLimits::default().with_max_decompressed_bytes(CONTROL_DECODE_LIMIT);
+        let mut records = self.records(&limits)?;
         let Some(record) = records.next().transpose()? else {
             return Ok(None);
         };

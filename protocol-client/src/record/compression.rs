@@ -35,11 +35,8 @@ pub(crate) fn decompress(
         source,
     };
     let out = match codec {
-        Compression::None => {
-            // Not decompressed, but the records still have to fit the caller's memory budget
-            // in the same way: they are already in memory, so no cap applies.
-            return Ok(input);
-        }
+        // Already in memory as part of the batch: nothing to cap.
+        Compression::None => return Ok(input),
         Compression::Gzip => {
             read_capped(flate2::read::MultiGzDecoder::new(&input[..]), &input, limit)
         }

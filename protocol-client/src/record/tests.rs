@@ -409,6 +409,26 @@ fn into_mut_is_zero_copy_when_unique() {
 }
 
 #[test]
+fn batch_split_from_a_fetch_buffer_is_rewritten_in_place_once_alone() {
+    let a = sample_builder(Compression::None, 2, 10).build().unwrap();
+    let b = sample_builder(Compression::Lz4, 2, 10).build().unwrap();
+    let fetch = Bytes::from([a.as_bytes().to_vec(), b.as_bytes().to_vec()].concat());
+    let second_at = fetch.as_ptr() as usize + a.len();
+    let mut batches: Vec<RecordBatch> = split_batches(fetch).map(Result::unwrap).collect();
+    let second = batches.pop().unwrap();
+    // While the first batch still shares the buffer, rewriting copies.
+    let copied = second.clone().into_mut().freeze();
+    assert_ne!(copied.as_bytes().as_ptr() as usize, second_at);
+    drop(copied);
+    drop(batches);
+    let mut m = second.into_mut();
+    m.set_producer(-1, -1, -1);
+    let out = m.freeze();
+    assert_eq!(out.as_bytes().as_ptr() as usize, second_at);
+    out.verify_crc().unwrap();
+}
+
+#[test]
 fn split_batches_with_trailing_partial_batch() {
     let batches: Vec<RecordBatch> = [Compression::None, Compression::Gzip, Compression::Snappy]
         .into_iter()
