@@ -465,7 +465,18 @@ impl Cluster {
                     .with_key_type(kind as i8)
                     .with_key(StrBytes::from_string(key.to_string()))
             };
-            let resp = conn.send_versioned(&req, version).await?;
+            // librdkafka's mock cluster writes a null `host` (non-nullable in the schema) in its
+            // FindCoordinator error answers; an unreadable answer means "no coordinator known
+            // yet", so it is retried like COORDINATOR_NOT_AVAILABLE instead of failing the caller.
+            let resp = match conn.send_versioned(&req, version).await {
+                Err(crate::conn::ConnError::Codec { source, .. }) => {
+                    return Err(Error::Metadata(format!(
+                        "unreadable FindCoordinator answer from {} for {key}: {source}",
+                        conn.broker()
+                    )))
+                }
+                other => other?,
+            };
             (conn, resp)
         };
         let resource = Some(format!("{kind:?} coordinator of {key}"));
