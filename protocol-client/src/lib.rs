@@ -3,15 +3,15 @@
 //! Layers, bottom up (see `ARCHITECTURE.md`):
 //! - [`record`]: record batches v2 — zero-copy view, in-place header rewrite, decode and rebuild (sans-IO).
 
-pub mod record;
 pub mod admin;
-pub mod group;
 pub mod cluster;
 pub mod codec;
 pub mod conn;
 pub mod error;
 pub mod fetcher;
+pub mod group;
 pub mod producer;
+pub mod record;
 pub mod retry;
 
 pub use error::{Error, ResponseError, Result};

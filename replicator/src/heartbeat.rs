@@ -42,7 +42,10 @@ pub async fn heartbeat_loop(
             target_cluster_alias: target.clone(),
             timestamp: now,
         };
-        let key = hb.encode_key().map_err(|source| Error::Format { context: topic.clone(), source })?;
+        let key = hb.encode_key().map_err(|source| Error::Format {
+            context: topic.clone(),
+            source,
+        })?;
         let rec = internal_record(&topic, Some(0), key, Some(hb.encode_value()), now);
         match producer.send(rec).await {
             Ok(md) => debug!(%source, %target, offset = md.offset, "heartbeat"),

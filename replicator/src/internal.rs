@@ -63,7 +63,10 @@ pub async fn wait_for_topic(cluster: &Arc<Cluster>, alias: &str, topic: &str) ->
     let deadline = Instant::now() + Duration::from_secs(30);
     cluster.track_topics([topic]);
     loop {
-        let md = cluster.refresh_metadata().await.map_err(Error::client(alias))?;
+        let md = cluster
+            .refresh_metadata()
+            .await
+            .map_err(Error::client(alias))?;
         if let Some(t) = md.topics.get(topic) {
             if !t.partitions.is_empty() && t.partitions.iter().all(|p| p.leader >= 0) {
                 return Ok(());
@@ -93,9 +96,16 @@ pub struct StoredRecord {
 
 /// Reads every record of every partition of `topic` up to its current end, in offset order
 /// per partition. A missing topic reads as empty.
-pub async fn read_to_end(cluster: &Arc<Cluster>, alias: &str, topic: &str) -> Result<Vec<StoredRecord>> {
+pub async fn read_to_end(
+    cluster: &Arc<Cluster>,
+    alias: &str,
+    topic: &str,
+) -> Result<Vec<StoredRecord>> {
     cluster.track_topics([topic]);
-    let md = cluster.refresh_metadata().await.map_err(Error::client(alias))?;
+    let md = cluster
+        .refresh_metadata()
+        .await
+        .map_err(Error::client(alias))?;
     let Some(info) = md.topics.get(topic) else {
         return Ok(Vec::new());
     };
@@ -131,10 +141,14 @@ pub async fn read_to_end(cluster: &Arc<Cluster>, alias: &str, topic: &str) -> Re
                 })
                 .await
                 .map_err(Error::client(alias))?;
-            let Some(fp) = fetched.into_iter().next() else { break };
+            let Some(fp) = fetched.into_iter().next() else {
+                break;
+            };
             match fp.error {
                 None => {}
-                Some(ResponseError::OffsetOutOfRange) if position == 0 && fp.log_start_offset > 0 => {
+                Some(ResponseError::OffsetOutOfRange)
+                    if position == 0 && fp.log_start_offset > 0 =>
+                {
                     position = fp.log_start_offset;
                     continue;
                 }
@@ -164,7 +178,11 @@ pub async fn read_to_end(cluster: &Arc<Cluster>, alias: &str, topic: &str) -> Re
                 advanced = true;
                 if !batch.is_control() {
                     let records = batch.records(&limits).map_err(|source| Error::Record {
-                        context: format!("{alias}:{topic}/{} at {}", p.partition, batch.base_offset()),
+                        context: format!(
+                            "{alias}:{topic}/{} at {}",
+                            p.partition,
+                            batch.base_offset()
+                        ),
                         source,
                     })?;
                     for r in records {

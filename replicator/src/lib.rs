@@ -14,5 +14,6 @@ pub mod internal;
 pub mod offsets;
 pub mod policy;
 pub mod run;
+pub mod sample;
 
 pub use error::{Error, Result};

@@ -15,7 +15,11 @@ use replicator::run::{aliases, run, Clusters};
 use tokio::sync::watch;
 
 #[derive(Parser, Debug)]
-#[command(name = "strait", version, about = "MirrorMaker 2 compatible Kafka replicator: zero-copy forwarding, exact offset translation")]
+#[command(
+    name = "strait",
+    version,
+    about = "MirrorMaker 2 compatible Kafka replicator: zero-copy forwarding, exact offset translation"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -53,6 +57,30 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Sample data for trying Strait out (the README demo).
+    Sample {
+        #[command(subcommand)]
+        action: SampleAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SampleAction {
+    /// Create `orders` and `payments`, write records, commit group `analytics` halfway.
+    Produce {
+        /// Cluster to write to.
+        #[arg(long)]
+        bootstrap: String,
+        /// Records per partition.
+        #[arg(long, default_value_t = 10_000)]
+        records: usize,
+    },
+    /// Print every topic's partitions, end offsets and first record.
+    Summary {
+        /// Cluster to read.
+        #[arg(long)]
+        bootstrap: String,
+    },
 }
 
 fn init_logging() {
@@ -65,7 +93,7 @@ fn init_logging() {
         .init();
 }
 
-fn load(path: &PathBuf) -> anyhow::Result<Config> {
+fn load(path: &std::path::Path) -> anyhow::Result<Config> {
     Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
@@ -80,9 +108,23 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run { config } => cmd_run(config).await,
             Command::Check { config } => cmd_check(config).await,
-            Command::Translate { config, source, target, group, json } => {
-                cmd_translate(config, source, target, group, json).await
-            }
+            Command::Translate {
+                config,
+                source,
+                target,
+                group,
+                json,
+            } => cmd_translate(config, source, target, group, json).await,
+            Command::Sample {
+                action: SampleAction::Produce { bootstrap, records },
+            } => replicator::sample::produce(&bootstrap, records)
+                .await
+                .map_err(Into::into),
+            Command::Sample {
+                action: SampleAction::Summary { bootstrap },
+            } => replicator::sample::summary(&bootstrap)
+                .await
+                .map_err(Into::into),
         }
     });
     rt.shutdown_timeout(Duration::from_secs(1));
@@ -118,7 +160,11 @@ async fn cmd_check(path: PathBuf) -> anyhow::Result<()> {
     for w in &config.warnings {
         println!("warning: {w}");
     }
-    println!("config: {} cluster(s), {} enabled flow(s)", config.clusters.len(), config.flows.len());
+    println!(
+        "config: {} cluster(s), {} enabled flow(s)",
+        config.clusters.len(),
+        config.flows.len()
+    );
     let clusters = Clusters::connect(&config, &aliases(&config)).await?;
     let mut problems = 0;
     for (alias, cluster) in &clusters.clusters {
@@ -157,9 +203,15 @@ async fn cmd_check(path: PathBuf) -> anyhow::Result<()> {
                 println!("  ERROR listing topics: {e}");
             }
         }
-        match Admin::new(clusters.clusters[&fc.source].clone()).list_groups().await {
+        match Admin::new(clusters.clusters[&fc.source].clone())
+            .list_groups()
+            .await
+        {
             Ok(groups) => {
-                for g in groups.iter().filter(|g| fc.groups.should_replicate_group(&g.group_id)) {
+                for g in groups
+                    .iter()
+                    .filter(|g| fc.groups.should_replicate_group(&g.group_id))
+                {
                     println!("  group {}", g.group_id);
                 }
             }
@@ -172,7 +224,13 @@ async fn cmd_check(path: PathBuf) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn cmd_translate(path: PathBuf, source: String, target: String, group: String, json: bool) -> anyhow::Result<()> {
+async fn cmd_translate(
+    path: PathBuf,
+    source: String,
+    target: String,
+    group: String,
+    json: bool,
+) -> anyhow::Result<()> {
     let config = load(&path)?;
     let topic = match config.flow(&source, &target) {
         Some(f) => f.checkpoints_topic(),
@@ -181,11 +239,16 @@ async fn cmd_translate(path: PathBuf, source: String, target: String, group: Str
     let mut only = std::collections::BTreeSet::new();
     only.insert(target.clone());
     let clusters = Clusters::connect(&config, &only).await?;
-    let records = replicator::internal::read_to_end(&clusters.clusters[&target], &target, &topic).await?;
+    let records =
+        replicator::internal::read_to_end(&clusters.clusters[&target], &target, &topic).await?;
     let mut latest: BTreeMap<(String, i32), i64> = BTreeMap::new();
     for r in records {
-        let (Some(k), Some(v)) = (r.key, r.value) else { continue };
-        let Ok(cp) = Checkpoint::decode(&k, Some(&v)) else { continue };
+        let (Some(k), Some(v)) = (r.key, r.value) else {
+            continue;
+        };
+        let Ok(cp) = Checkpoint::decode(&k, Some(&v)) else {
+            continue;
+        };
         if cp.consumer_group_id == group {
             latest.insert((cp.topic, cp.partition), cp.downstream_offset);
         }

@@ -63,13 +63,19 @@ impl StraitProcess {
         let child = Command::new(strait_binary())
             .args(["run", "--config"])
             .arg(&cfg)
-            .env("STRAIT_LOG", std::env::var("STRAIT_TEST_LOG").unwrap_or("info".into()))
+            .env(
+                "STRAIT_LOG",
+                std::env::var("STRAIT_TEST_LOG").unwrap_or("info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(f.try_clone().expect("dup"))
             .stderr(f)
             .spawn()
             .expect("spawn strait");
-        StraitProcess { child: Some(child), log }
+        StraitProcess {
+            child: Some(child),
+            log,
+        }
     }
 
     /// The process's log so far.
@@ -88,7 +94,10 @@ impl StraitProcess {
     /// SIGTERM, then waits up to `within` for the exit status.
     pub fn terminate(&mut self, within: std::time::Duration) -> Option<std::process::ExitStatus> {
         let c = self.child.as_mut()?;
-        let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
         let deadline = std::time::Instant::now() + within;
         loop {
             if let Ok(Some(s)) = c.try_wait() {

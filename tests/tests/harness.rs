@@ -25,9 +25,14 @@ fn two_tansu_clusters_are_independent() {
     for (i, c) in clusters.iter().enumerate() {
         let got = reference::consume(&c.bootstrap(), &topic, 0, 0, 3, Duration::from_secs(20));
         let values: Vec<_> = got.iter().map(|r| r.value.clone().unwrap()).collect();
-        let want: Vec<_> = (0..3).map(|n| format!("cluster{i}-v{n}").into_bytes()).collect();
+        let want: Vec<_> = (0..3)
+            .map(|n| format!("cluster{i}-v{n}").into_bytes())
+            .collect();
         assert_eq!(values, want, "cluster {i} holds only its own records");
-        assert_eq!(got.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![0, 1, 2]);
+        assert_eq!(
+            got.iter().map(|r| r.offset).collect::<Vec<_>>(),
+            vec![0, 1, 2]
+        );
     }
 }
 
@@ -54,15 +59,25 @@ fn mock_cluster_injects_a_non_retriable_produce_error() {
         .create_with_context(ctx)
         .expect("producer");
     producer
-        .send(BaseRecord::<[u8], [u8]>::to("faulty").partition(0).payload(b"x"))
+        .send(
+            BaseRecord::<[u8], [u8]>::to("faulty")
+                .partition(0)
+                .payload(b"x"),
+        )
         .map_err(|(e, _)| e)
         .expect("enqueue");
     producer.flush(Duration::from_secs(10)).ok();
-    let first = rx.recv_timeout(Duration::from_secs(10)).expect("delivery report");
+    let first = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("delivery report");
     assert_eq!(first, Some(RDKafkaErrorCode::TopicAuthorizationFailed));
     // The injected error is consumed: the next produce succeeds.
     producer
-        .send(BaseRecord::<[u8], [u8]>::to("faulty").partition(0).payload(b"y"))
+        .send(
+            BaseRecord::<[u8], [u8]>::to("faulty")
+                .partition(0)
+                .payload(b"y"),
+        )
         .map_err(|(e, _)| e)
         .expect("enqueue");
     producer.flush(Duration::from_secs(10)).expect("flush");
@@ -78,4 +93,3 @@ impl rdkafka::producer::ProducerContext for Delivery {
         let _ = self.0.lock().unwrap().send(code);
     }
 }
-

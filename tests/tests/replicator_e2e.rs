@@ -19,7 +19,14 @@ fn records(n: usize, tag: &str) -> Vec<Outgoing> {
         .map(|i| Outgoing {
             key: (i % 4 != 0).then(|| format!("{tag}-k{i}").into_bytes()),
             value: (i % 9 != 5).then(|| format!("{tag}-v{i}-{}", "z".repeat(i % 40)).into_bytes()),
-            headers: if i % 3 == 0 { vec![("trace".into(), Some(vec![i as u8])), ("empty".into(), None)] } else { vec![] },
+            headers: if i % 3 == 0 {
+                vec![
+                    ("trace".into(), Some(vec![i as u8])),
+                    ("empty".into(), None),
+                ]
+            } else {
+                vec![]
+            },
             timestamp: Some(1_700_000_000_000 + i as i64),
         })
         .collect()
@@ -36,7 +43,9 @@ fn commit_group(bootstrap: &str, group: &str, offsets: &[(&str, i32, i64)]) {
     for (t, p, o) in offsets {
         tpl.add_partition_offset(t, *p, Offset::Offset(*o)).unwrap();
     }
-    consumer.commit(&tpl, CommitMode::Sync).expect("commit group offsets");
+    consumer
+        .commit(&tpl, CommitMode::Sync)
+        .expect("commit group offsets");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -51,25 +60,62 @@ async fn mirrors_byte_identical_with_exact_syncs_checkpoints_and_heartbeats() {
         reference::create_topic(&a, "events", 1);
         for p in 0..3 {
             let recs = records(150 + 20 * p as usize, &format!("o{p}"));
-            reference::produce(&a, "orders", p, &recs, &[("compression.codec", "zstd"), ("batch.num.messages", "40")]);
+            reference::produce(
+                &a,
+                "orders",
+                p,
+                &recs,
+                &[("compression.codec", "zstd"), ("batch.num.messages", "40")],
+            );
             expected.insert(("orders".into(), p), recs);
         }
         let recs = records(120, "e");
-        reference::produce(&a, "events", 0, &recs, &[("compression.codec", "lz4"), ("enable.idempotence", "true"), ("batch.num.messages", "25")]);
+        reference::produce(
+            &a,
+            "events",
+            0,
+            &recs,
+            &[
+                ("compression.codec", "lz4"),
+                ("enable.idempotence", "true"),
+                ("batch.num.messages", "25"),
+            ],
+        );
         expected.insert(("events".into(), 0), recs);
-        commit_group(&a, "analytics", &[("orders", 0, 0), ("orders", 1, 85), ("orders", 2, 190), ("events", 0, 60)]);
+        commit_group(
+            &a,
+            "analytics",
+            &[
+                ("orders", 0, 0),
+                ("orders", 1, 85),
+                ("orders", 2, 190),
+                ("events", 0, 60),
+            ],
+        );
     });
 
-    let config = Config::from_properties_str(&strait_tests::strait::mm2_properties(&a, &b, ""), "test.properties", &SystemSecrets).expect("config");
+    let config = Config::from_properties_str(
+        &strait_tests::strait::mm2_properties(&a, &b, ""),
+        "test.properties",
+        &SystemSecrets,
+    )
+    .expect("config");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let runner = tokio::spawn(replicator::run::run(config, stop_rx));
 
     // Every record arrives, byte for byte (librdkafka reads both sides).
     for ((topic, p), recs) in &expected {
         let remote = format!("A.{topic}");
-        let got = reference::blocking(|| reference::consume(&b, &remote, *p, 0, recs.len(), Duration::from_secs(60)));
-        let source = reference::blocking(|| reference::consume(&a, topic, *p, 0, recs.len(), Duration::from_secs(30)));
-        assert_eq!(got, source, "{remote}/{p} identical to {topic}/{p}, offsets included");
+        let got = reference::blocking(|| {
+            reference::consume(&b, &remote, *p, 0, recs.len(), Duration::from_secs(60))
+        });
+        let source = reference::blocking(|| {
+            reference::consume(&a, topic, *p, 0, recs.len(), Duration::from_secs(30))
+        });
+        assert_eq!(
+            got, source,
+            "{remote}/{p} identical to {topic}/{p}, offsets included"
+        );
     }
 
     let target = Cluster::connect(ClientConfig::new(&b)).await.unwrap();
@@ -88,33 +134,75 @@ async fn mirrors_byte_identical_with_exact_syncs_checkpoints_and_heartbeats() {
     while cps.len() < want_cps.len() {
         assert!(Instant::now() < deadline, "checkpoints: got {cps:?}");
         cps.clear();
-        for r in read_to_end(&target, "B", "A.checkpoints.internal").await.unwrap() {
+        for r in read_to_end(&target, "B", "A.checkpoints.internal")
+            .await
+            .unwrap()
+        {
             let cp = Checkpoint::decode(r.key.as_deref().unwrap(), r.value.as_deref()).unwrap();
             assert_eq!(cp.consumer_group_id, "analytics");
-            cps.insert((cp.topic.clone(), cp.partition), (cp.upstream_offset, cp.downstream_offset));
+            cps.insert(
+                (cp.topic.clone(), cp.partition),
+                (cp.upstream_offset, cp.downstream_offset),
+            );
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     assert_eq!(cps, want_cps, "checkpoints translate exactly");
 
     let _ = stop_tx.send(true);
-    tokio::time::timeout(Duration::from_secs(20), runner).await.expect("stops in time").unwrap().expect("clean stop");
+    tokio::time::timeout(Duration::from_secs(20), runner)
+        .await
+        .expect("stops in time")
+        .unwrap()
+        .expect("clean stop");
 
     // Remote topics: names, partition counts; internal topics not mirrored.
     let md = target.refresh_all_topics().await.unwrap();
     assert_eq!(md.topics["A.orders"].partitions.len(), 3);
     assert_eq!(md.topics["A.events"].partitions.len(), 1);
     for name in md.topics.keys() {
-        assert!(!name.starts_with("A.mm2-") && !name.starts_with("A.__") && !name.contains("checkpoints.internal.") , "internal topic mirrored: {name}");
+        assert!(
+            !name.starts_with("A.mm2-")
+                && !name.starts_with("A.__")
+                && !name.contains("checkpoints.internal."),
+            "internal topic mirrored: {name}"
+        );
     }
     // Offset syncs (on the source, MM2 default): every one exact.
-    let syncs = read_to_end(&source, "A", "mm2-offset-syncs.B.internal").await.unwrap();
+    let syncs = read_to_end(&source, "A", "mm2-offset-syncs.B.internal")
+        .await
+        .unwrap();
     assert!(!syncs.is_empty(), "offset syncs written");
     for r in syncs {
         let s = OffsetSync::decode(r.key.as_deref().unwrap(), r.value.as_deref()).unwrap();
-        let up = reference::blocking(|| reference::consume(&a, &s.topic, s.partition, s.upstream_offset, 1, Duration::from_secs(10)));
-        let down = reference::blocking(|| reference::consume(&b, &format!("A.{}", s.topic), s.partition, s.downstream_offset, 1, Duration::from_secs(10)));
-        let strip = |r: &RefRecord| (r.key.clone(), r.value.clone(), r.headers.clone(), r.timestamp);
+        let up = reference::blocking(|| {
+            reference::consume(
+                &a,
+                &s.topic,
+                s.partition,
+                s.upstream_offset,
+                1,
+                Duration::from_secs(10),
+            )
+        });
+        let down = reference::blocking(|| {
+            reference::consume(
+                &b,
+                &format!("A.{}", s.topic),
+                s.partition,
+                s.downstream_offset,
+                1,
+                Duration::from_secs(10),
+            )
+        });
+        let strip = |r: &RefRecord| {
+            (
+                r.key.clone(),
+                r.value.clone(),
+                r.headers.clone(),
+                r.timestamp,
+            )
+        };
         assert_eq!(strip(&up[0]), strip(&down[0]), "sync {s:?} is exact");
     }
     // Heartbeats on the target decode as MM2's.
@@ -122,7 +210,13 @@ async fn mirrors_byte_identical_with_exact_syncs_checkpoints_and_heartbeats() {
     assert!(!hbs.is_empty(), "heartbeats emitted");
     for r in hbs {
         let h = Heartbeat::decode(r.key.as_deref().unwrap(), r.value.as_deref()).unwrap();
-        assert_eq!((h.source_cluster_alias.as_str(), h.target_cluster_alias.as_str()), ("A", "B"));
+        assert_eq!(
+            (
+                h.source_cluster_alias.as_str(),
+                h.target_cluster_alias.as_str()
+            ),
+            ("A", "B")
+        );
         assert!(h.timestamp > 1_700_000_000_000);
     }
 }

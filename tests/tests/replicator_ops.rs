@@ -18,15 +18,21 @@ use strait_tests::strait::{mm2_properties, StraitProcess};
 use strait_tests::tansu::start_clusters;
 
 fn numbered(from: usize, to: usize) -> Vec<Outgoing> {
-    (from..to).map(|i| Outgoing::kv(format!("k{i}"), format!("v{i}"))).collect()
+    (from..to)
+        .map(|i| Outgoing::kv(format!("k{i}"), format!("v{i}")))
+        .collect()
 }
 
 fn values(recs: &[reference::RefRecord]) -> Vec<String> {
-    recs.iter().map(|r| String::from_utf8(r.value.clone().unwrap()).unwrap()).collect()
+    recs.iter()
+        .map(|r| String::from_utf8(r.value.clone().unwrap()).unwrap())
+        .collect()
 }
 
 async fn topics(bootstrap: &str) -> Vec<String> {
-    let c = Cluster::connect(ClientConfig::new(bootstrap)).await.unwrap();
+    let c = Cluster::connect(ClientConfig::new(bootstrap))
+        .await
+        .unwrap();
     let md = c.refresh_all_topics().await.unwrap();
     let mut v: Vec<_> = md.topics.keys().cloned().collect();
     v.sort();
@@ -45,15 +51,28 @@ where
     }
 }
 
-async fn run_in_process(text: String) -> (tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<replicator::Result<()>>) {
-    let config = Config::from_properties_str(&text, "test.properties", &SystemSecrets).expect("config");
+async fn run_in_process(
+    text: String,
+) -> (
+    tokio::sync::watch::Sender<bool>,
+    tokio::task::JoinHandle<replicator::Result<()>>,
+) {
+    let config =
+        Config::from_properties_str(&text, "test.properties", &SystemSecrets).expect("config");
     let (tx, rx) = tokio::sync::watch::channel(false);
     (tx, tokio::spawn(replicator::run::run(config, rx)))
 }
 
-async fn stop(tx: tokio::sync::watch::Sender<bool>, h: tokio::task::JoinHandle<replicator::Result<()>>) {
+async fn stop(
+    tx: tokio::sync::watch::Sender<bool>,
+    h: tokio::task::JoinHandle<replicator::Result<()>>,
+) {
     let _ = tx.send(true);
-    tokio::time::timeout(Duration::from_secs(20), h).await.expect("stops in time").unwrap().expect("clean stop");
+    tokio::time::timeout(Duration::from_secs(20), h)
+        .await
+        .expect("stops in time")
+        .unwrap()
+        .expect("clean stop");
 }
 
 /// kill -9 in the middle of a stream, restart: every record exactly once.
@@ -92,17 +111,31 @@ async fn kill_9_mid_stream_then_restart_loses_and_duplicates_nothing() {
     let second = StraitProcess::start(&config, dir.path());
     for p in 0..2 {
         let want: Vec<String> = (0..total).map(|i| format!("v{i}")).collect();
-        let got = reference::blocking(|| reference::consume(&b, "A.stream", p, 0, total, Duration::from_secs(90)));
-        assert_eq!(values(&got), want, "partition {p}: every record once, in order");
+        let got = reference::blocking(|| {
+            reference::consume(&b, "A.stream", p, 0, total, Duration::from_secs(90))
+        });
+        assert_eq!(
+            values(&got),
+            want,
+            "partition {p}: every record once, in order"
+        );
         // Nothing beyond: no record after the last one (tansu's ListOffsets "latest" is not the
         // high watermark, tests/README.md, so read one past the end instead).
-        let extra = std::panic::catch_unwind(|| reference::consume(&b, "A.stream", p, total as i64, 1, Duration::from_secs(3)));
-        assert!(extra.is_err(), "partition {p}: no record after the last one (no duplicates)");
+        let extra = std::panic::catch_unwind(|| {
+            reference::consume(&b, "A.stream", p, total as i64, 1, Duration::from_secs(3))
+        });
+        assert!(
+            extra.is_err(),
+            "partition {p}: no record after the last one (no duplicates)"
+        );
     }
     // The restart found what the crashed run had written after its last commit by matching
     // the remote tail against the source (not by luck of timing).
     let log = second.log();
-    assert!(log.contains("matched the remote tail"), "tail matching did not run:\n{log}");
+    assert!(
+        log.contains("matched the remote tail"),
+        "tail matching did not run:\n{log}"
+    );
 }
 
 /// SIGTERM: the process stops fetching, finishes, commits, exits 0 within a few seconds.
@@ -116,12 +149,19 @@ async fn sigterm_exits_zero_promptly() {
     });
     let dir = tempfile::tempdir().unwrap();
     let mut p = StraitProcess::start(&mm2_properties(&a, &b, ""), dir.path());
-    let got = reference::blocking(|| reference::consume(&b, "A.t", 0, 0, 100, Duration::from_secs(60)));
+    let got =
+        reference::blocking(|| reference::consume(&b, "A.t", 0, 0, 100, Duration::from_secs(60)));
     assert_eq!(got.len(), 100);
     let started = Instant::now();
-    let status = p.terminate(Duration::from_secs(15)).expect("exits after SIGTERM");
+    let status = p
+        .terminate(Duration::from_secs(15))
+        .expect("exits after SIGTERM");
     assert!(status.success(), "exit status {status:?}\n{}", p.log());
-    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
 }
 
 /// A topic created after start appears on the target; A<->B does not loop; heartbeats travel.
@@ -138,15 +178,27 @@ async fn bidirectional_flows_do_not_loop_and_new_topics_appear() {
     });
     let text = mm2_properties(&a, &b, "B->A.enabled = true\nB->A.topics = .*\n");
     let (tx, h) = run_in_process(text).await;
-    let got = reference::blocking(|| reference::consume(&b, "A.x", 0, 0, 10, Duration::from_secs(60)));
-    assert_eq!(values(&got), values(&reference::blocking(|| reference::consume(&a, "x", 0, 0, 10, Duration::from_secs(10)))));
+    let got =
+        reference::blocking(|| reference::consume(&b, "A.x", 0, 0, 10, Duration::from_secs(60)));
+    assert_eq!(
+        values(&got),
+        values(&reference::blocking(|| reference::consume(
+            &a,
+            "x",
+            0,
+            0,
+            10,
+            Duration::from_secs(10)
+        )))
+    );
     reference::blocking(|| reference::consume(&a, "B.y", 0, 0, 7, Duration::from_secs(60)));
     // A topic created later shows up within the refresh interval.
     reference::blocking(|| {
         reference::create_topic(&a, "late", 2);
         reference::produce(&a, "late", 1, &numbered(0, 5), &[]);
     });
-    let got = reference::blocking(|| reference::consume(&b, "A.late", 1, 0, 5, Duration::from_secs(60)));
+    let got =
+        reference::blocking(|| reference::consume(&b, "A.late", 1, 0, 5, Duration::from_secs(60)));
     assert_eq!(got.len(), 5);
     // Heartbeats: B->A writes Heartbeat(B, A) into A's `heartbeats`, A->B carries it to B.
     let b2 = b.clone();
@@ -160,7 +212,10 @@ async fn bidirectional_flows_do_not_loop_and_new_topics_appear() {
     let on_a = topics(&a).await;
     let on_b = topics(&b).await;
     for t in on_a.iter().chain(on_b.iter()) {
-        assert!(!t.starts_with("A.B.") && !t.starts_with("B.A."), "replication loop: {t} (A: {on_a:?}, B: {on_b:?})");
+        assert!(
+            !t.starts_with("A.B.") && !t.starts_with("B.A."),
+            "replication loop: {t} (A: {on_a:?}, B: {on_b:?})"
+        );
     }
     assert!(on_a.contains(&"B.heartbeats".to_string()), "{on_a:?}");
 }
@@ -172,12 +227,24 @@ async fn identity_policy_keeps_topic_names() {
     let (a, b) = (clusters[0].bootstrap(), clusters[1].bootstrap());
     reference::blocking(|| {
         reference::create_topic(&a, "same", 2);
-        reference::produce(&a, "same", 1, &numbered(0, 30), &[("compression.codec", "gzip")]);
+        reference::produce(
+            &a,
+            "same",
+            1,
+            &numbered(0, 30),
+            &[("compression.codec", "gzip")],
+        );
     });
-    let text = mm2_properties(&a, &b, "replication.policy.class = org.apache.kafka.connect.mirror.IdentityReplicationPolicy\n");
+    let text = mm2_properties(
+        &a,
+        &b,
+        "replication.policy.class = org.apache.kafka.connect.mirror.IdentityReplicationPolicy\n",
+    );
     let (tx, h) = run_in_process(text).await;
-    let got = reference::blocking(|| reference::consume(&b, "same", 1, 0, 30, Duration::from_secs(60)));
-    let src = reference::blocking(|| reference::consume(&a, "same", 1, 0, 30, Duration::from_secs(10)));
+    let got =
+        reference::blocking(|| reference::consume(&b, "same", 1, 0, 30, Duration::from_secs(60)));
+    let src =
+        reference::blocking(|| reference::consume(&a, "same", 1, 0, 30, Duration::from_secs(10)));
     assert_eq!(got, src);
     stop(tx, h).await;
     assert!(!topics(&b).await.contains(&"A.same".to_string()));
@@ -197,14 +264,22 @@ async fn transactions_translate_exactly_and_group_offsets_sync() {
             .set("enable.idempotence", "true")
             .create()
             .expect("transactional producer");
-        p.init_transactions(Duration::from_secs(30)).expect("init transactions");
+        p.init_transactions(Duration::from_secs(30))
+            .expect("init transactions");
         for t in 0..2 {
             p.begin_transaction().unwrap();
             for i in 0..10 {
                 let v = format!("t{t}-{i}");
-                p.send(BaseRecord::<[u8], [u8]>::to("tx").partition(0).payload(v.as_bytes())).map_err(|(e, _)| e).unwrap();
+                p.send(
+                    BaseRecord::<[u8], [u8]>::to("tx")
+                        .partition(0)
+                        .payload(v.as_bytes()),
+                )
+                .map_err(|(e, _)| e)
+                .unwrap();
             }
-            p.commit_transaction(Duration::from_secs(30)).expect("commit");
+            p.commit_transaction(Duration::from_secs(30))
+                .expect("commit");
         }
         // Source offsets: 0-9 data, 10 marker, 11-20 data, 21 marker.
         let consumer: BaseConsumer = reference::base_config(&a)
@@ -213,7 +288,8 @@ async fn transactions_translate_exactly_and_group_offsets_sync() {
             .create()
             .unwrap();
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset("tx", 0, Offset::Offset(10)).unwrap();
+        tpl.add_partition_offset("tx", 0, Offset::Offset(10))
+            .unwrap();
         consumer.commit(&tpl, CommitMode::Sync).unwrap();
         let consumer2: BaseConsumer = reference::base_config(&a)
             .set("group.id", "g-end")
@@ -221,23 +297,37 @@ async fn transactions_translate_exactly_and_group_offsets_sync() {
             .create()
             .unwrap();
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset("tx", 0, Offset::Offset(22)).unwrap();
+        tpl.add_partition_offset("tx", 0, Offset::Offset(22))
+            .unwrap();
         consumer2.commit(&tpl, CommitMode::Sync).unwrap();
     });
     let text = mm2_properties(&a, &b, "sync.group.offsets.enabled = true\n");
     let (tx, h) = run_in_process(text).await;
-    let got = reference::blocking(|| reference::consume(&b, "A.tx", 0, 0, 20, Duration::from_secs(60)));
-    let want: Vec<String> = (0..2).flat_map(|t| (0..10).map(move |i| format!("t{t}-{i}"))).collect();
+    let got =
+        reference::blocking(|| reference::consume(&b, "A.tx", 0, 0, 20, Duration::from_secs(60)));
+    let want: Vec<String> = (0..2)
+        .flat_map(|t| (0..10).map(move |i| format!("t{t}-{i}")))
+        .collect();
     assert_eq!(values(&got), want);
-    assert_eq!(got.iter().map(|r| r.offset).collect::<Vec<_>>(), (0..20).collect::<Vec<i64>>(), "markers not forwarded");
+    assert_eq!(
+        got.iter().map(|r| r.offset).collect::<Vec<_>>(),
+        (0..20).collect::<Vec<i64>>(),
+        "markers not forwarded"
+    );
     let target = Cluster::connect(ClientConfig::new(&b)).await.unwrap();
     let mut cps: BTreeMap<String, (i64, i64)> = BTreeMap::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     while cps.len() < 2 {
         assert!(Instant::now() < deadline, "checkpoints {cps:?}");
-        for r in read_to_end(&target, "B", "A.checkpoints.internal").await.unwrap() {
+        for r in read_to_end(&target, "B", "A.checkpoints.internal")
+            .await
+            .unwrap()
+        {
             let cp = Checkpoint::decode(r.key.as_deref().unwrap(), r.value.as_deref()).unwrap();
-            cps.insert(cp.consumer_group_id.clone(), (cp.upstream_offset, cp.downstream_offset));
+            cps.insert(
+                cp.consumer_group_id.clone(),
+                (cp.upstream_offset, cp.downstream_offset),
+            );
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }

@@ -99,6 +99,12 @@ type PartitionOutcome = Result<(i64, i64, i64), Error>;
 
 type Completion = (oneshot::Sender<Result<ProduceAck>>, Result<ProduceAck>);
 
+/// One Produce request's partitions (one batch each).
+type Request = Vec<Outgoing>;
+
+/// Requests per broker, in the order they must be sent.
+type BrokerRequests = Vec<(BrokerInfo, Vec<Request>)>;
+
 struct Pending {
     batch: RecordBatch,
     /// Sequence and epoch assigned at first send.
@@ -394,13 +400,15 @@ async fn broker_sender(
 }
 
 /// Takes what can be sent now, grouped by leader.
-fn collect_ready(inner: &Arc<Inner>) -> (Vec<(BrokerInfo, Vec<Vec<Outgoing>>)>, Option<Duration>) {
+fn collect_ready(inner: &Arc<Inner>) -> (BrokerRequests, Option<Duration>) {
     let md = inner.cluster.metadata();
     let now = Instant::now();
     let mut next_wake: Option<Duration> = None;
     // Per broker, requests in the order they must be sent: request k carries the k-th batch
     // taken from each partition (one batch per partition per request).
-    let mut by_broker: HashMap<i32, (BrokerInfo, Vec<(Vec<Outgoing>, usize)>)> = HashMap::new();
+    // (request, its size in bytes) per broker.
+    #[allow(clippy::type_complexity)]
+    let mut by_broker: HashMap<i32, (BrokerInfo, Vec<(Request, usize)>)> = HashMap::new();
     let mut need_metadata = false;
     let mut st = inner.lock();
     let max_in_flight = inner.config.max_in_flight_batches;

@@ -32,7 +32,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use protocol_client::admin::{Admin, AclFilter, AlterOp, NewTopic};
+use protocol_client::admin::{AclFilter, Admin, AlterOp, NewTopic};
 use protocol_client::cluster::Cluster;
 use protocol_client::fetcher::{Fetcher, FetcherConfig, IsolationLevel};
 use protocol_client::producer::records::ProducerRecord;
@@ -162,7 +162,12 @@ impl Flow {
     }
 
     fn warn_once(&self, what: &'static str, message: String) {
-        if self.warned.lock().unwrap_or_else(|p| p.into_inner()).insert(what) {
+        if self
+            .warned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(what)
+        {
             warn!(flow = %self.name(), "{message}");
         }
     }
@@ -229,7 +234,11 @@ impl Flow {
                 ) {
                     continue;
                 }
-                if self.config.config_properties.should_replicate(&e.name, e.is_default) {
+                if self
+                    .config
+                    .config_properties
+                    .should_replicate(&e.name, e.is_default)
+                {
                     out.push((e.name, value));
                 }
             }
@@ -258,8 +267,12 @@ impl Flow {
                         .map_err(self.tgt())?;
                     for (_, r) in res {
                         match r {
-                            Ok(()) => info!(flow = %self.name(), %topic, %remote, partitions, configs = configs.len(), "created remote topic"),
-                            Err(e) if e.response_error() == Some(ResponseError::TopicAlreadyExists) => {}
+                            Ok(()) => {
+                                info!(flow = %self.name(), %topic, %remote, partitions, configs = configs.len(), "created remote topic")
+                            }
+                            Err(e)
+                                if e.response_error()
+                                    == Some(ResponseError::TopicAlreadyExists) => {}
                             Err(e) => return Err(self.tgt()(e)),
                         }
                     }
@@ -298,7 +311,10 @@ impl Flow {
                 .incremental_alter_topic_configs(&self.remote_topic(topic), &ops)
                 .await
             {
-                self.warn_once("alter-configs", format!("topic config sync failed ({e}); continuing without it"));
+                self.warn_once(
+                    "alter-configs",
+                    format!("topic config sync failed ({e}); continuing without it"),
+                );
             }
         }
         Ok(())
@@ -308,10 +324,17 @@ impl Flow {
     /// downgraded to ALLOW READ, created on the remote topic names, never deleted.
     pub async fn sync_topic_acls(&self, topics: &BTreeMap<String, i32>) -> Result<()> {
         use protocol_client::admin::{acl_operation, permission_type};
-        let acls = match self.source_admin.describe_acls(&AclFilter::literal_topics()).await {
+        let acls = match self
+            .source_admin
+            .describe_acls(&AclFilter::literal_topics())
+            .await
+        {
             Ok(a) => a,
             Err(e) => {
-                self.warn_once("describe-acls", format!("source cluster does not describe ACLs ({e}); ACL sync is off"));
+                self.warn_once(
+                    "describe-acls",
+                    format!("source cluster does not describe ACLs ({e}); ACL sync is off"),
+                );
                 return Ok(());
             }
         };
@@ -320,10 +343,13 @@ impl Flow {
             if !topics.contains_key(&acl.resource_name) {
                 continue;
             }
-            if acl.permission_type == permission_type::ALLOW && acl.operation == acl_operation::WRITE {
+            if acl.permission_type == permission_type::ALLOW
+                && acl.operation == acl_operation::WRITE
+            {
                 continue;
             }
-            if acl.permission_type == permission_type::ALLOW && acl.operation == acl_operation::ALL {
+            if acl.permission_type == permission_type::ALLOW && acl.operation == acl_operation::ALL
+            {
                 acl.operation = acl_operation::READ;
             }
             acl.resource_name = self.remote_topic(&acl.resource_name);
@@ -335,10 +361,16 @@ impl Flow {
         match self.target_admin.create_acls(&out).await {
             Ok(results) => {
                 for r in results.into_iter().filter_map(|r| r.err()) {
-                    self.warn_once("create-acls", format!("creating ACLs on the target failed ({r})"));
+                    self.warn_once(
+                        "create-acls",
+                        format!("creating ACLs on the target failed ({r})"),
+                    );
                 }
             }
-            Err(e) => self.warn_once("create-acls", format!("target cluster does not accept ACLs ({e}); ACL sync is off")),
+            Err(e) => self.warn_once(
+                "create-acls",
+                format!("target cluster does not accept ACLs ({e}); ACL sync is off"),
+            ),
         }
         Ok(())
     }
@@ -347,31 +379,73 @@ impl Flow {
     pub async fn ensure_internal_topics(&self) -> Result<()> {
         let c = &self.config;
         let (syncs_topic, syncs_alias) = c.offset_syncs_topic();
-        let syncs_admin = if syncs_alias == c.source { &self.source_admin } else { &self.target_admin };
-        internal::ensure_compacted_topic(&self.target_admin, &c.target, &offset_map_topic(&c.source), 1, c.offset_storage_replication_factor).await?;
-        internal::ensure_compacted_topic(&self.target_admin, &c.target, &c.offset_storage_topic, OFFSET_STORAGE_PARTITIONS, c.offset_storage_replication_factor).await?;
+        let syncs_admin = if syncs_alias == c.source {
+            &self.source_admin
+        } else {
+            &self.target_admin
+        };
+        internal::ensure_compacted_topic(
+            &self.target_admin,
+            &c.target,
+            &offset_map_topic(&c.source),
+            1,
+            c.offset_storage_replication_factor,
+        )
+        .await?;
+        internal::ensure_compacted_topic(
+            &self.target_admin,
+            &c.target,
+            &c.offset_storage_topic,
+            OFFSET_STORAGE_PARTITIONS,
+            c.offset_storage_replication_factor,
+        )
+        .await?;
         if c.emit_offset_syncs {
-            internal::ensure_compacted_topic(syncs_admin, syncs_alias, &syncs_topic, 1, c.offset_syncs_topic_replication_factor).await?;
+            internal::ensure_compacted_topic(
+                syncs_admin,
+                syncs_alias,
+                &syncs_topic,
+                1,
+                c.offset_syncs_topic_replication_factor,
+            )
+            .await?;
         }
         if c.emit_checkpoints {
-            internal::ensure_compacted_topic(&self.target_admin, &c.target, &c.checkpoints_topic(), 1, c.checkpoints_topic_replication_factor).await?;
+            internal::ensure_compacted_topic(
+                &self.target_admin,
+                &c.target,
+                &c.checkpoints_topic(),
+                1,
+                c.checkpoints_topic_replication_factor,
+            )
+            .await?;
         }
         Ok(())
     }
 
     /// Loads offset maps, MM2 progress and checkpoints written by earlier runs.
-    async fn load_stored(&self) -> Result<(HashMap<(String, i32), OffsetMap>, HashMap<(String, i32), i64>)> {
+    async fn load_stored(
+        &self,
+    ) -> Result<(
+        HashMap<(String, i32), OffsetMap>,
+        HashMap<(String, i32), i64>,
+    )> {
         let c = &self.config;
         let map_topic = offset_map_topic(&c.source);
         let mut by_partition: HashMap<(String, i32), Vec<OffsetMapRecord>> = HashMap::new();
         for r in internal::read_to_end(&self.target, &c.target, &map_topic).await? {
             let Some(key) = r.key else { continue };
-            let rec = OffsetMapRecord::decode(&key, r.value.as_deref()).map_err(|source| Error::Format {
-                context: format!("{map_topic} offset {}", r.offset),
-                source,
+            let rec = OffsetMapRecord::decode(&key, r.value.as_deref()).map_err(|source| {
+                Error::Format {
+                    context: format!("{map_topic} offset {}", r.offset),
+                    source,
+                }
             })?;
             let (t, p) = rec.topic_partition();
-            by_partition.entry((t.to_string(), p)).or_default().push(rec);
+            by_partition
+                .entry((t.to_string(), p))
+                .or_default()
+                .push(rec);
         }
         let mut maps = HashMap::new();
         for (key, records) in by_partition {
@@ -379,13 +453,17 @@ impl Flow {
                 Ok(m) => {
                     maps.insert(key, m);
                 }
-                Err(e) => warn!(flow = %self.name(), topic = %key.0, partition = key.1, error = %e, "stored offset map unusable; partition resumes from MM2 progress"),
+                Err(e) => {
+                    warn!(flow = %self.name(), topic = %key.0, partition = key.1, error = %e, "stored offset map unusable; partition resumes from MM2 progress")
+                }
             }
         }
         let mut progress = HashMap::new();
         for r in internal::read_to_end(&self.target, &c.target, &c.offset_storage_topic).await? {
             let Some(key) = r.key else { continue };
-            let Ok(k) = SourceProgressKey::decode(&key) else { continue };
+            let Ok(k) = SourceProgressKey::decode(&key) else {
+                continue;
+            };
             if k.cluster != c.source {
                 continue;
             }
@@ -402,7 +480,9 @@ impl Flow {
         if c.emit_checkpoints {
             let mut cs = CheckpointState::new();
             for r in internal::read_to_end(&self.target, &c.target, &c.checkpoints_topic()).await? {
-                let (Some(key), Some(value)) = (r.key, r.value) else { continue };
+                let (Some(key), Some(value)) = (r.key, r.value) else {
+                    continue;
+                };
                 if let Ok(cp) = Checkpoint::decode(&key, Some(&value)) {
                     cs.load(cp);
                 }
@@ -432,7 +512,8 @@ impl Flow {
             },
         );
         let mut assigned: HashSet<(String, i32)> = HashSet::new();
-        self.assign_new(&topics, &mut stored, &progress, &mut fetcher, &mut assigned).await?;
+        self.assign_new(&topics, &mut stored, &progress, &mut fetcher, &mut assigned)
+            .await?;
         info!(flow = %self.name(), topics = topics.len(), partitions = assigned.len(), "replicating");
 
         let budget_total = self.config.inflight_bytes.clamp(1 << 20, u32::MAX as u64) as usize;
@@ -442,9 +523,17 @@ impl Flow {
         let aux_stop = watch::channel(false);
         let commit_task = tokio::spawn(self.clone().commit_loop(aux_stop.1.clone()));
         let checkpoint_task = tokio::spawn(self.clone().checkpoint_loop(aux_stop.1.clone()));
-        let mut refresh = tokio::time::interval(self.config.refresh_topics_interval.max(Duration::from_secs(1)));
+        let mut refresh = tokio::time::interval(
+            self.config
+                .refresh_topics_interval
+                .max(Duration::from_secs(1)),
+        );
         refresh.tick().await;
-        let mut config_sync = tokio::time::interval(self.config.sync_topic_configs_interval.max(Duration::from_secs(1)));
+        let mut config_sync = tokio::time::interval(
+            self.config
+                .sync_topic_configs_interval
+                .max(Duration::from_secs(1)),
+        );
         config_sync.tick().await;
         let mut topics = topics;
 
@@ -507,7 +596,9 @@ impl Flow {
         .await;
         // Drain: no more appends; wait for the ack loop to record what is in flight.
         drop(ack_tx);
-        let acked = ack_task.await.map_err(|e| Error::Other(format!("ack task: {e}")))?;
+        let acked = ack_task
+            .await
+            .map_err(|e| Error::Other(format!("ack task: {e}")))?;
         let _ = aux_stop.0.send(true);
         let _ = commit_task.await;
         let _ = checkpoint_task.await;
@@ -534,7 +625,11 @@ impl Flow {
         let target_md = self.target.metadata();
         for (topic, &partitions) in topics {
             let remote = self.remote_topic(topic);
-            let remote_partitions = target_md.topics.get(&remote).map(|t| t.partitions.len() as i32).unwrap_or(0);
+            let remote_partitions = target_md
+                .topics
+                .get(&remote)
+                .map(|t| t.partitions.len() as i32)
+                .unwrap_or(0);
             for partition in 0..partitions.min(remote_partitions) {
                 let key = (topic.clone(), partition);
                 if assigned.contains(&key) {
@@ -551,15 +646,19 @@ impl Flow {
                 .await?;
                 debug!(flow = %self.name(), %topic, partition, position, "assigned");
                 fetcher.assign(topic, partition, position);
-                self.state.lock().unwrap_or_else(|p| p.into_inner()).partitions.insert(
-                    key.clone(),
-                    PartitionState {
-                        remote_topic: remote.clone(),
-                        map,
-                        emitter: SyncEmitter::new(self.config.offset_lag_max),
-                        committed_next: None,
-                    },
-                );
+                self.state
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .partitions
+                    .insert(
+                        key.clone(),
+                        PartitionState {
+                            remote_topic: remote.clone(),
+                            map,
+                            emitter: SyncEmitter::new(self.config.offset_lag_max),
+                            committed_next: None,
+                        },
+                    );
                 assigned.insert(key);
             }
         }
@@ -569,19 +668,36 @@ impl Flow {
     async fn ack_loop(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<AckItem>) -> Result<()> {
         while let Some(item) = rx.recv().await {
             match item {
-                AckItem::Forward { key, stretches, next, ack, _permit } => {
+                AckItem::Forward {
+                    key,
+                    stretches,
+                    next,
+                    ack,
+                    _permit,
+                } => {
                     let ack = ack.await.map_err(self.tgt())?;
                     let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-                    let FlowState { partitions, pending_syncs } = &mut *st;
-                    let Some(ps) = partitions.get_mut(&key) else { continue };
+                    let FlowState {
+                        partitions,
+                        pending_syncs,
+                    } = &mut *st;
+                    let Some(ps) = partitions.get_mut(&key) else {
+                        continue;
+                    };
                     let mut downstream = ack.base_offset;
                     for (upstream, count) in stretches {
-                        ps.map.record_forwarded(upstream, downstream, count).map_err(|source| Error::OffsetMap {
-                            context: format!("{}/{}", key.0, key.1),
-                            source,
-                        })?;
+                        ps.map
+                            .record_forwarded(upstream, downstream, count)
+                            .map_err(|source| Error::OffsetMap {
+                                context: format!("{}/{}", key.0, key.1),
+                                source,
+                            })?;
                         if self.config.emit_offset_syncs {
-                            for s in ps.emitter.on_batch_acked(upstream, downstream, count).iter() {
+                            for s in ps
+                                .emitter
+                                .on_batch_acked(upstream, downstream, count)
+                                .iter()
+                            {
                                 pending_syncs.push(OffsetSync {
                                     topic: key.0.clone(),
                                     partition: key.1,
@@ -626,7 +742,10 @@ impl Flow {
         let map_topic = offset_map_topic(&c.source);
         let (map_records, syncs, progress) = {
             let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            let FlowState { partitions, pending_syncs } = &mut *st;
+            let FlowState {
+                partitions,
+                pending_syncs,
+            } = &mut *st;
             let mut map_records = Vec::new();
             let mut progress = Vec::new();
             let mut syncs = std::mem::take(pending_syncs);
@@ -653,32 +772,80 @@ impl Flow {
         let now = now_ms();
         let mut acks = Vec::new();
         for r in &map_records {
-            let key = r.encode_key().map_err(|source| Error::Format { context: map_topic.clone(), source })?;
-            acks.push(self.producer.send_nowait(internal_record(&map_topic, Some(0), key, r.encode_value(), now)).await.map_err(self.tgt())?);
+            let key = r.encode_key().map_err(|source| Error::Format {
+                context: map_topic.clone(),
+                source,
+            })?;
+            acks.push(
+                self.producer
+                    .send_nowait(internal_record(
+                        &map_topic,
+                        Some(0),
+                        key,
+                        r.encode_value(),
+                        now,
+                    ))
+                    .await
+                    .map_err(self.tgt())?,
+            );
         }
         self.producer.flush_records().await;
         for a in acks.drain(..) {
-            a.await.map_err(|_| Error::Other("producer closed".into()))?.map_err(self.tgt())?;
+            a.await
+                .map_err(|_| Error::Other("producer closed".into()))?
+                .map_err(self.tgt())?;
         }
         if !syncs.is_empty() {
             let (topic, alias) = c.offset_syncs_topic();
             for s in &syncs {
-                let key = s.encode_key().map_err(|source| Error::Format { context: topic.clone(), source })?;
-                acks.push(self.sync_producer.send_nowait(internal_record(&topic, Some(0), key, Some(s.encode_value()), now)).await.map_err(Error::client(alias))?);
+                let key = s.encode_key().map_err(|source| Error::Format {
+                    context: topic.clone(),
+                    source,
+                })?;
+                acks.push(
+                    self.sync_producer
+                        .send_nowait(internal_record(
+                            &topic,
+                            Some(0),
+                            key,
+                            Some(s.encode_value()),
+                            now,
+                        ))
+                        .await
+                        .map_err(Error::client(alias))?,
+                );
             }
             self.sync_producer.flush_records().await;
             for a in acks.drain(..) {
-                a.await.map_err(|_| Error::Other("producer closed".into()))?.map_err(Error::client(alias))?;
+                a.await
+                    .map_err(|_| Error::Other("producer closed".into()))?
+                    .map_err(Error::client(alias))?;
             }
         }
         for (topic, partition, frontier) in &progress {
             let key = SourceProgressKey::mirror_source(&c.source, topic, *partition).encode();
-            let value = SourceProgress { last_replicated_offset: frontier - 1 }.encode();
-            acks.push(self.producer.send_nowait(internal_record(&c.offset_storage_topic, None, key, Some(value), now)).await.map_err(self.tgt())?);
+            let value = SourceProgress {
+                last_replicated_offset: frontier - 1,
+            }
+            .encode();
+            acks.push(
+                self.producer
+                    .send_nowait(internal_record(
+                        &c.offset_storage_topic,
+                        None,
+                        key,
+                        Some(value),
+                        now,
+                    ))
+                    .await
+                    .map_err(self.tgt())?,
+            );
         }
         self.producer.flush_records().await;
         for a in acks.drain(..) {
-            a.await.map_err(|_| Error::Other("producer closed".into()))?.map_err(self.tgt())?;
+            a.await
+                .map_err(|_| Error::Other("producer closed".into()))?
+                .map_err(self.tgt())?;
         }
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         for (topic, partition, frontier) in progress {
@@ -693,7 +860,11 @@ impl Flow {
         if !self.config.emit_checkpoints && !self.config.sync_group_offsets {
             return;
         }
-        let mut tick = tokio::time::interval(self.config.emit_checkpoints_interval.max(Duration::from_millis(100)));
+        let mut tick = tokio::time::interval(
+            self.config
+                .emit_checkpoints_interval
+                .max(Duration::from_millis(100)),
+        );
         tick.tick().await;
         loop {
             tokio::select! {
@@ -735,8 +906,12 @@ impl Flow {
             {
                 let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
                 for o in offsets {
-                    let Some(ps) = st.partitions.get(&(o.topic.clone(), o.partition)) else { continue };
-                    let Some(downstream) = ps.map.translate(o.offset) else { continue };
+                    let Some(ps) = st.partitions.get(&(o.topic.clone(), o.partition)) else {
+                        continue;
+                    };
+                    let Some(downstream) = ps.map.translate(o.offset) else {
+                        continue;
+                    };
                     fresh.push(Checkpoint {
                         consumer_group_id: group.clone(),
                         topic: ps.remote_topic.clone(),
@@ -748,18 +923,36 @@ impl Flow {
                 }
             }
             for cp in fresh {
-                let emit = self.checkpoints.lock().unwrap_or_else(|p| p.into_inner()).offer(cp.clone()).emits();
+                let emit = self
+                    .checkpoints
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .offer(cp.clone())
+                    .emits();
                 if emit && c.emit_checkpoints {
-                    let key = cp.encode_key().map_err(|source| Error::Format { context: topic.clone(), source })?;
-                    let value = cp.encode_value().map_err(|source| Error::Format { context: topic.clone(), source })?;
-                    acks.push(self.producer.send_nowait(internal_record(&topic, Some(0), key, Some(value), now)).await.map_err(self.tgt())?);
+                    let key = cp.encode_key().map_err(|source| Error::Format {
+                        context: topic.clone(),
+                        source,
+                    })?;
+                    let value = cp.encode_value().map_err(|source| Error::Format {
+                        context: topic.clone(),
+                        source,
+                    })?;
+                    acks.push(
+                        self.producer
+                            .send_nowait(internal_record(&topic, Some(0), key, Some(value), now))
+                            .await
+                            .map_err(self.tgt())?,
+                    );
                 }
             }
             touched.push(group);
         }
         self.producer.flush_records().await;
         for a in acks {
-            a.await.map_err(|_| Error::Other("producer closed".into()))?.map_err(self.tgt())?;
+            a.await
+                .map_err(|_| Error::Other("producer closed".into()))?
+                .map_err(self.tgt())?;
         }
         if c.sync_group_offsets {
             for group in touched {
@@ -770,22 +963,39 @@ impl Flow {
     }
 
     async fn sync_group_offsets(&self, group: &str) -> Result<()> {
-        let converted = self.checkpoints.lock().unwrap_or_else(|p| p.into_inner()).converted_offsets(group);
+        let converted = self
+            .checkpoints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .converted_offsets(group);
         if converted.is_empty() {
             return Ok(());
         }
-        let described = self.target_admin.describe_groups(&[group.to_string()]).await.map_err(self.tgt())?;
+        let described = self
+            .target_admin
+            .describe_groups(&[group.to_string()])
+            .await
+            .map_err(self.tgt())?;
         let state = match described.first().map(|d| d.state.as_str()) {
             None | Some("Dead") | Some("") => TargetGroupState::Absent,
             Some("Empty") => {
-                let current = self.target_admin.fetch_offsets(group, None).await.map_err(self.tgt())?;
+                let current = self
+                    .target_admin
+                    .fetch_offsets(group, None)
+                    .await
+                    .map_err(self.tgt())?;
                 if current.is_empty() {
                     TargetGroupState::Absent
                 } else {
                     TargetGroupState::Empty(
                         current
                             .into_iter()
-                            .map(|o| (TopicPartition::new(o.topic, o.partition), (o.offset >= 0).then_some(o.offset)))
+                            .map(|o| {
+                                (
+                                    TopicPartition::new(o.topic, o.partition),
+                                    (o.offset >= 0).then_some(o.offset),
+                                )
+                            })
                             .collect(),
                     )
                 }
@@ -798,15 +1008,20 @@ impl Flow {
         }
         let offsets: Vec<_> = commit
             .into_iter()
-            .map(|(tp, CommittedOffset { offset, metadata })| protocol_client::admin::CommittedOffset {
-                topic: tp.topic,
-                partition: tp.partition,
-                offset,
-                leader_epoch: -1,
-                metadata: Some(metadata),
+            .map(|(tp, CommittedOffset { offset, metadata })| {
+                protocol_client::admin::CommittedOffset {
+                    topic: tp.topic,
+                    partition: tp.partition,
+                    offset,
+                    leader_epoch: -1,
+                    metadata: Some(metadata),
+                }
             })
             .collect();
-        self.target_admin.commit_offsets(group, &offsets).await.map_err(self.tgt())?;
+        self.target_admin
+            .commit_offsets(group, &offsets)
+            .await
+            .map_err(self.tgt())?;
         debug!(flow = %self.name(), group, partitions = offsets.len(), "synced group offsets");
         Ok(())
     }
@@ -825,7 +1040,13 @@ impl Flow {
 }
 
 /// A record for an internal topic.
-pub fn internal_record(topic: &str, partition: Option<i32>, key: Bytes, value: Option<Bytes>, timestamp: i64) -> ProducerRecord {
+pub fn internal_record(
+    topic: &str,
+    partition: Option<i32>,
+    key: Bytes,
+    value: Option<Bytes>,
+    timestamp: i64,
+) -> ProducerRecord {
     ProducerRecord {
         topic: topic.to_string(),
         partition,

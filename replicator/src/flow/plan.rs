@@ -26,6 +26,9 @@ use protocol_client::record::{
     split_batches, BatchBuilder, ControlType, DecodeLimits, RecordBatch, RecordError,
 };
 
+/// Upstream offset stretches `(first offset, count)` covered by a forwarded batch, in order.
+pub type Stretches = Vec<(i64, i64)>;
+
 /// What to do next for a partition.
 #[derive(Debug, Clone)]
 pub enum Step {
@@ -35,7 +38,7 @@ pub enum Step {
         /// The batch to append.
         batch: RecordBatch,
         /// Upstream stretches covered.
-        stretches: Vec<(i64, i64)>,
+        stretches: Stretches,
         /// Next upstream offset after this step.
         next: i64,
         /// Whether the batch was rebuilt (trimmed or renumbered) rather than forwarded as is.
@@ -128,7 +131,9 @@ pub fn plan(
             steps.push(Step::Skip { next });
         } else if tracker.is_aborted(&batch) {
             steps.push(Step::Skip { next });
-        } else if batch.base_offset() < position || batch.last_offset_delta() + 1 != batch.record_count() {
+        } else if batch.base_offset() < position
+            || batch.last_offset_delta() + 1 != batch.record_count()
+        {
             match rebuild_from(&batch, position, limits)? {
                 Some((rebuilt, stretches)) => steps.push(Step::Forward {
                     batch: rebuilt,
@@ -159,13 +164,17 @@ fn rebuild_from(
     batch: &RecordBatch,
     from: i64,
     limits: &DecodeLimits,
-) -> Result<Option<(RecordBatch, Vec<(i64, i64)>)>, RecordError> {
+) -> Result<Option<(RecordBatch, Stretches)>, RecordError> {
     let mut builder = BatchBuilder::new(batch.compression()?)
-        .producer(batch.producer_id(), batch.producer_epoch(), batch.base_sequence())
+        .producer(
+            batch.producer_id(),
+            batch.producer_epoch(),
+            batch.base_sequence(),
+        )
         .transactional(batch.is_transactional())
         .timestamp_type(batch.timestamp_type())
         .partition_leader_epoch(batch.partition_leader_epoch());
-    let mut stretches: Vec<(i64, i64)> = Vec::new();
+    let mut stretches: Stretches = Vec::new();
     for r in batch.records(limits)? {
         let r = r?;
         let offset = r.offset(batch.base_offset());
@@ -196,7 +205,12 @@ mod tests {
             .producer(pid, 0, 0)
             .transactional(txn);
         for i in 0..n {
-            b.push(1000 + i as i64, Some(b"k"), Some(format!("v{}", base + i as i64).as_bytes()), &[]);
+            b.push(
+                1000 + i as i64,
+                Some(b"k"),
+                Some(format!("v{}", base + i as i64).as_bytes()),
+                &[],
+            );
         }
         b.build().unwrap()
     }
@@ -235,19 +249,36 @@ mod tests {
         let t = batch(3, 2, 7, true, Compression::None);
         let m = marker(5, 7, ControlType::Commit);
         let b = batch(6, 4, -1, false, Compression::Zstd);
-        let steps = plan(concat(&[a.clone(), t.clone(), m, b.clone()]), 0, vec![], IsolationLevel::ReadCommitted, &DecodeLimits::default()).unwrap();
+        let steps = plan(
+            concat(&[a.clone(), t.clone(), m, b.clone()]),
+            0,
+            vec![],
+            IsolationLevel::ReadCommitted,
+            &DecodeLimits::default(),
+        )
+        .unwrap();
         assert_eq!(steps.len(), 4);
         match &steps[0] {
-            Step::Forward { batch, stretches, next, rebuilt } => {
+            Step::Forward {
+                batch,
+                stretches,
+                next,
+                rebuilt,
+            } => {
                 assert_eq!(batch.as_bytes(), a.as_bytes(), "byte for byte");
                 assert_eq!(stretches, &vec![(0, 3)]);
                 assert_eq!((*next, *rebuilt), (3, false));
             }
             s => panic!("{s:?}"),
         }
-        assert!(matches!(&steps[1], Step::Forward { stretches, .. } if stretches == &vec![(3, 2)]), "committed txn data forwarded");
+        assert!(
+            matches!(&steps[1], Step::Forward { stretches, .. } if stretches == &vec![(3, 2)]),
+            "committed txn data forwarded"
+        );
         assert!(matches!(steps[2], Step::Skip { next: 6 }));
-        assert!(matches!(&steps[3], Step::Forward { batch, next: 10, .. } if batch.as_bytes() == b.as_bytes()));
+        assert!(
+            matches!(&steps[3], Step::Forward { batch, next: 10, .. } if batch.as_bytes() == b.as_bytes())
+        );
     }
 
     #[test]
@@ -257,22 +288,57 @@ mod tests {
         let other = batch(3, 2, 9, true, Compression::None); // same pid, later txn, committed
         let commit = marker(5, 9, ControlType::Commit);
         let bytes = concat(&[a, abort, other, commit]);
-        let aborted = vec![AbortedTransaction { producer_id: 9, first_offset: 0 }];
-        let steps = plan(bytes.clone(), 0, aborted.clone(), IsolationLevel::ReadCommitted, &DecodeLimits::default()).unwrap();
-        let kinds: Vec<_> = steps.iter().map(|s| matches!(s, Step::Forward { .. })).collect();
+        let aborted = vec![AbortedTransaction {
+            producer_id: 9,
+            first_offset: 0,
+        }];
+        let steps = plan(
+            bytes.clone(),
+            0,
+            aborted.clone(),
+            IsolationLevel::ReadCommitted,
+            &DecodeLimits::default(),
+        )
+        .unwrap();
+        let kinds: Vec<_> = steps
+            .iter()
+            .map(|s| matches!(s, Step::Forward { .. }))
+            .collect();
         assert_eq!(kinds, vec![false, false, true, false]);
         assert_eq!(steps.last().unwrap().next(), 6);
-        let steps = plan(bytes, 0, aborted, IsolationLevel::ReadUncommitted, &DecodeLimits::default()).unwrap();
-        let kinds: Vec<_> = steps.iter().map(|s| matches!(s, Step::Forward { .. })).collect();
+        let steps = plan(
+            bytes,
+            0,
+            aborted,
+            IsolationLevel::ReadUncommitted,
+            &DecodeLimits::default(),
+        )
+        .unwrap();
+        let kinds: Vec<_> = steps
+            .iter()
+            .map(|s| matches!(s, Step::Forward { .. }))
+            .collect();
         assert_eq!(kinds, vec![true, false, true, false]);
     }
 
     #[test]
     fn resuming_inside_a_batch_forwards_only_the_rest() {
         let a = batch(10, 5, -1, false, Compression::Gzip);
-        let steps = plan(concat(&[a]), 12, vec![], IsolationLevel::ReadCommitted, &DecodeLimits::default()).unwrap();
+        let steps = plan(
+            concat(&[a]),
+            12,
+            vec![],
+            IsolationLevel::ReadCommitted,
+            &DecodeLimits::default(),
+        )
+        .unwrap();
         match &steps[..] {
-            [Step::Forward { batch, stretches, next: 15, rebuilt: true }] => {
+            [Step::Forward {
+                batch,
+                stretches,
+                next: 15,
+                rebuilt: true,
+            }] => {
                 assert_eq!(stretches, &vec![(12, 3)]);
                 assert_eq!(values(batch), vec!["v12", "v13", "v14"]);
                 assert_eq!(batch.compression().unwrap(), Compression::Gzip);
@@ -283,7 +349,15 @@ mod tests {
             s => panic!("{s:?}"),
         }
         // Batches wholly below the position produce nothing.
-        assert!(plan(concat(&[batch(0, 5, -1, false, Compression::None)]), 5, vec![], IsolationLevel::ReadCommitted, &DecodeLimits::default()).unwrap().is_empty());
+        assert!(plan(
+            concat(&[batch(0, 5, -1, false, Compression::None)]),
+            5,
+            vec![],
+            IsolationLevel::ReadCommitted,
+            &DecodeLimits::default()
+        )
+        .unwrap()
+        .is_empty());
     }
 
     #[test]
@@ -303,13 +377,29 @@ mod tests {
         }
         let gapped = b.build().unwrap();
         assert_eq!((gapped.record_count(), gapped.last_offset_delta()), (4, 7));
-        let steps = plan(concat(&[gapped]), 0, vec![], IsolationLevel::ReadCommitted, &DecodeLimits::default()).unwrap();
+        let steps = plan(
+            concat(&[gapped]),
+            0,
+            vec![],
+            IsolationLevel::ReadCommitted,
+            &DecodeLimits::default(),
+        )
+        .unwrap();
         match &steps[..] {
-            [Step::Forward { batch, stretches, next: 28, rebuilt: true }] => {
+            [Step::Forward {
+                batch,
+                stretches,
+                next: 28,
+                rebuilt: true,
+            }] => {
                 assert_eq!(stretches, &vec![(20, 2), (24, 1), (27, 1)]);
                 assert_eq!((batch.record_count(), batch.last_offset_delta()), (4, 3));
                 assert_eq!(values(batch), vec!["a", "b", "c", "d"]);
-                let ts: Vec<i64> = batch.records(&DecodeLimits::default()).unwrap().map(|r| r.unwrap().timestamp(batch.base_timestamp())).collect();
+                let ts: Vec<i64> = batch
+                    .records(&DecodeLimits::default())
+                    .unwrap()
+                    .map(|r| r.unwrap().timestamp(batch.base_timestamp()))
+                    .collect();
                 assert_eq!(ts, vec![1000, 1001, 1004, 1007], "timestamps kept");
             }
             s => panic!("{s:?}"),

@@ -18,7 +18,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use protocol_client::fetcher::{fetch_once, FetchPosition, FetchedPartition, FetcherConfig, IsolationLevel};
+use protocol_client::fetcher::{
+    fetch_once, FetchPosition, FetchedPartition, FetcherConfig, IsolationLevel,
+};
 use protocol_client::record::{split_batches, RecordBatch, BATCH_HEADER_LEN};
 use protocol_client::ResponseError;
 use tracing::{info, warn};
@@ -71,9 +73,11 @@ async fn fetch_at(
         })
         .await
         .map_err(Error::client(alias))?;
-    got.into_iter()
-        .next()
-        .ok_or_else(|| Error::Other(format!("{alias}: empty fetch response for {topic}/{partition}")))
+    got.into_iter().next().ok_or_else(|| {
+        Error::Other(format!(
+            "{alias}: empty fetch response for {topic}/{partition}"
+        ))
+    })
 }
 
 /// The offset map and upstream position a partition resumes with.
@@ -89,7 +93,15 @@ pub async fn resume_partition(
     let target = flow.target_cluster();
     let source = flow.source_cluster();
     // Where the remote partition ends now.
-    let probe = fetch_at(target, &c.target, remote, partition, 0, IsolationLevel::ReadUncommitted).await?;
+    let probe = fetch_at(
+        target,
+        &c.target,
+        remote,
+        partition,
+        0,
+        IsolationLevel::ReadUncommitted,
+    )
+    .await?;
     let remote_end = probe.high_watermark;
     let remote_start = probe.log_start_offset.max(0);
     let iso = super::isolation(c.isolation_level);
@@ -100,25 +112,40 @@ pub async fn resume_partition(
             if remote_end < d {
                 warn!(flow = %flow.name(), %topic, partition, remote_end, expected = d, "remote partition is shorter than recorded (truncated or recreated); resuming at the recorded source position, older offsets are no longer translatable");
                 let fresh = OffsetMap::starting_at(f, Some(remote_end), c.offset_map_max_runs)
-                    .map_err(|source| Error::OffsetMap { context: format!("{topic}/{partition}"), source })?;
+                    .map_err(|source| Error::OffsetMap {
+                        context: format!("{topic}/{partition}"),
+                        source,
+                    })?;
                 return Ok((fresh, f));
             }
             (map, f, d)
         }
         (_, Some(p)) => {
             info!(flow = %flow.name(), %topic, partition, position = p, "resuming from MM2 source progress");
-            let map = OffsetMap::starting_at(p, Some(remote_end), c.offset_map_max_runs)
-                .map_err(|source| Error::OffsetMap { context: format!("{topic}/{partition}"), source })?;
+            let map = OffsetMap::starting_at(p, Some(remote_end), c.offset_map_max_runs).map_err(
+                |source| Error::OffsetMap {
+                    context: format!("{topic}/{partition}"),
+                    source,
+                },
+            )?;
             return Ok((map, p));
         }
         _ => {
             let first = fetch_at(source, &c.source, topic, partition, 0, iso).await?;
             let start = match first.error {
                 Some(ResponseError::OffsetOutOfRange) | None => first.log_start_offset.max(0),
-                Some(e) => return Err(Error::Other(format!("{}: {topic}/{partition}: {e}", c.source))),
+                Some(e) => {
+                    return Err(Error::Other(format!(
+                        "{}: {topic}/{partition}: {e}",
+                        c.source
+                    )))
+                }
             };
             let map = OffsetMap::starting_at(start, Some(remote_start), c.offset_map_max_runs)
-                .map_err(|source| Error::OffsetMap { context: format!("{topic}/{partition}"), source })?;
+                .map_err(|source| Error::OffsetMap {
+                    context: format!("{topic}/{partition}"),
+                    source,
+                })?;
             (map, start, remote_start)
         }
     };
@@ -129,10 +156,21 @@ pub async fn resume_partition(
     let (mut up, mut down) = (upstream, downstream);
     let mut matched = 0i64;
     'outer: while down < remote_end {
-        let remote_fetch = fetch_at(target, &c.target, remote, partition, down, IsolationLevel::ReadUncommitted).await?;
+        let remote_fetch = fetch_at(
+            target,
+            &c.target,
+            remote,
+            partition,
+            down,
+            IsolationLevel::ReadUncommitted,
+        )
+        .await?;
         let mut remote_batches: Vec<RecordBatch> = Vec::new();
         for b in split_batches(remote_fetch.records) {
-            let b = b.map_err(|source| Error::Record { context: format!("{}:{remote}/{partition}", c.target), source })?;
+            let b = b.map_err(|source| Error::Record {
+                context: format!("{}:{remote}/{partition}", c.target),
+                source,
+            })?;
             if b.next_offset() > down {
                 remote_batches.push(b);
             }
@@ -143,8 +181,13 @@ pub async fn resume_partition(
         let mut remote_iter = remote_batches.into_iter().peekable();
         while remote_iter.peek().is_some() {
             let src = fetch_at(source, &c.source, topic, partition, up, iso).await?;
-            let steps = plan(src.records, up, src.aborted, iso, flow.limits())
-                .map_err(|source| Error::Record { context: format!("{}:{topic}/{partition}", c.source), source })?;
+            let steps =
+                plan(src.records, up, src.aborted, iso, flow.limits()).map_err(|source| {
+                    Error::Record {
+                        context: format!("{}:{topic}/{partition}", c.source),
+                        source,
+                    }
+                })?;
             if steps.is_empty() {
                 break 'outer;
             }
@@ -154,15 +197,26 @@ pub async fn resume_partition(
                         map.advance_upstream(next);
                         up = next;
                     }
-                    Step::Forward { batch, stretches, next, .. } => {
-                        let Some(r) = remote_iter.peek() else { continue 'outer };
+                    Step::Forward {
+                        batch,
+                        stretches,
+                        next,
+                        ..
+                    } => {
+                        let Some(r) = remote_iter.peek() else {
+                            continue 'outer;
+                        };
                         if r.base_offset() != down || !same_batch(&batch, r) {
                             warn!(flow = %flow.name(), %topic, partition, upstream = up, downstream = down, "remote partition holds records that do not match the source; resuming at the last known position (records after it may repeat)");
                             break 'outer;
                         }
                         let mut d = down;
                         for (u, n) in stretches {
-                            map.record_forwarded(u, d, n).map_err(|source| Error::OffsetMap { context: format!("{topic}/{partition}"), source })?;
+                            map.record_forwarded(u, d, n)
+                                .map_err(|source| Error::OffsetMap {
+                                    context: format!("{topic}/{partition}"),
+                                    source,
+                                })?;
                             d += n;
                         }
                         map.advance_upstream(next);
@@ -192,7 +246,9 @@ mod tests {
 
     #[test]
     fn forwarded_copy_matches_and_different_data_does_not() {
-        let mut b = BatchBuilder::new(Compression::Lz4).producer(42, 1, 7).transactional(true);
+        let mut b = BatchBuilder::new(Compression::Lz4)
+            .producer(42, 1, 7)
+            .transactional(true);
         for i in 0..10 {
             b.push(100 + i, Some(b"k"), Some(&[i as u8; 20]), &[]);
         }
