@@ -203,6 +203,24 @@ mod tests {
         assert_eq!(got.throttle_time_ms, 7);
     }
 
+    /// Regression (fuzz/regressions/frame_decode): a response whose array count claims ~2^32
+    /// elements must fail to decode, not reserve memory for them. kafka-protocol 0.18 reserved
+    /// `Vec::with_capacity(count)` (a 24+ GiB allocation that aborts the process); the vendored
+    /// copy caps it at the bytes remaining (protocol-client/vendor/kafka-protocol/VENDORED.md).
+    #[test]
+    fn huge_array_counts_do_not_allocate() {
+        use kafka_protocol::messages::ProduceRequest;
+        // v9: header tagged fields, then a compact array of 2^32 - 2 topics and nothing else.
+        let compact = Bytes::from_static(&[0x00, 0xff, 0xff, 0xff, 0xff, 0x0f]);
+        assert!(decode_response::<ProduceRequest>(compact, 9).is_err());
+        // v8: a classic array of i32::MAX topics.
+        let classic = Bytes::from_static(&[0x7f, 0xff, 0xff, 0xff]);
+        assert!(decode_response::<ProduceRequest>(classic, 8).is_err());
+        // Metadata v12 with 2^32 - 2 brokers.
+        let md = Bytes::from_static(&[0x00, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x0f]);
+        assert!(decode_response::<MetadataRequest>(md, 12).is_err());
+    }
+
     #[test]
     fn garbage_bodies_are_errors_not_panics() {
         for len in 0..64 {
