@@ -258,3 +258,93 @@ async fn non_retriable_errors_surface_at_once_with_context() {
         .expect("later record succeeds");
     assert_eq!(ok.offset, 0);
 }
+
+/// OUT_OF_ORDER_SEQUENCE_NUMBER / UNKNOWN_PRODUCER_ID not explained by an earlier failure: the
+/// producer bumps its epoch, renumbers, and every record is still written once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequence_errors_bump_the_epoch_and_lose_nothing() {
+    strait_tests::init_tracing();
+    let mock = MockKafka::start(1);
+    mock.create_topic("seq", 1);
+    let cluster = connect(&mock).await;
+    let producer = Producer::new(cluster.clone(), ProducerConfig::default())
+        .await
+        .unwrap();
+    let mut offsets = produce_range(&producer, "seq", 0, 0..10).await;
+    let before = producer.producer_id_and_epoch();
+    for code in [
+        RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+        RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_PRODUCER_ID,
+    ] {
+        mock.cluster()
+            .request_errors(RDKafkaApiKey::Produce, &[code]);
+        let n = offsets.len();
+        offsets.extend(produce_range(&producer, "seq", 0, n..n + 10).await);
+    }
+    let after = producer.producer_id_and_epoch();
+    assert_ne!(before, after, "epoch bumped (or a new producer id)");
+    assert_eq!(offsets, (0..30).collect::<Vec<i64>>());
+    let want: Vec<String> = (0..30).map(|i| format!("v{i}")).collect();
+    assert_eq!(reference_values(&mock, "seq", 0, 30), want);
+}
+
+/// A position past the end is reset by the policy (earliest) instead of failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_range_positions_are_reset_by_policy() {
+    let mock = MockKafka::start(1);
+    mock.create_topic("range", 1);
+    let cluster = connect(&mock).await;
+    let producer = Producer::new(cluster.clone(), ProducerConfig::default())
+        .await
+        .unwrap();
+    produce_range(&producer, "range", 0, 0..10).await;
+    let mut fetcher = Fetcher::new(
+        cluster.clone(),
+        FetcherConfig {
+            max_wait: Duration::from_millis(50),
+            isolation: IsolationLevel::ReadUncommitted,
+            ..FetcherConfig::default()
+        },
+    );
+    fetcher.assign("range", 0, 1000);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut first = None;
+    while first.is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "position {:?}",
+            fetcher.position("range", 0)
+        );
+        for p in fetcher
+            .poll()
+            .await
+            .expect("out of range is not an error with Earliest")
+        {
+            if let Some(b) = split_batches(p.records).next() {
+                first = Some(b.unwrap().base_offset());
+            }
+        }
+    }
+    assert_eq!(first, Some(0));
+    // With the Error policy it surfaces with context.
+    let mut strict = Fetcher::new(
+        cluster.clone(),
+        FetcherConfig {
+            max_wait: Duration::from_millis(50),
+            reset: protocol_client::fetcher::OffsetReset::Error,
+            ..FetcherConfig::default()
+        },
+    );
+    strict.assign("range", 0, 1000);
+    let err = strict.poll().await.unwrap_err();
+    assert_eq!(
+        err.response_error(),
+        Some(ResponseError::OffsetOutOfRange),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("topic range partition 0 offset 1000"),
+        "{err}"
+    );
+}

@@ -274,12 +274,38 @@ async fn librdkafka_writes_our_fetcher_reads_and_raw_append_forwards_identically
         let forwarded = fetch_all(&cluster, &dst, 0, 300).await;
         assert_eq!(forwarded.len(), batches.len());
         for (a, b) in batches.iter().zip(&forwarded) {
-            // Identical from the attributes on (CRC-covered part), and the CRC itself.
+            b.verify_crc().expect("forwarded batch has a valid CRC");
+            // The records are always the same bytes.
             assert_eq!(
-                a.as_bytes()[17..],
-                b.as_bytes()[17..],
-                "{codec}: forwarded batch is byte-identical"
+                a.as_bytes()[61..],
+                b.as_bytes()[61..],
+                "{codec}: records byte-identical"
             );
+            if a.producer_id() == -1 {
+                // Nothing to rewrite: identical from the CRC on.
+                assert_eq!(
+                    a.as_bytes()[17..],
+                    b.as_bytes()[17..],
+                    "{codec}: forwarded batch is byte-identical"
+                );
+            } else {
+                // An idempotent source's producer fields are blanked for a non-idempotent
+                // target producer; everything else in the header is kept.
+                assert_eq!(
+                    (b.producer_id(), b.producer_epoch(), b.base_sequence()),
+                    (-1, -1, -1)
+                );
+                assert_eq!(
+                    a.as_bytes()[21..43],
+                    b.as_bytes()[21..43],
+                    "{codec}: attributes..maxTimestamp kept"
+                );
+                assert_eq!(
+                    a.as_bytes()[57..61],
+                    b.as_bytes()[57..61],
+                    "{codec}: record count kept"
+                );
+            }
         }
         let got = reference::blocking(|| {
             reference::consume(
@@ -294,6 +320,80 @@ async fn librdkafka_writes_our_fetcher_reads_and_raw_append_forwards_identically
         assert_eq!(
             got, want,
             "{codec}: librdkafka reads the forwarded topic identically"
+        );
+    }
+}
+
+/// A batch Strait rebuilds (resuming inside a batch) is accepted by a real broker and read back
+/// identically by librdkafka.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebuilt_batches_are_accepted_and_read_back_identically() {
+    strait_tests::init_tracing();
+    let broker = TansuBroker::start("client-rebuild");
+    let cluster = cluster(&broker).await;
+    for codec in ["none", "gzip", "snappy", "lz4", "zstd"] {
+        let src = strait_tests::unique(&format!("rb-src-{codec}"));
+        let dst = strait_tests::unique(&format!("rb-dst-{codec}"));
+        let recs = sample(60);
+        reference::blocking(|| {
+            reference::create_topic(&broker.bootstrap(), &src, 1);
+            reference::create_topic(&broker.bootstrap(), &dst, 1);
+            reference::produce(
+                &broker.bootstrap(),
+                &src,
+                0,
+                &recs,
+                &[
+                    ("compression.codec", codec),
+                    ("batch.num.messages", "60"),
+                    ("linger.ms", "50"),
+                ],
+            );
+        });
+        let batches = fetch_all(&cluster, &src, 0, 60).await;
+        let mut raw = bytes::BytesMut::new();
+        for b in &batches {
+            raw.extend_from_slice(b.as_bytes());
+        }
+        // Resume at offset 17: the batch holding 17 is rebuilt with records 17.. only.
+        let steps = replicator::flow::plan::plan(
+            raw.freeze(),
+            17,
+            vec![],
+            IsolationLevel::ReadUncommitted,
+            &DecodeLimits::default(),
+        )
+        .unwrap();
+        assert!(
+            matches!(
+                steps.first(),
+                Some(replicator::flow::plan::Step::Forward { rebuilt: true, .. })
+            ),
+            "{codec}: first step is a rebuild"
+        );
+        let producer = Producer::new(cluster.clone(), ProducerConfig::default())
+            .await
+            .unwrap();
+        let mut acks = Vec::new();
+        for s in steps {
+            if let replicator::flow::plan::Step::Forward { batch, .. } = s {
+                acks.push(producer.append(&dst, 0, batch));
+            }
+        }
+        for a in acks {
+            a.await.expect("broker accepts the rebuilt batch");
+        }
+        let got = reference::blocking(|| {
+            reference::consume(&broker.bootstrap(), &dst, 0, 0, 43, Duration::from_secs(30))
+        });
+        let want: Vec<_> = recs[17..]
+            .iter()
+            .enumerate()
+            .map(|(i, r)| to_ref(r, i as i64))
+            .collect();
+        assert_eq!(
+            got, want,
+            "{codec}: librdkafka reads records 17.. identically"
         );
     }
 }

@@ -108,9 +108,19 @@ type BrokerRequests = Vec<(BrokerInfo, Vec<Request>)>;
 struct Pending {
     batch: RecordBatch,
     /// Sequence and epoch assigned at first send.
-    seq: Option<(i32, i16)>,
+    seq: Option<SeqAssignment>,
     enqueued: Instant,
     tx: oneshot::Sender<Result<ProduceAck>>,
+}
+
+/// The producer identity a batch's sequence number belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct SeqAssignment {
+    seq: i32,
+    producer_id: i64,
+    epoch: i16,
+    /// Bumped whenever the id or epoch changes: sequences of an older generation are redone.
+    generation: u64,
 }
 
 #[derive(Default)]
@@ -123,13 +133,14 @@ struct PartState {
     hold: bool,
     not_before: Option<Instant>,
     backoff: Option<Backoff>,
-    /// Epoch the partition's sequences belong to.
-    seq_epoch: i16,
+    /// Producer generation the partition's `next_seq` belongs to.
+    seq_generation: u64,
 }
 
 struct State {
     producer_id: i64,
     epoch: i16,
+    generation: u64,
     bumping: bool,
     parts: HashMap<TopicPartition, PartState>,
     unacked: usize,
@@ -179,6 +190,7 @@ impl Producer {
             state: Mutex::new(State {
                 producer_id: -1,
                 epoch: -1,
+                generation: 0,
                 bumping: false,
                 parts: HashMap::new(),
                 unacked: 0,
@@ -194,6 +206,7 @@ impl Producer {
             let mut st = inner.lock();
             st.producer_id = id;
             st.epoch = epoch;
+            st.generation = 1;
         }
         tokio::spawn(sender_loop(Arc::downgrade(&inner), inner.wake.clone()));
         Ok(Producer { inner })
@@ -417,7 +430,7 @@ fn collect_ready(inner: &Arc<Inner>) -> (BrokerRequests, Option<Duration>) {
     if st.bumping {
         return (Vec::new(), Some(Duration::from_millis(50)));
     }
-    let epoch = st.epoch;
+    let (producer_id, epoch, generation) = (st.producer_id, st.epoch, st.generation);
     let mut expired = Vec::new();
     for (tp, ps) in st.parts.iter_mut() {
         // Fail batches that ran out of time while still queued (not in flight).
@@ -465,8 +478,8 @@ fn collect_ready(inner: &Arc<Inner>) -> (BrokerRequests, Option<Duration>) {
             .entry(leader.id)
             .or_insert_with(|| (leader.clone(), Vec::new()));
         // A new epoch restarts every partition's sequences at 0.
-        if inner.config.idempotent && ps.seq_epoch != epoch {
-            ps.seq_epoch = epoch;
+        if inner.config.idempotent && ps.seq_generation != generation {
+            ps.seq_generation = generation;
             ps.next_seq = 0;
         }
         let mut layer = 0;
@@ -487,9 +500,14 @@ fn collect_ready(inner: &Arc<Inner>) -> (BrokerRequests, Option<Duration>) {
             }
             let mut p = ps.queue.pop_front().expect("front exists");
             if inner.config.idempotent {
-                let stale = p.seq.map(|(_, e)| e != epoch).unwrap_or(true);
+                let stale = p.seq.map(|a| a.generation != generation).unwrap_or(true);
                 if stale {
-                    p.seq = Some((ps.next_seq, epoch));
+                    p.seq = Some(SeqAssignment {
+                        seq: ps.next_seq,
+                        producer_id,
+                        epoch,
+                        generation,
+                    });
                     let count = p.batch.record_count().max(1);
                     ps.next_seq = ps.next_seq.wrapping_add(count) & i32::MAX;
                 }
@@ -538,14 +556,18 @@ async fn start_request(
     broker: &BrokerInfo,
     parts: &[Outgoing],
 ) -> Result<(i16, crate::conn::InFlight)> {
-    let pid = inner.lock().producer_id;
     let mut topics: Vec<TopicRecords> = Vec::new();
     for out in parts {
         let mut batches = Vec::with_capacity(out.batches.len() * 2);
         for p in &out.batches {
             match (inner.config.idempotent, p.seq) {
-                (true, Some((seq, epoch))) => {
-                    batches.extend(rewrite_producer_fields(&p.batch, pid, epoch, seq));
+                (true, Some(a)) => {
+                    batches.extend(rewrite_producer_fields(
+                        &p.batch,
+                        a.producer_id,
+                        a.epoch,
+                        a.seq,
+                    ));
                 }
                 _ if needs_blank_producer(&p.batch) => {
                     batches.extend(rewrite_producer_fields(&p.batch, -1, -1, -1));
@@ -698,7 +720,7 @@ async fn complete(inner: &Arc<Inner>, outcomes: Vec<(Outgoing, PartitionOutcome)
                         ps.not_before = Some(Instant::now() + delay);
                         debug!(topic = %out.tp.0, partition = out.tp.1, error = %e, ?delay, "produce will be retried");
                         for p in out.batches {
-                            let key = p.seq.map(|(s, _)| s).unwrap_or(i32::MAX);
+                            let key = p.seq.map(|a| a.seq).unwrap_or(i32::MAX);
                             ps.retry.insert(key, p);
                         }
                     } else {
@@ -737,14 +759,27 @@ async fn complete(inner: &Arc<Inner>, outcomes: Vec<(Outgoing, PartitionOutcome)
             let st = inner.lock();
             (st.producer_id, st.epoch)
         };
-        let result = init_producer_id(&inner.cluster, id, epoch).await;
+        // KIP-360 bump of the current id; where the broker cannot (older brokers, or one that
+        // does not track idempotent producers for bumps), a fresh producer id, as Java does.
+        let result = match init_producer_id(&inner.cluster, id, epoch).await {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                debug!(error = %e, "epoch bump refused; asking for a new producer id");
+                init_producer_id(&inner.cluster, -1, -1).await
+            }
+        };
         let mut st = inner.lock();
         match result {
             Ok((id, epoch)) => {
+                // New epoch or new id: every partition's sequences start again at 0, and
+                // unacknowledged batches are renumbered when next sent.
                 st.producer_id = id;
                 st.epoch = epoch;
+                st.generation += 1;
             }
-            Err(e) => warn!(error = %e, "epoch bump failed; retrying with the old epoch"),
+            Err(e) => {
+                warn!(error = %e, "could not renew the producer id; retrying with the old one")
+            }
         }
         st.bumping = false;
     }
