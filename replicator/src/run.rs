@@ -85,8 +85,9 @@ pub fn aliases(config: &Config) -> BTreeSet<String> {
     out
 }
 
-/// Runs until `stop` turns true, then finishes in-flight work and returns.
-pub async fn run(config: Config, stop: watch::Receiver<bool>) -> Result<()> {
+/// Runs until `stop` turns true, then finishes in-flight work and returns. If a flow or
+/// heartbeat task fails for good, every other task is stopped too and the error is returned.
+pub async fn run(config: Config, external_stop: watch::Receiver<bool>) -> Result<()> {
     for w in &config.warnings {
         warn!("{w}");
     }
@@ -94,7 +95,19 @@ pub async fn run(config: Config, stop: watch::Receiver<bool>) -> Result<()> {
         warn!("no enabled flow (set A->B.enabled = true); only heartbeats will be emitted");
     }
     let clusters = Clusters::connect(&config, &aliases(&config)).await?;
-    let mut tasks = Vec::new();
+    // Tasks watch an internal stop signal: the caller's, or a fatal error of any task.
+    let (stop_tx, stop) = watch::channel(false);
+    let mut external = external_stop;
+    let forward_tx = stop_tx.clone();
+    let forwarder = tokio::spawn(async move {
+        while !*external.borrow() {
+            if external.changed().await.is_err() {
+                return;
+            }
+        }
+        let _ = forward_tx.send(true);
+    });
+    let mut tasks = tokio::task::JoinSet::new();
     for flow_config in &config.flows {
         let fc = flow_config.clone();
         let source = clusters.clusters[&fc.source].clone();
@@ -103,7 +116,7 @@ pub async fn run(config: Config, stop: watch::Receiver<bool>) -> Result<()> {
         let (_, sync_alias) = fc.offset_syncs_topic();
         let sync_producer = clusters.producers[sync_alias].clone();
         let flow_stop = stop.clone();
-        tasks.push(tokio::spawn(async move {
+        tasks.spawn(async move {
             let stop = flow_stop;
             let mut delay = Duration::from_secs(1);
             loop {
@@ -125,10 +138,10 @@ pub async fn run(config: Config, stop: watch::Receiver<bool>) -> Result<()> {
                     }
                 }
             }
-        }));
+        });
         let fc = flow_config;
         if fc.emit_heartbeats {
-            tasks.push(tokio::spawn(heartbeat_loop(
+            tasks.spawn(heartbeat_loop(
                 clusters.producers[&fc.target].clone(),
                 fc.source.clone(),
                 fc.target.clone(),
@@ -136,11 +149,11 @@ pub async fn run(config: Config, stop: watch::Receiver<bool>) -> Result<()> {
                 fc.emit_heartbeats_interval,
                 fc.heartbeats_topic_replication_factor,
                 stop.clone(),
-            )));
+            ));
         }
     }
     for h in &config.heartbeat_only {
-        tasks.push(tokio::spawn(heartbeat_loop(
+        tasks.spawn(heartbeat_loop(
             clusters.producers[&h.target].clone(),
             h.source.clone(),
             h.target.clone(),
@@ -148,20 +161,24 @@ pub async fn run(config: Config, stop: watch::Receiver<bool>) -> Result<()> {
             h.interval,
             h.replication_factor,
             stop.clone(),
-        )));
+        ));
     }
     let mut first_err = None;
-    for t in tasks {
-        match t.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                first_err.get_or_insert(e);
-            }
-            Err(e) => {
-                first_err.get_or_insert(Error::Other(format!("task panicked: {e}")));
+    while let Some(joined) = tasks.join_next().await {
+        let failed = match joined {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e),
+            Err(e) => Some(Error::Other(format!("task panicked: {e}"))),
+        };
+        if let Some(e) = failed {
+            if first_err.is_none() {
+                error!(error = %e, "stopping every flow");
+                let _ = stop_tx.send(true);
+                first_err = Some(e);
             }
         }
     }
+    forwarder.abort();
     for p in clusters.producers.values() {
         p.close().await;
     }

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use protocol_client::admin::Admin;
 use protocol_client::cluster::{ClientConfig, Cluster};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -68,6 +69,18 @@ async fn mirrors_byte_identical_with_exact_syncs_checkpoints_and_heartbeats() {
                 &[("compression.codec", "zstd"), ("batch.num.messages", "40")],
             );
             expected.insert(("orders".into(), p), recs);
+        }
+        for (topic, codec) in [("logs", "snappy"), ("plain", "none")] {
+            reference::create_topic(&a, topic, 1);
+            let recs = records(90, topic);
+            reference::produce(
+                &a,
+                topic,
+                0,
+                &recs,
+                &[("compression.codec", codec), ("batch.num.messages", "20")],
+            );
+            expected.insert((topic.into(), 0), recs);
         }
         let recs = records(120, "e");
         reference::produce(
@@ -168,6 +181,34 @@ async fn mirrors_byte_identical_with_exact_syncs_checkpoints_and_heartbeats() {
             "internal topic mirrored: {name}"
         );
     }
+    // Remote topics accept every batch the source accepted.
+    let described = Admin::new(source.clone())
+        .describe_topic_configs(&["orders".to_string()])
+        .await
+        .unwrap();
+    let src_max = described[0]
+        .1
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|e| e.name == "max.message.bytes")
+        .and_then(|e| e.value.clone());
+    let described = Admin::new(target.clone())
+        .describe_topic_configs(&["A.orders".to_string()])
+        .await
+        .unwrap();
+    let dst_max = described[0]
+        .1
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|e| e.name == "max.message.bytes")
+        .and_then(|e| e.value.clone());
+    assert!(src_max.is_some(), "source describes max.message.bytes");
+    assert_eq!(
+        dst_max, src_max,
+        "remote topic carries the source's max.message.bytes"
+    );
     // Offset syncs (on the source, MM2 default): every one exact.
     let syncs = read_to_end(&source, "A", "mm2-offset-syncs.B.internal")
         .await

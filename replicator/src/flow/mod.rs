@@ -205,7 +205,8 @@ impl Flow {
             .format_remote_topic(&self.config.source, topic)
     }
 
-    /// Source topic configs to carry to the remote topic.
+    /// Source topic configs to carry to the remote topic: MM2's filtered set, plus the source's
+    /// effective `max.message.bytes`.
     async fn replicated_configs(&self, topic: &str) -> Result<Vec<(String, String)>> {
         let described = self
             .source_admin
@@ -226,18 +227,23 @@ impl Flow {
                 if e.read_only || e.is_sensitive {
                     continue;
                 }
-                if matches!(
-                    e.source,
-                    protocol_client::admin::ConfigSource::StaticBroker
-                        | protocol_client::admin::ConfigSource::DynamicBroker
-                        | protocol_client::admin::ConfigSource::DynamicDefaultBroker
-                ) {
+                if e.name != "max.message.bytes"
+                    && matches!(
+                        e.source,
+                        protocol_client::admin::ConfigSource::StaticBroker
+                            | protocol_client::admin::ConfigSource::DynamicBroker
+                            | protocol_client::admin::ConfigSource::DynamicDefaultBroker
+                    )
+                {
                     continue;
                 }
-                if self
-                    .config
-                    .config_properties
-                    .should_replicate(&e.name, e.is_default)
+                // A remote topic must accept every batch the source accepted: its
+                // `max.message.bytes` is carried even when the source's is a broker default.
+                if e.name == "max.message.bytes"
+                    || self
+                        .config
+                        .config_properties
+                        .should_replicate(&e.name, e.is_default)
                 {
                     out.push((e.name, value));
                 }
