@@ -56,8 +56,21 @@ async fn mirrors_byte_identical_with_exact_syncs_checkpoints_and_heartbeats() {
     let (a, b) = (clusters[0].bootstrap(), clusters[1].bootstrap());
     // Source data, written by librdkafka with several codecs and producers.
     let mut expected: BTreeMap<(String, i32), Vec<Outgoing>> = BTreeMap::new();
+    // `orders` with a larger-than-default max.message.bytes, which the remote topic must carry.
+    let admin_a = Admin::new(Cluster::connect(ClientConfig::new(&a)).await.unwrap());
+    for (_, r) in admin_a
+        .create_topics(&[protocol_client::admin::NewTopic {
+            name: "orders".into(),
+            partitions: 3,
+            replication_factor: -1,
+            configs: vec![("max.message.bytes".into(), "2097152".into())],
+        }])
+        .await
+        .unwrap()
+    {
+        r.expect("create orders");
+    }
     reference::blocking(|| {
-        reference::create_topic(&a, "orders", 3);
         reference::create_topic(&a, "events", 1);
         for p in 0..3 {
             let recs = records(150 + 20 * p as usize, &format!("o{p}"));
@@ -204,7 +217,11 @@ async fn mirrors_byte_identical_with_exact_syncs_checkpoints_and_heartbeats() {
         .iter()
         .find(|e| e.name == "max.message.bytes")
         .and_then(|e| e.value.clone());
-    assert!(src_max.is_some(), "source describes max.message.bytes");
+    assert_eq!(
+        src_max.as_deref(),
+        Some("2097152"),
+        "source describes max.message.bytes"
+    );
     assert_eq!(
         dst_max, src_max,
         "remote topic carries the source's max.message.bytes"
