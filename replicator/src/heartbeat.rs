@@ -33,10 +33,7 @@ pub async fn heartbeat_loop(
             _ = tick.tick() => {}
             _ = stop.changed() => return Ok(()),
         }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
+        let now = crate::flow::now_ms();
         let hb = Heartbeat {
             source_cluster_alias: source.clone(),
             target_cluster_alias: target.clone(),

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use protocol_client::admin::{Admin, NewTopic};
 use protocol_client::cluster::Cluster;
-use protocol_client::fetcher::{fetch_once, FetchPosition, FetcherConfig, IsolationLevel};
+use protocol_client::fetcher::{fetch_partition, FetcherConfig, IsolationLevel};
 use protocol_client::record::{split_batches, DecodeLimits};
 use protocol_client::ResponseError;
 use tracing::info;
@@ -120,30 +120,9 @@ pub async fn read_to_end(
         let mut position = 0i64;
         let mut end: Option<i64> = None;
         loop {
-            let leader = cluster
-                .leader(topic, p.partition)
+            let fp = fetch_partition(cluster, topic, p.partition, position, &config)
                 .await
                 .map_err(Error::client(alias))?;
-            let fetched = cluster
-                .retry("read internal topic", || async {
-                    fetch_once(
-                        cluster,
-                        &leader,
-                        &config,
-                        &[FetchPosition {
-                            topic: Arc::from(topic),
-                            partition: p.partition,
-                            offset: position,
-                            leader_epoch: -1,
-                        }],
-                    )
-                    .await
-                })
-                .await
-                .map_err(Error::client(alias))?;
-            let Some(fp) = fetched.into_iter().next() else {
-                break;
-            };
             match fp.error {
                 None => {}
                 Some(ResponseError::OffsetOutOfRange)

@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use protocol_client::admin::{Admin, CommittedOffset, NewTopic};
 use protocol_client::cluster::{ClientConfig, Cluster};
-use protocol_client::fetcher::{fetch_once, FetchPosition, FetcherConfig, IsolationLevel};
+use protocol_client::fetcher::{fetch_partition, FetcherConfig, IsolationLevel};
 use protocol_client::producer::records::ProducerRecord;
 use protocol_client::producer::{Producer, ProducerConfig};
 use protocol_client::record::{split_batches, Compression, DecodeLimits, RecordHeader};
@@ -134,32 +134,15 @@ async fn first_record(
     topic: &str,
     partition: i32,
 ) -> Result<(i64, String)> {
-    let leader = cluster
-        .leader(topic, partition)
-        .await
-        .map_err(Error::client("summary"))?;
     let config = FetcherConfig {
         max_wait: Duration::from_millis(10),
         isolation: IsolationLevel::ReadUncommitted,
         partition_max_bytes: 64 * 1024,
         ..FetcherConfig::default()
     };
-    let got = fetch_once(
-        cluster,
-        &leader,
-        &config,
-        &[FetchPosition {
-            topic: Arc::from(topic),
-            partition,
-            offset: 0,
-            leader_epoch: -1,
-        }],
-    )
-    .await
-    .map_err(Error::client("summary"))?;
-    let Some(fp) = got.into_iter().next() else {
-        return Ok((0, String::new()));
-    };
+    let fp = fetch_partition(cluster, topic, partition, 0, &config)
+        .await
+        .map_err(Error::client("summary"))?;
     for b in split_batches(fp.records).flatten() {
         if b.is_control() {
             continue;

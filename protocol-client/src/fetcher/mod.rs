@@ -199,6 +199,44 @@ pub async fn fetch_once(
     Ok(out)
 }
 
+/// Fetches one partition from `offset` through its current leader, retried by the cluster's
+/// retry loop (leader moves, transport errors). For one-off reads: internal topics, resume
+/// checks, summaries. Partition-level errors are returned in the result, not raised.
+pub async fn fetch_partition(
+    cluster: &Cluster,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    config: &FetcherConfig,
+) -> Result<FetchedPartition> {
+    let topic_arc: Arc<str> = Arc::from(topic);
+    let parts = cluster
+        .retry("fetch partition", || async {
+            let leader = cluster.leader(topic, partition).await?;
+            fetch_once(
+                cluster,
+                &leader,
+                config,
+                &[FetchPosition {
+                    topic: topic_arc.clone(),
+                    partition,
+                    offset,
+                    leader_epoch: -1,
+                }],
+            )
+            .await
+        })
+        .await?;
+    parts
+        .into_iter()
+        .find(|p| p.partition == partition && *p.topic == *topic)
+        .ok_or_else(|| {
+            Error::Metadata(format!(
+                "Fetch response lacks topic {topic} partition {partition}"
+            ))
+        })
+}
+
 /// Which offset ListOffsets looks up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OffsetSpec {

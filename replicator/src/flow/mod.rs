@@ -122,7 +122,7 @@ fn isolation(level: config::IsolationLevel) -> IsolationLevel {
     }
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -776,83 +776,49 @@ impl Flow {
             (map_records, syncs, progress)
         };
         let now = now_ms();
-        let mut acks = Vec::new();
+        let fmt_err = |topic: &str| {
+            let context = topic.to_string();
+            move |source| Error::Format { context, source }
+        };
+        let mut records = Vec::with_capacity(map_records.len());
         for r in &map_records {
-            let key = r.encode_key().map_err(|source| Error::Format {
-                context: map_topic.clone(),
-                source,
-            })?;
-            acks.push(
-                self.producer
-                    .send_nowait(internal_record(
-                        &map_topic,
-                        Some(0),
-                        key,
-                        r.encode_value(),
-                        now,
-                    ))
-                    .await
-                    .map_err(self.tgt())?,
-            );
+            let key = r.encode_key().map_err(fmt_err(&map_topic))?;
+            records.push(internal_record(
+                &map_topic,
+                Some(0),
+                key,
+                r.encode_value(),
+                now,
+            ));
         }
-        self.producer.flush_records().await;
-        for a in acks.drain(..) {
-            a.await
-                .map_err(|_| Error::Other("producer closed".into()))?
-                .map_err(self.tgt())?;
-        }
+        write_all(&self.producer, &c.target, records).await?;
         if !syncs.is_empty() {
             let (topic, alias) = c.offset_syncs_topic();
+            let mut records = Vec::with_capacity(syncs.len());
             for s in &syncs {
-                let key = s.encode_key().map_err(|source| Error::Format {
-                    context: topic.clone(),
-                    source,
-                })?;
-                acks.push(
-                    self.sync_producer
-                        .send_nowait(internal_record(
-                            &topic,
-                            Some(0),
-                            key,
-                            Some(s.encode_value()),
-                            now,
-                        ))
-                        .await
-                        .map_err(Error::client(alias))?,
-                );
+                let key = s.encode_key().map_err(fmt_err(&topic))?;
+                records.push(internal_record(
+                    &topic,
+                    Some(0),
+                    key,
+                    Some(s.encode_value()),
+                    now,
+                ));
             }
-            self.sync_producer.flush_records().await;
-            for a in acks.drain(..) {
-                a.await
-                    .map_err(|_| Error::Other("producer closed".into()))?
-                    .map_err(Error::client(alias))?;
-            }
+            write_all(&self.sync_producer, alias, records).await?;
         }
-        for (topic, partition, frontier) in &progress {
-            let key = SourceProgressKey::mirror_source(&c.source, topic, *partition).encode();
-            let value = SourceProgress {
-                last_replicated_offset: frontier - 1,
-            }
-            .encode();
-            acks.push(
-                self.producer
-                    .send_nowait(internal_record(
-                        &c.offset_storage_topic,
-                        None,
-                        key,
-                        Some(value),
-                        now,
-                    ))
-                    .await
-                    .map_err(self.tgt())?,
-            );
-        }
-        self.producer.flush_records().await;
-        for a in acks.drain(..) {
-            a.await
-                .map_err(|_| Error::Other("producer closed".into()))?
-                .map_err(self.tgt())?;
-        }
+        let records = progress
+            .iter()
+            .map(|(topic, partition, frontier)| {
+                let key = SourceProgressKey::mirror_source(&c.source, topic, *partition).encode();
+                let value = SourceProgress {
+                    last_replicated_offset: frontier - 1,
+                }
+                .encode();
+                internal_record(&c.offset_storage_topic, None, key, Some(value), now)
+            })
+            .collect();
+        write_all(&self.producer, &c.target, records).await?;
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         for (topic, partition, frontier) in progress {
             if let Some(ps) = st.partitions.get_mut(&(topic, partition)) {
@@ -898,7 +864,7 @@ impl Flow {
             .collect();
         let now = now_ms();
         let topic = c.checkpoints_topic();
-        let mut acks = Vec::new();
+        let mut emit = Vec::new();
         let mut touched = Vec::new();
         for group in groups {
             let offsets = match self.source_admin.fetch_offsets(&group, None).await {
@@ -908,57 +874,54 @@ impl Flow {
                     continue;
                 }
             };
-            let mut fresh = Vec::new();
-            {
-                let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-                for o in offsets {
-                    let Some(ps) = st.partitions.get(&(o.topic.clone(), o.partition)) else {
-                        continue;
-                    };
-                    let Some(downstream) = ps.map.translate(o.offset) else {
-                        continue;
-                    };
-                    fresh.push(Checkpoint {
-                        consumer_group_id: group.clone(),
-                        topic: ps.remote_topic.clone(),
-                        partition: o.partition,
-                        upstream_offset: o.offset,
-                        downstream_offset: downstream,
-                        metadata: o.metadata.unwrap_or_default(),
-                    });
+            let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let mut cps = self.checkpoints.lock().unwrap_or_else(|p| p.into_inner());
+            for o in offsets {
+                let Some(ps) = st.partitions.get(&(o.topic.clone(), o.partition)) else {
+                    continue;
+                };
+                // Exact, or nothing: never a checkpoint ahead of what is known.
+                let Some(downstream) = ps.map.translate(o.offset) else {
+                    continue;
+                };
+                let cp = Checkpoint {
+                    consumer_group_id: group.clone(),
+                    topic: ps.remote_topic.clone(),
+                    partition: o.partition,
+                    upstream_offset: o.offset,
+                    downstream_offset: downstream,
+                    metadata: o.metadata.unwrap_or_default(),
+                };
+                if !c.emit_checkpoints {
+                    // Group offset sync alone still needs the translations.
+                    cps.offer(cp);
+                } else if cps.decide(&cp).emits() {
+                    emit.push(cp);
                 }
             }
-            for cp in fresh {
-                let emit = self
-                    .checkpoints
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .offer(cp.clone())
-                    .emits();
-                if emit && c.emit_checkpoints {
-                    let key = cp.encode_key().map_err(|source| Error::Format {
-                        context: topic.clone(),
-                        source,
-                    })?;
-                    let value = cp.encode_value().map_err(|source| Error::Format {
-                        context: topic.clone(),
-                        source,
-                    })?;
-                    acks.push(
-                        self.producer
-                            .send_nowait(internal_record(&topic, Some(0), key, Some(value), now))
-                            .await
-                            .map_err(self.tgt())?,
-                    );
-                }
-            }
+            drop((st, cps));
             touched.push(group);
         }
-        self.producer.flush_records().await;
-        for a in acks {
-            a.await
-                .map_err(|_| Error::Other("producer closed".into()))?
-                .map_err(self.tgt())?;
+        // Written first, then recorded as emitted: a failed write is retried next round.
+        let mut records = Vec::with_capacity(emit.len());
+        for cp in &emit {
+            let context = || topic.clone();
+            let key = cp.encode_key().map_err(|source| Error::Format {
+                context: context(),
+                source,
+            })?;
+            let value = cp.encode_value().map_err(|source| Error::Format {
+                context: context(),
+                source,
+            })?;
+            records.push(internal_record(&topic, Some(0), key, Some(value), now));
+        }
+        write_all(&self.producer, &c.target, records).await?;
+        {
+            let mut cps = self.checkpoints.lock().unwrap_or_else(|p| p.into_inner());
+            for cp in emit {
+                cps.offer(cp);
+            }
         }
         if c.sync_group_offsets {
             for group in touched {
@@ -1043,6 +1006,26 @@ impl Flow {
     pub(crate) fn limits(&self) -> &DecodeLimits {
         &self.limits
     }
+}
+
+/// Sends `records` and waits until every one is acknowledged.
+async fn write_all(producer: &Producer, alias: &str, records: Vec<ProducerRecord>) -> Result<()> {
+    let mut acks = Vec::with_capacity(records.len());
+    for r in records {
+        acks.push(
+            producer
+                .send_nowait(r)
+                .await
+                .map_err(Error::client(alias))?,
+        );
+    }
+    producer.flush_records().await;
+    for a in acks {
+        a.await
+            .map_err(|_| Error::Other("producer closed".into()))?
+            .map_err(Error::client(alias))?;
+    }
+    Ok(())
 }
 
 /// A record for an internal topic.

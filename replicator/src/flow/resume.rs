@@ -18,9 +18,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use protocol_client::fetcher::{
-    fetch_once, FetchPosition, FetchedPartition, FetcherConfig, IsolationLevel,
-};
+use protocol_client::fetcher::{fetch_partition, FetchedPartition, FetcherConfig, IsolationLevel};
 use protocol_client::record::{split_batches, RecordBatch, BATCH_HEADER_LEN};
 use protocol_client::ResponseError;
 use tracing::{info, warn};
@@ -55,29 +53,9 @@ async fn fetch_at(
         isolation,
         ..FetcherConfig::default()
     };
-    let got = cluster
-        .retry("resume fetch", || async {
-            let leader = cluster.leader(topic, partition).await?;
-            fetch_once(
-                cluster,
-                &leader,
-                &config,
-                &[FetchPosition {
-                    topic: Arc::from(topic),
-                    partition,
-                    offset,
-                    leader_epoch: -1,
-                }],
-            )
-            .await
-        })
+    fetch_partition(cluster, topic, partition, offset, &config)
         .await
-        .map_err(Error::client(alias))?;
-    got.into_iter().next().ok_or_else(|| {
-        Error::Other(format!(
-            "{alias}: empty fetch response for {topic}/{partition}"
-        ))
-    })
+        .map_err(Error::client(alias))
 }
 
 /// The offset map and upstream position a partition resumes with.
