@@ -321,6 +321,50 @@ impl RecordBatch {
         }
     }
 
+    /// Zero-copy rewrite of the producer id, epoch, base sequence and transactional bit: a
+    /// patched copy of the 61-byte header (CRC updated incrementally from the changed bytes, as
+    /// [`BatchMut::freeze`] does, so it costs the same for any batch size) and the records as a
+    /// slice of this batch, never copied. When nothing changes, both parts are slices of this
+    /// batch.
+    pub fn split_with_producer(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        base_sequence: i32,
+        transactional: bool,
+    ) -> [Bytes; 2] {
+        let all = &self.bytes;
+        let mut head = [0u8; BATCH_HEADER_LEN];
+        head.copy_from_slice(&all[..BATCH_HEADER_LEN]);
+        let attributes = read_i16(&head, ATTRIBUTES_AT);
+        let attributes = if transactional {
+            attributes | TRANSACTIONAL_FLAG_MASK
+        } else {
+            attributes & !TRANSACTIONAL_FLAG_MASK
+        };
+        head[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
+        head[PRODUCER_ID_AT..PRODUCER_ID_AT + 8].copy_from_slice(&producer_id.to_be_bytes());
+        head[PRODUCER_EPOCH_AT..PRODUCER_EPOCH_AT + 2]
+            .copy_from_slice(&producer_epoch.to_be_bytes());
+        head[BASE_SEQUENCE_AT..BASE_SEQUENCE_AT + 4].copy_from_slice(&base_sequence.to_be_bytes());
+        let mut delta = [0u8; COVERED_HEADER_LEN];
+        let mut changed = false;
+        for ((d, new), old) in delta
+            .iter_mut()
+            .zip(&head[COVERED_HEADER])
+            .zip(&all[COVERED_HEADER])
+        {
+            *d = new ^ old;
+            changed |= *d != 0;
+        }
+        if !changed {
+            return [all.slice(..BATCH_HEADER_LEN), all.slice(BATCH_HEADER_LEN..)];
+        }
+        let crc = read_u32(&head, CRC_AT) ^ crc_of_xor_delta(&delta, all.len() - ATTRIBUTES_AT);
+        head[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+        [Bytes::copy_from_slice(&head), all.slice(BATCH_HEADER_LEN..)]
+    }
+
     /// Whether offsets inside the batch are not `0..recordCount`: `lastOffsetDelta + 1 !=
     /// recordCount` (checked without decoding), or an inner `offsetDelta` out of sequence
     /// (decodes the records). Brokers reject such batches from clients (Kafka `LogValidator`),
