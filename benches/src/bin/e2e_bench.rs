@@ -1,0 +1,933 @@
+//! End-to-end bench (issue 7): the real `strait run` process against a librdkafka mirror tuned
+//! the way MirrorMaker 2 users tune theirs, between two tansu clusters, on the same data.
+//!
+//! One row:
+//! 1. Two tansu clusters (source, target) start; the source gets topic `bench` (the workload)
+//!    and two latency topics `lat-strait`, `lat-base`.
+//! 2. `bench` is preloaded with our producer (fast), with the workload's record size, keys,
+//!    codec and source batching.
+//! 3. **Strait**: `target/release/strait run` is spawned with a generated `mm2.properties`
+//!    (flow `A->B`, topics `bench, lat-strait`). The bench polls the high watermarks of
+//!    `A.bench` on the target (`strait_benches::kafka::high_watermarks`, every 50 ms) until
+//!    they add up to the preloaded count. Its CPU (`utime + stime` of `/proc/<pid>/stat`) and
+//!    peak RSS (`VmHWM`) are read then.
+//! 4. **Latency**, with Strait still running: records carrying their creation time (ns since
+//!    the epoch, in the first 8 bytes of the value) are produced to `lat-strait` at a fixed
+//!    rate (default: half the rate Strait reached in step 3) with linger 0; an observer fetches
+//!    `A.lat-strait` on the target and computes, per record, observation time − creation time.
+//!    A second observer does the same on the source topic: the floor (produce + fetch) that any
+//!    mirror adds to. Both observers run in this process, fetch with `max_wait` 10 ms and decode
+//!    every record. Strait is then stopped with SIGTERM.
+//! 5. **Baseline**: this binary re-runs itself with `--baseline-child` — a librdkafka consumer
+//!    (assigned all partitions from the beginning) feeding a librdkafka producer that writes
+//!    each record, with its key, value, headers and timestamp, to the same partition of
+//!    `base.<topic>` on the target: `linger.ms=50`, `batch.size=1048576`, `acks=all`,
+//!    `enable.idempotence=true`, the source's codec. Steps 3-4 are repeated against it.
+//!
+//! Reported per mirror: MB/s and records/s of record values between the first record appearing
+//! on the target and the last, CPU seconds per GB of values (the mirror process only: not the
+//! brokers, not this process), peak RSS, time from process start to the first record on the
+//! target, and latency p50/p99. `--suite` runs the standard rows (1, 16, 256 and 1000
+//! partitions, a compressed keyed row and a small-batch row) and prints a summary.
+//!
+//! Run: `cargo build --release -p replicator --bin strait && cargo run --release -p
+//! strait-benches --bin e2e-bench -- --gb 0.5 --record-size 1024 --partitions 16 --codec none`
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use clap::Parser;
+use protocol_client::cluster::Cluster;
+use protocol_client::fetcher::{Fetcher, FetcherConfig, IsolationLevel};
+use protocol_client::producer::records::ProducerRecord;
+use protocol_client::producer::{Producer, ProducerConfig};
+use protocol_client::record::{split_batches, Compression, DecodeLimits};
+use strait_benches::proc_stats::{cpu_seconds, peak_rss_bytes};
+use strait_benches::table::{num, ratio, Table};
+use strait_benches::workload::{key, ValuePool};
+use strait_benches::{kafka, now_ns, GB, MB, MIB};
+use strait_tests::tansu::start_clusters;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "e2e-bench",
+    about = "Strait vs a tuned librdkafka mirror between two tansu clusters"
+)]
+struct Args {
+    /// Gigabytes of record values to replicate (10^9 bytes).
+    #[arg(long, default_value_t = 0.5)]
+    gb: f64,
+    /// Value size in bytes.
+    #[arg(long, default_value_t = 1024)]
+    record_size: usize,
+    /// Partitions of the replicated topic.
+    #[arg(long, default_value_t = 16)]
+    partitions: i32,
+    /// Codec of the source batches (and of the baseline's producer): none, gzip, snappy, lz4,
+    /// zstd.
+    #[arg(long, default_value = "none")]
+    codec: String,
+    /// Keyed records (10 000 keys, Kafka's murmur2 partitioner) instead of round-robin.
+    #[arg(long)]
+    keys: bool,
+    /// Source producer's batch size in bytes (the batches Strait forwards as they are).
+    #[arg(long, default_value_t = 64 * 1024)]
+    source_batch_bytes: usize,
+    /// Source producer's linger in ms.
+    #[arg(long, default_value_t = 5)]
+    source_linger_ms: u64,
+    /// Latency phase length in seconds (0 skips it).
+    #[arg(long, default_value_t = 10)]
+    latency_secs: u64,
+    /// Latency phase rate in records/s (default: half of Strait's measured rate).
+    #[arg(long)]
+    latency_rate: Option<f64>,
+    /// `max_wait` of the latency observers' fetches, in ms.
+    #[arg(long, default_value_t = 10)]
+    observer_wait_ms: u64,
+    /// Skip the librdkafka baseline.
+    #[arg(long)]
+    no_baseline: bool,
+    /// Record Strait's throughput phase with `perf record -g` into this file.
+    #[arg(long)]
+    perf: Option<PathBuf>,
+    /// The strait binary (default: target/release/strait, built if missing).
+    #[arg(long)]
+    strait_bin: Option<PathBuf>,
+    /// Run the standard rows and print a summary (other workload flags are ignored).
+    #[arg(long)]
+    suite: bool,
+    /// Internal: run as the baseline mirror.
+    #[arg(long, hide = true)]
+    baseline_child: bool,
+    /// Internal (baseline child): source bootstrap.
+    #[arg(long, hide = true)]
+    source: Option<String>,
+    /// Internal (baseline child): target bootstrap.
+    #[arg(long, hide = true)]
+    target: Option<String>,
+    /// Internal (baseline child): comma-separated topics to mirror.
+    #[arg(long, hide = true)]
+    topics: Option<String>,
+}
+
+fn main() -> Result<(), BoxError> {
+    let args = Args::parse();
+    if args.baseline_child {
+        return baseline_child(&args);
+    }
+    let strait = strait_binary(&args)?;
+    let rows: Vec<(String, Args)> = if args.suite {
+        suite(&args)
+    } else {
+        vec![(describe(&args), args.clone())]
+    };
+    let mut summary = Table::new([
+        "row",
+        "mirror",
+        "MB/s",
+        "records/s",
+        "CPU s/GB",
+        "peak RSS MiB",
+        "first record s",
+        "lat p50 ms",
+        "lat p99 ms",
+    ]);
+    for (name, row_args) in rows {
+        eprintln!("== {name} (load {})", load_average());
+        match run_row(&row_args, &strait) {
+            Ok(r) => {
+                println!("\n### {name}\n\n{}", r.table().render());
+                r.summary_rows(&name, &mut summary);
+            }
+            Err(e) => {
+                eprintln!("row {name} failed: {e}");
+                summary.row([name, format!("failed: {e}")]);
+            }
+        }
+    }
+    if args.suite {
+        println!(
+            "\n### Summary (load at end {})\n\n{}",
+            load_average(),
+            summary.render()
+        );
+    }
+    Ok(())
+}
+
+fn describe(a: &Args) -> String {
+    format!(
+        "{} partitions, {} B values, {} GB, codec {}, {}, source batches {} B linger {} ms",
+        a.partitions,
+        a.record_size,
+        a.gb,
+        a.codec,
+        if a.keys { "keyed" } else { "unkeyed" },
+        a.source_batch_bytes,
+        a.source_linger_ms
+    )
+}
+
+fn suite(base: &Args) -> Vec<(String, Args)> {
+    let row = |name: &str, partitions: i32, gb: f64, size: usize, codec: &str, keys: bool| {
+        let mut a = base.clone();
+        a.suite = false;
+        a.partitions = partitions;
+        a.gb = gb;
+        a.record_size = size;
+        a.codec = codec.into();
+        a.keys = keys;
+        (name.to_string(), a)
+    };
+    let mut rows = vec![
+        row("1 partition, 1 KiB", 1, 0.25, 1024, "none", false),
+        row("16 partitions, 1 KiB", 16, 0.5, 1024, "none", false),
+        row(
+            "16 partitions, 1 KiB, lz4, keyed",
+            16,
+            0.5,
+            1024,
+            "lz4",
+            true,
+        ),
+        row("256 partitions, 1 KiB", 256, 0.25, 1024, "none", false),
+        row("1000 partitions, 1 KiB", 1000, 0.1, 1024, "none", false),
+    ];
+    let mut small = row(
+        "small batches: 16 partitions, 100 B, linger 0, 1 KiB batches",
+        16,
+        0.05,
+        100,
+        "none",
+        false,
+    );
+    small.1.source_linger_ms = 0;
+    small.1.source_batch_bytes = 1024;
+    rows.push(small);
+    rows
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+fn codec(name: &str) -> Result<Compression, BoxError> {
+    Ok(match name {
+        "none" => Compression::None,
+        "gzip" => Compression::Gzip,
+        "snappy" => Compression::Snappy,
+        "lz4" => Compression::Lz4,
+        "zstd" => Compression::Zstd,
+        other => return Err(format!("unknown codec {other}").into()),
+    })
+}
+
+fn strait_binary(args: &Args) -> Result<PathBuf, BoxError> {
+    if let Some(p) = &args.strait_bin {
+        return Ok(p.clone());
+    }
+    let root = strait_benches::workspace_root();
+    let bin = root.join("target/release/strait");
+    if !bin.exists() && !args.baseline_child {
+        eprintln!("building target/release/strait");
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "--release", "-p", "replicator", "--bin", "strait"])
+            .current_dir(&root)
+            .status()?;
+        if !status.success() {
+            return Err("cargo build --release -p replicator --bin strait failed".into());
+        }
+    }
+    Ok(bin)
+}
+
+/// What one mirror achieved.
+#[derive(Debug, Clone)]
+struct MirrorResult {
+    records: u64,
+    value_bytes: u64,
+    /// Seconds from the first record on the target to the last.
+    secs: f64,
+    cpu_secs: f64,
+    peak_rss: u64,
+    first_record: f64,
+    latency: Option<Latency>,
+}
+
+impl MirrorResult {
+    fn mb_s(&self) -> f64 {
+        self.value_bytes as f64 / MB / self.secs
+    }
+    fn rec_s(&self) -> f64 {
+        self.records as f64 / self.secs
+    }
+    fn cpu_per_gb(&self) -> f64 {
+        self.cpu_secs / (self.value_bytes as f64 / GB)
+    }
+    fn rss_mib(&self) -> f64 {
+        self.peak_rss as f64 / MIB
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Latency {
+    rate: f64,
+    sent: u64,
+    seen: u64,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    floor_p50_ms: f64,
+    floor_p99_ms: f64,
+}
+
+#[derive(Debug)]
+struct RowResult {
+    preload_mb_s: f64,
+    strait: MirrorResult,
+    baseline: Option<MirrorResult>,
+}
+
+impl RowResult {
+    fn table(&self) -> Table {
+        let mut t = Table::new([
+            "mirror",
+            "MB/s",
+            "records/s",
+            "CPU s/GB",
+            "peak RSS MiB",
+            "first record s",
+            "latency rate rec/s",
+            "p50 ms",
+            "p99 ms",
+            "max ms",
+            "source floor p50/p99 ms",
+            "seen/sent",
+        ]);
+        let mut add = |name: &str, m: &MirrorResult| {
+            let l = m.latency.as_ref();
+            t.row([
+                name.to_string(),
+                num(m.mb_s(), 1),
+                num(m.rec_s(), 0),
+                num(m.cpu_per_gb(), 2),
+                num(m.rss_mib(), 1),
+                num(m.first_record, 2),
+                l.map_or("-".into(), |l| num(l.rate, 0)),
+                l.map_or("-".into(), |l| num(l.p50_ms, 1)),
+                l.map_or("-".into(), |l| num(l.p99_ms, 1)),
+                l.map_or("-".into(), |l| num(l.max_ms, 1)),
+                l.map_or("-".into(), |l| {
+                    format!("{}/{}", num(l.floor_p50_ms, 1), num(l.floor_p99_ms, 1))
+                }),
+                l.map_or("-".into(), |l| format!("{}/{}", l.seen, l.sent)),
+            ]);
+        };
+        add("strait", &self.strait);
+        if let Some(b) = &self.baseline {
+            add("librdkafka mirror", b);
+            let s = &self.strait;
+            let lat = |f: fn(&Latency) -> f64| match (&s.latency, &b.latency) {
+                (Some(x), Some(y)) => ratio(f(x), f(y)),
+                _ => "-".into(),
+            };
+            t.row([
+                "strait / baseline".to_string(),
+                ratio(s.mb_s(), b.mb_s()),
+                ratio(s.rec_s(), b.rec_s()),
+                ratio(s.cpu_per_gb(), b.cpu_per_gb()),
+                ratio(s.rss_mib(), b.rss_mib()),
+                ratio(s.first_record, b.first_record),
+                String::new(),
+                lat(|l| l.p50_ms),
+                lat(|l| l.p99_ms),
+                lat(|l| l.max_ms),
+            ]);
+        }
+        t.row([format!("(preload {} MB/s)", num(self.preload_mb_s, 1))]);
+        t
+    }
+
+    fn summary_rows(&self, name: &str, t: &mut Table) {
+        let mut add = |mirror: &str, m: &MirrorResult| {
+            t.row([
+                name.to_string(),
+                mirror.to_string(),
+                num(m.mb_s(), 1),
+                num(m.rec_s(), 0),
+                num(m.cpu_per_gb(), 2),
+                num(m.rss_mib(), 1),
+                num(m.first_record, 2),
+                m.latency.as_ref().map_or("-".into(), |l| num(l.p50_ms, 1)),
+                m.latency.as_ref().map_or("-".into(), |l| num(l.p99_ms, 1)),
+            ])
+        };
+        add("strait", &self.strait);
+        if let Some(b) = &self.baseline {
+            add("librdkafka", b);
+        }
+    }
+}
+
+fn run_row(args: &Args, strait: &PathBuf) -> Result<RowResult, BoxError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let brokers = start_clusters("e2e", 2);
+    let (src_addr, dst_addr) = (brokers[0].bootstrap(), brokers[1].bootstrap());
+    let n = ((args.gb * GB) / args.record_size as f64).round().max(1.0) as usize;
+    let lat_partitions = args.partitions.min(16);
+    let (source, target) = rt.block_on(async {
+        let s = kafka::connect(&src_addr).await?;
+        let t = kafka::connect(&dst_addr).await?;
+        kafka::create_topic(&s, "bench", args.partitions, &[]).await?;
+        kafka::create_topic(&s, "lat-strait", lat_partitions, &[]).await?;
+        kafka::create_topic(&s, "lat-base", lat_partitions, &[]).await?;
+        // Fresh clusters hand out the same first producer ids: without this the source batches
+        // would carry exactly the id, epoch and sequences Strait's target producer gets, and
+        // its header rewrite would find nothing to change, which never happens in production.
+        for _ in 0..3 {
+            Producer::new(s.clone(), ProducerConfig::default())
+                .await?
+                .close()
+                .await;
+        }
+        Ok::<_, protocol_client::Error>((s, t))
+    })?;
+
+    eprintln!("preloading {n} records of {} B", args.record_size);
+    let preload = rt.block_on(preload(&source, args, n))?;
+    let preload_mb_s = (n * args.record_size) as f64 / MB / preload;
+
+    // Strait.
+    let dir = tempfile::tempdir()?;
+    let cfg = dir.path().join("mm2.properties");
+    std::fs::write(&cfg, mm2_properties(&src_addr, &dst_addr))?;
+    let log = dir.path().join("strait.log");
+    let mut child = Command::new(strait)
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .env("STRAIT_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log)?)
+        .spawn()?;
+    let mut guard = ChildGuard(Some(child.id()));
+    let perf = match &args.perf {
+        Some(out) => Some(
+            Command::new("perf")
+                .args(["record", "-e", "cpu-clock", "-F", "999", "-g", "-o"])
+                .arg(out)
+                .args(["-p", &child.id().to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()?,
+        ),
+        None => None,
+    };
+    eprintln!("strait: replicating");
+    let result = rt.block_on(measure_mirror(&target, "A.bench", args, n, child.id()));
+    if let Some(p) = perf {
+        signal(p.id(), "INT");
+        let mut p = p;
+        let _ = p.wait();
+    }
+    let mut strait_result = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            let tail = std::fs::read_to_string(&log).unwrap_or_default();
+            return Err(format!("strait: {e}; log tail:\n{}", tail_lines(&tail, 20)).into());
+        }
+    };
+    if args.latency_secs > 0 {
+        let rate = args
+            .latency_rate
+            .unwrap_or(strait_result.rec_s() / 2.0)
+            .max(1.0);
+        eprintln!("strait: latency at {rate:.0} records/s");
+        strait_result.latency = Some(rt.block_on(latency_phase(
+            &source,
+            &target,
+            ("lat-strait", "A.lat-strait"),
+            lat_partitions,
+            rate,
+            args,
+        ))?);
+    }
+    signal(child.id(), "TERM");
+    wait_or_kill(&mut child, Duration::from_secs(15));
+    guard.0 = None;
+    let warnings = std::fs::read_to_string(&log).unwrap_or_default();
+    let errors: Vec<&str> = warnings.lines().filter(|l| l.contains("ERROR")).collect();
+    if !errors.is_empty() {
+        eprintln!("strait logged errors:\n{}", errors.join("\n"));
+    }
+
+    // Baseline.
+    let baseline = if args.no_baseline {
+        None
+    } else {
+        rt.block_on(async {
+            kafka::create_topic(&target, "base.bench", args.partitions, &[]).await?;
+            kafka::create_topic(&target, "base.lat-base", lat_partitions, &[]).await
+        })?;
+        let mut child = Command::new(std::env::current_exe()?)
+            .args([
+                "--baseline-child",
+                "--source",
+                &src_addr,
+                "--target",
+                &dst_addr,
+            ])
+            .args(["--topics", "bench,lat-base", "--codec", &args.codec])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("baseline.log"))?)
+            .spawn()?;
+        let mut guard = ChildGuard(Some(child.id()));
+        eprintln!("baseline: replicating");
+        let mut r = match rt.block_on(measure_mirror(&target, "base.bench", args, n, child.id())) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let tail =
+                    std::fs::read_to_string(dir.path().join("baseline.log")).unwrap_or_default();
+                return Err(format!("baseline: {e}; log tail:\n{}", tail_lines(&tail, 20)).into());
+            }
+        };
+        if args.latency_secs > 0 {
+            let rate = args
+                .latency_rate
+                .unwrap_or(strait_result.rec_s() / 2.0)
+                .max(1.0);
+            eprintln!("baseline: latency at {rate:.0} records/s");
+            r.latency = Some(rt.block_on(latency_phase(
+                &source,
+                &target,
+                ("lat-base", "base.lat-base"),
+                lat_partitions,
+                rate,
+                args,
+            ))?);
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        guard.0 = None;
+        Some(r)
+    };
+    drop(brokers);
+    Ok(RowResult {
+        preload_mb_s,
+        strait: strait_result,
+        baseline,
+    })
+}
+
+fn tail_lines(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Kills a child process on drop (error paths), by pid.
+#[derive(Debug)]
+struct ChildGuard(Option<u32>);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            signal(pid, "KILL");
+        }
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+fn wait_or_kill(child: &mut Child, within: Duration) {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!(
+        "process {} did not stop in {within:?}; killing it",
+        child.id()
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn mm2_properties(source: &str, target: &str) -> String {
+    format!(
+        "clusters = A, B\n\
+         A.bootstrap.servers = {source}\n\
+         B.bootstrap.servers = {target}\n\
+         A->B.enabled = true\n\
+         A->B.topics = bench, lat-strait\n\
+         replication.factor = 1\n\
+         offset-syncs.topic.replication.factor = 1\n\
+         checkpoints.topic.replication.factor = 1\n\
+         heartbeats.topic.replication.factor = 1\n\
+         offset.storage.replication.factor = 1\n\
+         sync.topic.acls.enabled = false\n"
+    )
+}
+
+async fn preload(source: &Arc<Cluster>, args: &Args, n: usize) -> Result<f64, BoxError> {
+    let pool = ValuePool::new(args.record_size, 4096);
+    let producer = Producer::new(
+        source.clone(),
+        ProducerConfig {
+            linger: Duration::from_millis(args.source_linger_ms),
+            batch_bytes: args.source_batch_bytes,
+            compression: codec(&args.codec)?,
+            ..ProducerConfig::default()
+        },
+    )
+    .await?;
+    let start = Instant::now();
+    let mut pending = std::collections::VecDeque::new();
+    for i in 0..n {
+        let rx = producer
+            .send_nowait(ProducerRecord {
+                topic: "bench".into(),
+                partition: if args.keys {
+                    None
+                } else {
+                    Some(i as i32 % args.partitions)
+                },
+                key: args.keys.then(|| key(i)),
+                value: Some(pool.get(i).clone()),
+                headers: Vec::new(),
+                timestamp: None,
+            })
+            .await?;
+        pending.push_back(rx);
+        if pending.len() > 100_000 {
+            pending.pop_front().expect("non-empty").await??;
+        }
+    }
+    producer.flush_records().await;
+    for rx in pending {
+        rx.await??;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    producer.close().await;
+    let total = kafka::total_records(source, "bench", args.partitions).await?;
+    if total != n as i64 {
+        return Err(format!("source holds {total} records after preloading {n}").into());
+    }
+    Ok(secs)
+}
+
+/// Polls `topic` on the target until it holds `n` records; returns the mirror's numbers.
+async fn measure_mirror(
+    target: &Arc<Cluster>,
+    topic: &str,
+    args: &Args,
+    n: usize,
+    pid: u32,
+) -> Result<MirrorResult, BoxError> {
+    let start = Instant::now();
+    let mut known = Vec::new();
+    let mut first: Option<Instant> = None;
+    let mut last_progress = (0i64, Instant::now());
+    loop {
+        // The remote topic may not exist yet: until it does, nothing has arrived.
+        let total = if target.leader(topic, 0).await.is_ok() {
+            kafka::high_watermarks(target, topic, args.partitions, &mut known).await?;
+            known.iter().sum()
+        } else {
+            0
+        };
+        let now = Instant::now();
+        if total > 0 && first.is_none() {
+            first = Some(now);
+        }
+        if total >= n as i64 {
+            let cpu_secs = cpu_seconds(Some(pid))?;
+            let peak_rss = peak_rss_bytes(Some(pid))?;
+            let first = first.unwrap_or(now);
+            return Ok(MirrorResult {
+                records: n as u64,
+                value_bytes: (n * args.record_size) as u64,
+                secs: (now - first).as_secs_f64().max(1e-3),
+                cpu_secs,
+                peak_rss,
+                first_record: (first - start).as_secs_f64(),
+                latency: None,
+            });
+        }
+        if total > last_progress.0 {
+            last_progress = (total, now);
+        } else if now - last_progress.1 > Duration::from_secs(60) {
+            return Err(format!("{topic}: stuck at {total} of {n} records for 60 s").into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Value of a latency probe: creation time (ns since the epoch) and sequence, padded.
+fn probe(seq: u64, size: usize, pad: &[u8]) -> Bytes {
+    let mut b = BytesMut::with_capacity(size.max(16));
+    b.put_u64(now_ns());
+    b.put_u64(seq);
+    let rest = size.saturating_sub(16).min(pad.len());
+    b.put_slice(&pad[..rest]);
+    b.freeze()
+}
+
+/// Fetches `topic` from offset 0 and records, per probe, observation − creation in ns.
+async fn observe(
+    cluster: Arc<Cluster>,
+    topic: String,
+    partitions: i32,
+    expect: Arc<std::sync::atomic::AtomicU64>,
+    deadline: Instant,
+    max_wait: Duration,
+) -> Result<Vec<u64>, BoxError> {
+    let limits = DecodeLimits::default();
+    let mut fetcher = Fetcher::new(
+        cluster,
+        FetcherConfig {
+            max_wait,
+            isolation: IsolationLevel::ReadUncommitted,
+            ..FetcherConfig::default()
+        },
+    );
+    for p in 0..partitions {
+        fetcher.assign(&topic, p, 0);
+    }
+    let mut out = Vec::new();
+    loop {
+        let want = expect.load(std::sync::atomic::Ordering::Acquire);
+        if (want != u64::MAX && out.len() as u64 >= want) || Instant::now() > deadline {
+            return Ok(out);
+        }
+        let fetched = match fetcher.poll().await {
+            Ok(f) => f,
+            // The remote topic may not be known yet.
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let now = now_ns();
+        for fp in fetched {
+            for batch in split_batches(fp.records) {
+                let batch = batch?;
+                if batch.next_offset() <= fp.fetch_offset || batch.is_control() {
+                    continue;
+                }
+                for r in batch.records(&limits)? {
+                    let r = r?;
+                    if r.offset(batch.base_offset()) < fp.fetch_offset {
+                        continue;
+                    }
+                    if let Some(v) = r.value.filter(|v| v.len() >= 8) {
+                        let sent = u64::from_be_bytes(v[..8].try_into().expect("8 bytes"));
+                        out.push(now.saturating_sub(sent));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn percentile(sorted: &[u64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted[i.min(sorted.len() - 1)] as f64 / 1e6
+}
+
+async fn latency_phase(
+    source: &Arc<Cluster>,
+    target: &Arc<Cluster>,
+    (src_topic, dst_topic): (&str, &str),
+    partitions: i32,
+    rate: f64,
+    args: &Args,
+) -> Result<Latency, BoxError> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let secs = args.latency_secs as f64;
+    let total = (rate * secs).round() as u64;
+    let deadline = Instant::now() + Duration::from_secs_f64(secs + 30.0);
+    let expect = Arc::new(AtomicU64::new(u64::MAX));
+    let src_obs = tokio::spawn(observe(
+        source.clone(),
+        src_topic.to_string(),
+        partitions,
+        expect.clone(),
+        deadline,
+        Duration::from_millis(args.observer_wait_ms),
+    ));
+    let dst_obs = tokio::spawn(observe(
+        target.clone(),
+        dst_topic.to_string(),
+        partitions,
+        expect.clone(),
+        deadline,
+        Duration::from_millis(args.observer_wait_ms),
+    ));
+    let producer = Producer::new(
+        source.clone(),
+        ProducerConfig {
+            linger: Duration::ZERO,
+            ..ProducerConfig::default()
+        },
+    )
+    .await?;
+    let pad = ValuePool::new(args.record_size, 1).get(0).clone();
+    let start = Instant::now();
+    let mut sent = 0u64;
+    let mut acks = Vec::with_capacity(total as usize);
+    while sent < total {
+        let due = ((start.elapsed().as_secs_f64() * rate) as u64).min(total);
+        while sent < due {
+            acks.push(
+                producer
+                    .send_nowait(ProducerRecord {
+                        topic: src_topic.to_string(),
+                        partition: Some((sent % partitions as u64) as i32),
+                        value: Some(probe(sent, args.record_size, &pad)),
+                        ..ProducerRecord::default()
+                    })
+                    .await?,
+            );
+            sent += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    producer.flush_records().await;
+    for a in acks {
+        a.await??;
+    }
+    producer.close().await;
+    expect.store(total, Ordering::Release);
+    let mut floor = src_obs.await??;
+    let mut lat = dst_obs.await??;
+    floor.sort_unstable();
+    lat.sort_unstable();
+    Ok(Latency {
+        rate,
+        sent: total,
+        seen: lat.len() as u64,
+        p50_ms: percentile(&lat, 0.50),
+        p99_ms: percentile(&lat, 0.99),
+        max_ms: percentile(&lat, 1.0),
+        floor_p50_ms: percentile(&floor, 0.50),
+        floor_p99_ms: percentile(&floor, 0.99),
+    })
+}
+
+/// The baseline mirror: librdkafka consumer → librdkafka producer, same partition, tuned as
+/// MirrorMaker 2 deployments are (`linger.ms=50`, `batch.size=1048576`, the source codec,
+/// `acks=all`, idempotent). Runs until killed.
+fn baseline_child(args: &Args) -> Result<(), BoxError> {
+    use rdkafka::config::ClientConfig as RdConfig;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Headers, Message};
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, ThreadedProducer};
+    use rdkafka::types::RDKafkaErrorCode;
+    use rdkafka::{Offset, TopicPartitionList};
+
+    let source = args.source.as_deref().ok_or("--source")?;
+    let target = args.target.as_deref().ok_or("--target")?;
+    let topics: Vec<&str> = args
+        .topics
+        .as_deref()
+        .ok_or("--topics")?
+        .split(',')
+        .collect();
+    let consumer: BaseConsumer = RdConfig::new()
+        .set("bootstrap.servers", source)
+        .set("group.id", "baseline-mirror")
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("log_level", "3")
+        .create()?;
+    let producer: ThreadedProducer<DefaultProducerContext> = RdConfig::new()
+        .set("bootstrap.servers", target)
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "50")
+        .set("batch.size", "1048576")
+        .set("message.max.bytes", "2097152")
+        .set("compression.type", args.codec.as_str())
+        .set("log_level", "3")
+        .create()?;
+    let md = consumer.fetch_metadata(None, Duration::from_secs(10))?;
+    let mut tpl = TopicPartitionList::new();
+    for t in md.topics() {
+        if topics.contains(&t.name()) {
+            for p in t.partitions() {
+                tpl.add_partition_offset(t.name(), p.id(), Offset::Beginning)?;
+            }
+        }
+    }
+    consumer.assign(&tpl)?;
+    let remote: std::collections::HashMap<String, String> = topics
+        .iter()
+        .map(|t| (t.to_string(), format!("base.{t}")))
+        .collect();
+    let mut stderr = std::io::stderr();
+    loop {
+        let m = match consumer.poll(Duration::from_millis(100)) {
+            None => continue,
+            Some(Err(e)) => {
+                let _ = writeln!(stderr, "baseline consume: {e}");
+                continue;
+            }
+            Some(Ok(m)) => m,
+        };
+        let Some(to) = remote.get(m.topic()) else {
+            continue;
+        };
+        let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(to).partition(m.partition());
+        if let Some(k) = m.key() {
+            rec = rec.key(k);
+        }
+        if let Some(v) = m.payload() {
+            rec = rec.payload(v);
+        }
+        if let Some(ts) = m.timestamp().to_millis() {
+            rec = rec.timestamp(ts);
+        }
+        if let Some(h) = m.headers() {
+            if h.count() > 0 {
+                rec = rec.headers(h.detach());
+            }
+        }
+        loop {
+            match producer.send(rec) {
+                Ok(()) => break,
+                Err((e, back)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
+                    std::thread::sleep(Duration::from_micros(200));
+                    rec = back;
+                }
+                Err((e, _)) => return Err(format!("baseline produce: {e}").into()),
+            }
+        }
+    }
+}
