@@ -124,11 +124,13 @@ pub struct Metadata {
 impl Metadata {
     /// The partition's info, if known.
     pub fn partition(&self, topic: &str, partition: i32) -> Option<&PartitionInfo> {
-        self.topics
-            .get(topic)?
-            .partitions
-            .iter()
-            .find(|p| p.partition == partition)
+        let partitions = &self.topics.get(topic)?.partitions;
+        // Sorted by index and normally dense: partition i is at position i.
+        usize::try_from(partition)
+            .ok()
+            .and_then(|i| partitions.get(i))
+            .filter(|p| p.partition == partition)
+            .or_else(|| partitions.iter().find(|p| p.partition == partition))
     }
 }
 

@@ -136,6 +136,7 @@ pub async fn fetch_once(
     let conn = cluster.connection(broker, ConnKind::Fetch).await?;
     let version = conn.version(ApiKey::Fetch)?;
     let mut topics: Vec<FetchTopic> = Vec::new();
+    let mut topic_index: HashMap<&str, usize> = HashMap::new();
     for p in positions {
         let fp = FetchPartition::default()
             .with_partition(p.partition)
@@ -143,13 +144,16 @@ pub async fn fetch_once(
             .with_fetch_offset(p.offset)
             .with_log_start_offset(-1)
             .with_partition_max_bytes(config.partition_max_bytes);
-        match topics.iter_mut().find(|t| *t.topic.0 == *p.topic) {
-            Some(t) => t.partitions.push(fp),
-            None => topics.push(
-                FetchTopic::default()
-                    .with_topic(TopicName(StrBytes::from_string(p.topic.to_string())))
-                    .with_partitions(vec![fp]),
-            ),
+        match topic_index.get(&*p.topic) {
+            Some(&i) => topics[i].partitions.push(fp),
+            None => {
+                topic_index.insert(&p.topic, topics.len());
+                topics.push(
+                    FetchTopic::default()
+                        .with_topic(TopicName(StrBytes::from_string(p.topic.to_string())))
+                        .with_partitions(vec![fp]),
+                );
+            }
         }
     }
     let req = FetchRequest::default()
@@ -166,17 +170,21 @@ pub async fn fetch_once(
     if let Some(e) = Error::broker(ApiKey::Fetch, who, None, resp.error_code, None) {
         return Err(e);
     }
+    let asked: HashMap<(&str, i32), (&Arc<str>, i64)> = positions
+        .iter()
+        .map(|q| ((&*q.topic, q.partition), (&q.topic, q.offset)))
+        .collect();
     let mut out = Vec::with_capacity(positions.len());
     for t in resp.responses {
-        let topic: Arc<str> = Arc::from(&*t.topic.0);
+        let name: &str = &t.topic.0;
+        let mut topic: Option<Arc<str>> = None;
         for p in t.partitions {
-            let fetch_offset = positions
-                .iter()
-                .find(|q| *q.topic == *topic && q.partition == p.partition_index)
-                .map(|q| q.offset)
-                .unwrap_or(-1);
+            let (topic, fetch_offset) = match asked.get(&(name, p.partition_index)) {
+                Some((t, offset)) => ((*t).clone(), *offset),
+                None => (topic.get_or_insert_with(|| Arc::from(name)).clone(), -1),
+            };
             out.push(FetchedPartition {
-                topic: topic.clone(),
+                topic,
                 partition: p.partition_index,
                 fetch_offset,
                 error: ResponseError::try_from_code(p.error_code),
@@ -417,12 +425,14 @@ impl Fetcher {
         }
         let cluster = &self.cluster;
         let config = &self.config;
-        let results = futures_join_all(by_leader.into_values().map(
-            |(broker, positions)| async move {
-                let r = fetch_once(cluster, &broker, config, &positions).await;
-                (broker, r)
-            },
-        ))
+        let results = join_all(
+            by_leader
+                .into_values()
+                .map(|(broker, positions)| async move {
+                    let r = fetch_once(cluster, &broker, config, &positions).await;
+                    (broker, r)
+                }),
+        )
         .await;
         let mut out = Vec::new();
         let mut refresh = false;
@@ -513,10 +523,9 @@ impl Fetcher {
     }
 }
 
-/// Runs futures concurrently on the current task and collects their outputs in order.
-pub(crate) async fn futures_join_all<F: std::future::Future>(
-    futs: impl IntoIterator<Item = F>,
-) -> Vec<F::Output> {
+/// Runs futures concurrently on the current task and collects their outputs in order (a small
+/// `futures::future::join_all`, to avoid the dependency).
+pub async fn join_all<F: std::future::Future>(futs: impl IntoIterator<Item = F>) -> Vec<F::Output> {
     let mut set = Vec::new();
     for f in futs {
         set.push(Box::pin(f));

@@ -628,7 +628,10 @@ impl Flow {
         fetcher: &mut Fetcher,
         assigned: &mut HashSet<(String, i32)>,
     ) -> Result<()> {
+        /// Partitions resumed at once (each resume is one or two fetches per cluster).
+        const RESUME_CONCURRENCY: usize = 64;
         let target_md = self.target.metadata();
+        let mut todo = Vec::new();
         for (topic, &partitions) in topics {
             let remote = self.remote_topic(topic);
             let remote_partitions = target_md
@@ -638,20 +641,26 @@ impl Flow {
                 .unwrap_or(0);
             for partition in 0..partitions.min(remote_partitions) {
                 let key = (topic.clone(), partition);
-                if assigned.contains(&key) {
-                    continue;
+                if !assigned.contains(&key) {
+                    let stored = stored.remove(&key);
+                    let mm2 = progress.get(&key).copied();
+                    todo.push((key, remote.clone(), stored, mm2));
                 }
-                let (map, position) = resume::resume_partition(
-                    self,
-                    topic,
-                    partition,
-                    &remote,
-                    stored.remove(&key),
-                    progress.get(&key).copied(),
-                )
-                .await?;
+            }
+        }
+        while !todo.is_empty() {
+            let mut chunk: Vec<_> = todo.drain(..todo.len().min(RESUME_CONCURRENCY)).collect();
+            let resumed = protocol_client::fetcher::join_all(chunk.iter_mut().map(
+                |((topic, partition), remote, stored, mm2)| {
+                    resume::resume_partition(self, topic, *partition, remote, stored.take(), *mm2)
+                },
+            ))
+            .await;
+            for (((topic, partition), remote, _, _), result) in chunk.into_iter().zip(resumed) {
+                let (map, position) = result?;
                 debug!(flow = %self.name(), %topic, partition, position, "assigned");
-                fetcher.assign(topic, partition, position);
+                fetcher.assign(&topic, partition, position);
+                let key = (topic, partition);
                 self.state
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -659,7 +668,7 @@ impl Flow {
                     .insert(
                         key.clone(),
                         PartitionState {
-                            remote_topic: remote.clone(),
+                            remote_topic: remote,
                             map,
                             emitter: SyncEmitter::new(self.config.offset_lag_max),
                             committed_next: None,
