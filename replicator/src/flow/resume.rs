@@ -47,10 +47,16 @@ async fn fetch_at(
     partition: i32,
     offset: i64,
     isolation: IsolationLevel,
+    probe: bool,
 ) -> Result<FetchedPartition> {
+    // A probe only needs the partition's offsets (high watermark, log start): ask for one byte
+    // (brokers still return one whole batch, KIP-74), so resuming many partitions is cheap.
+    let max_bytes = if probe { 1 } else { FetcherConfig::default().max_bytes };
     let config = FetcherConfig {
         max_wait: Duration::from_millis(10),
         isolation,
+        max_bytes,
+        partition_max_bytes: max_bytes.min(FetcherConfig::default().partition_max_bytes),
         ..FetcherConfig::default()
     };
     fetch_partition(cluster, topic, partition, offset, &config)
@@ -78,6 +84,7 @@ pub async fn resume_partition(
         partition,
         0,
         IsolationLevel::ReadUncommitted,
+        true,
     )
     .await?;
     let remote_end = probe.high_watermark;
@@ -109,7 +116,7 @@ pub async fn resume_partition(
             return Ok((map, p));
         }
         _ => {
-            let first = fetch_at(source, &c.source, topic, partition, 0, iso).await?;
+            let first = fetch_at(source, &c.source, topic, partition, 0, iso, true).await?;
             let start = match first.error {
                 Some(ResponseError::OffsetOutOfRange) | None => first.log_start_offset.max(0),
                 Some(e) => {
@@ -141,6 +148,7 @@ pub async fn resume_partition(
             partition,
             down,
             IsolationLevel::ReadUncommitted,
+            false,
         )
         .await?;
         let mut remote_batches: Vec<RecordBatch> = Vec::new();
@@ -158,7 +166,7 @@ pub async fn resume_partition(
         }
         let mut remote_iter = remote_batches.into_iter().peekable();
         while remote_iter.peek().is_some() {
-            let src = fetch_at(source, &c.source, topic, partition, up, iso).await?;
+            let src = fetch_at(source, &c.source, topic, partition, up, iso, false).await?;
             let steps =
                 plan(src.records, up, src.aborted, iso, flow.limits()).map_err(|source| {
                     Error::Record {
