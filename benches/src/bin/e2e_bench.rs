@@ -651,6 +651,7 @@ async fn measure_mirror(
     let mut known = Vec::new();
     let mut first: Option<Instant> = None;
     let mut last_progress = (0i64, Instant::now());
+    let mut last_draw = start;
     loop {
         // The remote topic may not exist yet: until it does, nothing has arrived.
         let total = if target.leader(topic, 0).await.is_ok() {
@@ -676,6 +677,40 @@ async fn measure_mirror(
                 first_record: (first - start).as_secs_f64(),
                 latency: None,
             });
+        }
+        // A one-line progress bar on stderr: redrawn in place twice a second on a terminal,
+        // a line every 5 s otherwise (logs).
+        let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let every = if tty {
+            Duration::from_millis(500)
+        } else {
+            Duration::from_secs(5)
+        };
+        if now - last_draw >= every || total >= n as i64 {
+            last_draw = now;
+            let done = (total.max(0) as f64 / n.max(1) as f64).min(1.0);
+            let width = 30;
+            let filled = (done * width as f64) as usize;
+            let mb = total.max(0) as f64 * args.record_size as f64 / 1e6;
+            let secs = first
+                .map(|f| (now - f).as_secs_f64())
+                .unwrap_or(0.0)
+                .max(1e-3);
+            let line = format!(
+                "  {topic} [{}{}] {:>5.1}% {total}/{n} records, {:.1} MB/s",
+                "#".repeat(filled),
+                "-".repeat(width - filled),
+                done * 100.0,
+                mb / secs
+            );
+            if tty {
+                eprint!("\r{line}");
+                if total >= n as i64 {
+                    eprintln!();
+                }
+            } else {
+                eprintln!("{line}");
+            }
         }
         if total > last_progress.0 {
             last_progress = (total, now);

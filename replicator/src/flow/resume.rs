@@ -51,7 +51,11 @@ async fn fetch_at(
 ) -> Result<FetchedPartition> {
     // A probe only needs the partition's offsets (high watermark, log start): ask for one byte
     // (brokers still return one whole batch, KIP-74), so resuming many partitions is cheap.
-    let max_bytes = if probe { 1 } else { FetcherConfig::default().max_bytes };
+    let max_bytes = if probe {
+        1
+    } else {
+        FetcherConfig::default().max_bytes
+    };
     let config = FetcherConfig {
         max_wait: Duration::from_millis(10),
         isolation,
