@@ -38,7 +38,8 @@ pub fn record_skip(test: &str, reason: &str) {
             .append(true)
             .open(dir.join("skipped.txt"))
         {
-            let _ = writeln!(f, "{test}: {reason}");
+            // One write per line: tests run in parallel and append to the same file.
+            let _ = f.write_all(format!("{test}: {reason}\n").as_bytes());
         }
     }
 }
