@@ -55,7 +55,7 @@ STRAIT_LOG=${STRAIT_LOG:-info} "$strait" run --config "$work/mm2.properties" 2>"
 spid=$!; pids+=($spid)
 want=$((records * 4))
 for _ in $(seq 1 300); do
-  got=$("$strait" sample summary --bootstrap "$B" 2>/dev/null | awk '$1 ~ /^A\.(orders|payments)$/ {s+=$5} END {print s+0}')
+  got=$("$strait" sample summary --bootstrap "$B" 2>/dev/null | awk '$1 ~ /^A\.(orders|payments)$/ {s+=$4} END {print s+0}')
   [ "$got" -ge "$want" ] && break
   sleep 0.2
 done
