@@ -12,6 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use protocol_client::record::{BatchBuilder, Compression, DecodeLimits, RecordBatch};
+use strait_benches::workload::value;
 
 const BATCH_SIZES: [(usize, &str); 3] = [
     (16 << 10, "16KiB"),
@@ -19,32 +20,6 @@ const BATCH_SIZES: [(usize, &str); 3] = [
     (1 << 20, "1MiB"),
 ];
 const RECORD_SIZES: [(usize, &str); 2] = [(100, "100B"), (1024, "1KiB")];
-
-/// Deterministic JSON-ish values: field names repeat, ids and payload vary, so codecs reach
-/// realistic ratios (about 2-4x) rather than compressing zeros.
-fn value(i: usize, size: usize, seed: &mut u64) -> Vec<u8> {
-    let mut v = format!(
-        r#"{{"id":{i},"user":"user-{}","event":"page_view","ts":{},"payload":""#,
-        i * 7919 % 10_007,
-        1_700_000_000_000u64 + i as u64
-    )
-    .into_bytes();
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    while v.len() + 2 < size {
-        *seed ^= *seed << 13;
-        *seed ^= *seed >> 7;
-        *seed ^= *seed << 17;
-        // Half random hex, half repeated words.
-        if *seed & 1 == 0 {
-            v.push(HEX[(*seed >> 8) as usize & 15]);
-        } else {
-            v.extend_from_slice(b"lorem ");
-        }
-    }
-    v.truncate(size.saturating_sub(2));
-    v.extend_from_slice(b"\"}");
-    v
-}
 
 /// A batch of about `batch_size` uncompressed bytes with `record_size`-byte values.
 fn build(codec: Compression, batch_size: usize, record_size: usize) -> (RecordBatch, usize) {
