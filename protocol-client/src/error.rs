@@ -100,6 +100,15 @@ impl Error {
         }
     }
 
+    /// Whether this is a TLS or SASL failure: a configuration problem that no retry fixes.
+    pub fn is_security(&self) -> bool {
+        match self {
+            Error::Conn(e) => e.is_security(),
+            Error::RetriesExhausted { last, .. } => last.is_security(),
+            _ => false,
+        }
+    }
+
     /// Whether trying again (after backoff, and a metadata refresh if
     /// [`needs_metadata_refresh`](Self::needs_metadata_refresh)) may succeed.
     pub fn is_retriable(&self) -> bool {

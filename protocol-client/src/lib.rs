@@ -13,5 +13,6 @@ pub mod group;
 pub mod producer;
 pub mod record;
 pub mod retry;
+pub mod security;
 
 pub use error::{Error, ResponseError, Result};

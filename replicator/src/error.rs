@@ -67,6 +67,7 @@ impl Error {
     /// Whether restarting the flow (after a pause) may get past the error.
     pub fn is_transient(&self) -> bool {
         match self {
+            Error::Client { source, .. } if source.is_security() => false,
             Error::Client { source, .. } => {
                 source.is_retriable()
                     || matches!(

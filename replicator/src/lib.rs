@@ -15,5 +15,6 @@ pub mod offsets;
 pub mod policy;
 pub mod run;
 pub mod sample;
+pub mod security;
 
 pub use error::{Error, Result};

@@ -165,6 +165,15 @@ async fn cmd_check(path: PathBuf) -> anyhow::Result<()> {
         config.clusters.len(),
         config.flows.len()
     );
+    for alias in aliases(&config) {
+        if let Some(c) = config.clusters.get(&alias) {
+            println!(
+                "cluster {alias}: {} via {}",
+                replicator::security::describe(c),
+                c.bootstrap_servers.join(",")
+            );
+        }
+    }
     let clusters = Clusters::connect(&config, &aliases(&config)).await?;
     let mut problems = 0;
     for (alias, cluster) in &clusters.clusters {

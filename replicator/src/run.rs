@@ -16,22 +16,18 @@ use crate::error::{Error, Result};
 use crate::flow::Flow;
 use crate::heartbeat::heartbeat_loop;
 
-/// Client settings for a cluster. TLS and SASL are not in this build yet: a cluster that asks
-/// for them is refused rather than contacted in plaintext.
+/// Client settings for a cluster, with its TLS connector and SASL credentials (files named by
+/// the settings are read here; problems are reported with the cluster's alias).
 pub fn client_config(cluster: &ClusterConfig) -> Result<ClientConfig> {
-    let protocol = cluster.client.security_protocol;
-    if protocol.uses_tls() || protocol.uses_sasl() {
-        return Err(Error::Unsupported(format!(
-            "{}.security.protocol={protocol:?}: TLS and SASL are not supported by this build of Strait yet",
-            cluster.alias
-        )));
-    }
+    let security = crate::security::cluster_security(cluster)?;
     let mut cfg = ClientConfig::new(&cluster.bootstrap_servers.join(","));
     cfg.conn.client_id = cluster
         .client
         .client_id
         .clone()
         .unwrap_or_else(|| format!("strait-{}", cluster.alias));
+    cfg.conn.tls = security.tls;
+    cfg.conn.sasl = security.sasl;
     Ok(cfg)
 }
 

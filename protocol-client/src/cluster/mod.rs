@@ -408,6 +408,7 @@ impl Cluster {
         for addr in &addrs {
             match self.connection_to(addr, ConnKind::Control).await {
                 Ok(conn) => return Ok(conn),
+                Err(e) if e.is_security() => return Err(e),
                 Err(e) => last = Some(e.to_string()),
             }
         }
@@ -434,6 +435,7 @@ impl Cluster {
                         last = Some(e.to_string());
                     }
                 },
+                Err(e) if e.is_security() => return Err(e),
                 Err(e) => last = Some(e.to_string()),
             }
         }

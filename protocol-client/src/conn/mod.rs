@@ -11,8 +11,12 @@
 //! treatment); a caller that gives up (dropped future or request timeout) removes its slot, and the
 //! late response is discarded when it arrives.
 //!
-//! The transport is TCP (`TCP_NODELAY`, optional socket buffer sizes); TLS and SASL slot in at
-//! [`Connection::connect`] between the TCP connect and the ApiVersions exchange.
+//! Setup ([`Connection::connect`]): TCP (`TCP_NODELAY`, optional socket buffer sizes), then the
+//! TLS handshake if configured, then ApiVersions, then SASL if configured ([`auth`]: SaslHandshake
+//! and SaslAuthenticate, and KIP-368 re-authentication before the session the broker granted
+//! expires; while it runs, other requests wait in the queue so nothing is interleaved with the
+//! SASL exchange). Security failures (an untrusted certificate, a wrong password, ...) are
+//! [`ConnError::Tls`] / [`ConnError::Auth`]: not transport errors, so they are never retried.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -29,6 +33,12 @@ use crate::codec::{
     self, decode_frame, decode_response, encode_request, ApiVersionTable, BufChain, CodecError,
     ResponseFrame,
 };
+use crate::security::sasl::SaslConfig;
+use crate::security::tls::{self, TlsConnector, TlsFailure};
+
+pub mod auth;
+
+pub use auth::AuthFailure;
 
 /// How many abandoned (timed out or cancelled) requests a connection tolerates before it is
 /// considered broken and closed.
@@ -52,6 +62,10 @@ pub struct ConnConfig {
     pub send_buffer_bytes: Option<u32>,
     /// `SO_RCVBUF`, if set.
     pub receive_buffer_bytes: Option<u32>,
+    /// TLS, if the listener speaks it (`SSL`, `SASL_SSL`).
+    pub tls: Option<TlsConnector>,
+    /// SASL, if the listener requires it (`SASL_PLAINTEXT`, `SASL_SSL`).
+    pub sasl: Option<SaslConfig>,
 }
 
 impl Default for ConnConfig {
@@ -63,6 +77,8 @@ impl Default for ConnConfig {
             max_frame_bytes: codec::DEFAULT_MAX_FRAME_BYTES,
             send_buffer_bytes: None,
             receive_buffer_bytes: None,
+            tls: None,
+            sasl: None,
         }
     }
 }
@@ -129,6 +145,24 @@ pub enum ConnError {
         /// Kafka error code.
         code: i16,
     },
+    /// TLS failed in a way only a configuration change can fix.
+    #[error("TLS with {broker}: {failure}")]
+    Tls {
+        /// Broker address.
+        broker: String,
+        /// What went wrong.
+        failure: TlsFailure,
+    },
+    /// SASL authentication failed.
+    #[error("SASL {mechanism} authentication with {broker} failed: {failure}")]
+    Auth {
+        /// Broker address.
+        broker: String,
+        /// Mechanism used.
+        mechanism: &'static str,
+        /// What went wrong (boxed: keeps every `Result` of the client small).
+        failure: Box<AuthFailure>,
+    },
 }
 
 impl ConnError {
@@ -143,10 +177,25 @@ impl ConnError {
                 | ConnError::Timeout { .. }
         )
     }
+
+    /// Whether this is a TLS or authentication failure (a configuration problem: retrying or
+    /// asking another broker of the same cluster will not help).
+    pub fn is_security(&self) -> bool {
+        matches!(self, ConnError::Tls { .. } | ConnError::Auth { .. })
+    }
 }
 
 type BoxRead = Box<dyn AsyncRead + Send + Unpin>;
 type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// What the writer task sends.
+enum Outgoing {
+    /// A request frame.
+    Frame(BufChain),
+    /// From here on, send only the frames of this channel until it closes (a SASL
+    /// re-authentication must not be interleaved with other requests).
+    Exclusive(mpsc::UnboundedReceiver<BufChain>),
+}
 
 struct Pending {
     tx: oneshot::Sender<Result<Bytes, String>>,
@@ -158,10 +207,14 @@ struct State {
     pending: HashMap<i32, Pending>,
     abandoned: HashSet<i32>,
     closed: Option<String>,
+    /// A TLS-level cause of the failure, kept so setup can report it as [`ConnError::Tls`].
+    tls_failure: Option<TlsFailure>,
 }
 
 struct Shared {
     broker: String,
+    /// Whether the transport is TLS (a plaintext connection sniffs for TLS answers).
+    tls: bool,
     state: Mutex<State>,
 }
 
@@ -173,6 +226,12 @@ impl Shared {
     }
 
     /// Closes the connection with `reason` and fails every in-flight request.
+    fn fail_tls(&self, failure: TlsFailure) {
+        let reason = failure.to_string();
+        self.lock().tls_failure.get_or_insert(failure);
+        self.fail_all(reason);
+    }
+
     fn fail_all(&self, reason: String) {
         let pending = {
             let mut st = self.lock();
@@ -227,39 +286,110 @@ impl Drop for AbortOnDrop {
 /// A live connection to one broker. Cheap to share behind an `Arc`; dropping the last handle
 /// closes it.
 pub struct Connection {
-    shared: Arc<Shared>,
-    tx: mpsc::UnboundedSender<BufChain>,
-    versions: ApiVersionTable,
-    config: ConnConfig,
+    req: Requester,
+    /// When SASL granted a session lifetime, the task that re-authenticates before it ends.
+    reauth: Mutex<Option<AbortOnDrop>>,
     _reader: AbortOnDrop,
     _writer: AbortOnDrop,
+}
+
+/// The request-sending half of a connection (the connection itself, and its re-authentication
+/// task, hold one each).
+#[derive(Clone)]
+struct Requester {
+    shared: Arc<Shared>,
+    tx: mpsc::UnboundedSender<Outgoing>,
+    versions: ApiVersionTable,
+    config: ConnConfig,
 }
 
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connection")
-            .field("broker", &self.shared.broker)
-            .field("closed", &self.shared.lock().closed)
+            .field("broker", &self.req.shared.broker)
+            .field("tls", &self.req.shared.tls)
+            .field("closed", &self.req.shared.lock().closed)
             .finish()
     }
 }
 
 impl Connection {
-    /// Connects to `broker` (`host:port`) and negotiates API versions.
+    /// Connects to `broker` (`host:port`), runs the TLS handshake if configured, negotiates
+    /// API versions and authenticates with SASL if configured.
     pub async fn connect(broker: &str, config: &ConnConfig) -> Result<Connection, ConnError> {
         let stream = tcp_connect(broker, config).await?;
-        let (rd, wr) = stream.into_split();
-        let mut conn = Connection::start(broker, Box::new(rd), Box::new(wr), config.clone());
-        // TLS and SASL hook in here (security issue): the transport above is swapped for a TLS
-        // stream, and SASL runs after ApiVersions below.
-        conn.versions = conn.negotiate_versions().await?;
+        let mut conn = match &config.tls {
+            None => {
+                let (rd, wr) = stream.into_split();
+                Connection::start_with(broker, Box::new(rd), Box::new(wr), config.clone(), false)
+            }
+            Some(tls) => {
+                let host = host_of(broker);
+                let handshake = tls.handshake(host, stream);
+                let stream = match tokio::time::timeout(config.connect_timeout, handshake).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(failure)) => {
+                        warn!(broker, %failure, "TLS handshake failed");
+                        return Err(ConnError::Tls {
+                            broker: broker.to_string(),
+                            failure,
+                        });
+                    }
+                    Err(_) => {
+                        return Err(ConnError::Tls {
+                            broker: broker.to_string(),
+                            failure: TlsFailure::NotTls(format!(
+                                "no TLS answer within {:?}",
+                                config.connect_timeout
+                            )),
+                        })
+                    }
+                };
+                let (rd, wr) = tokio::io::split(stream);
+                Connection::start_with(broker, Box::new(rd), Box::new(wr), config.clone(), true)
+            }
+        };
+        conn.req.versions = match conn.req.negotiate_versions().await {
+            Ok(v) => v,
+            Err(e) => return Err(conn.req.setup_error(e, "ApiVersions")),
+        };
+        if let Some(sasl) = &config.sasl {
+            let lifetime = auth::authenticate(&conn.req, sasl)
+                .await
+                .map_err(|e| conn.req.setup_error(e, "SASL authentication"))?;
+            if let Some(lifetime) = lifetime {
+                let task = tokio::spawn(auth::reauthenticate_loop(
+                    conn.req.clone(),
+                    sasl.clone(),
+                    lifetime,
+                ));
+                *conn.reauth.get_mut().unwrap_or_else(|p| p.into_inner()) = Some(AbortOnDrop(task));
+            }
+        }
+        debug!(
+            broker,
+            tls = config.tls.is_some(),
+            sasl = config.sasl.as_ref().map(|s| s.mechanism_name()),
+            "connected"
+        );
         Ok(conn)
     }
 
-    /// Wraps an already-connected transport (tests use in-memory streams).
+    /// Wraps an already-connected plaintext transport (tests use in-memory streams).
     pub fn start(broker: &str, rd: BoxRead, wr: BoxWrite, config: ConnConfig) -> Connection {
+        Connection::start_with(broker, rd, wr, config, false)
+    }
+
+    fn start_with(
+        broker: &str,
+        rd: BoxRead,
+        wr: BoxWrite,
+        config: ConnConfig,
+        tls: bool,
+    ) -> Connection {
         let shared = Arc::new(Shared {
             broker: broker.to_string(),
+            tls,
             state: Mutex::new(State {
                 next_correlation: 1,
                 ..State::default()
@@ -269,12 +399,102 @@ impl Connection {
         let reader = tokio::spawn(read_loop(shared.clone(), rd, config.max_frame_bytes));
         let writer = tokio::spawn(write_loop(shared.clone(), wr, rx));
         Connection {
-            shared,
-            tx,
-            versions: ApiVersionTable::default(),
-            config,
+            req: Requester {
+                shared,
+                tx,
+                versions: ApiVersionTable::default(),
+                config,
+            },
+            reauth: Mutex::new(None),
             _reader: AbortOnDrop(reader),
             _writer: AbortOnDrop(writer),
+        }
+    }
+
+    /// The broker this connection talks to.
+    pub fn broker(&self) -> &str {
+        &self.req.shared.broker
+    }
+
+    /// The broker's API versions.
+    pub fn versions(&self) -> &ApiVersionTable {
+        &self.req.versions
+    }
+
+    /// The highest version of `api` both sides support.
+    pub fn version(&self, api: ApiKey) -> Result<i16, ConnError> {
+        self.req.version(api)
+    }
+
+    /// Whether the connection has failed or been closed.
+    pub fn is_closed(&self) -> bool {
+        self.req.shared.lock().closed.is_some() || self.req.tx.is_closed()
+    }
+
+    /// Sends a request at the highest common version and waits for its response.
+    pub async fn send<R: Request>(&self, request: &R) -> Result<R::Response, ConnError> {
+        self.req.send(request).await
+    }
+
+    /// Sends a request at `version` and waits for its response.
+    pub async fn send_versioned<R: Request>(
+        &self,
+        request: &R,
+        version: i16,
+    ) -> Result<R::Response, ConnError> {
+        self.req.send_versioned(request, version).await
+    }
+
+    /// Sends a pre-encoded request (built by `encode` for the correlation id it is given) and
+    /// returns the response after the correlation id. Used for zero-copy Produce requests.
+    pub async fn roundtrip(
+        &self,
+        api: ApiKey,
+        encode: impl FnOnce(i32) -> Result<BufChain, CodecError>,
+    ) -> Result<Bytes, ConnError> {
+        self.req.begin(api, encode)?.response().await
+    }
+
+    /// Queues a request on the connection now (synchronously: requests started one after
+    /// another reach the socket in that order) and returns a handle to await its response.
+    pub fn begin(
+        &self,
+        api: ApiKey,
+        encode: impl FnOnce(i32) -> Result<BufChain, CodecError>,
+    ) -> Result<InFlight, ConnError> {
+        self.req.begin(api, encode)
+    }
+}
+
+/// The host part of `host:port` (IPv6 literals in brackets lose them).
+fn host_of(broker: &str) -> &str {
+    let host = broker.rsplit_once(':').map_or(broker, |(h, _)| h);
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+}
+
+impl Requester {
+    /// Turns a failure during connection setup into the most telling error: a TLS cause seen
+    /// by the reader, or a hint when the broker hung up on the very first request.
+    fn setup_error(&self, e: ConnError, step: &str) -> ConnError {
+        let broker = self.shared.broker.clone();
+        if let Some(failure) = self.shared.lock().tls_failure.clone() {
+            return ConnError::Tls { broker, failure };
+        }
+        match e {
+            ConnError::Closed { reason, .. } => ConnError::Closed {
+                broker,
+                reason: format!(
+                    "{reason} during {step}{}",
+                    if self.shared.tls {
+                        ""
+                    } else {
+                        " (if the listener uses TLS or SASL, set security.protocol to match)"
+                    }
+                ),
+            },
+            other => other,
         }
     }
 
@@ -328,36 +548,21 @@ impl Connection {
         })
     }
 
-    /// The broker this connection talks to.
-    pub fn broker(&self) -> &str {
-        &self.shared.broker
-    }
-
-    /// The broker's API versions.
-    pub fn versions(&self) -> &ApiVersionTable {
-        &self.versions
-    }
-
     /// The highest version of `api` both sides support.
-    pub fn version(&self, api: ApiKey) -> Result<i16, ConnError> {
+    fn version(&self, api: ApiKey) -> Result<i16, ConnError> {
         self.versions
             .pick(api)
             .map_err(|source| self.codec_err(source))
     }
 
-    /// Whether the connection has failed or been closed.
-    pub fn is_closed(&self) -> bool {
-        self.shared.lock().closed.is_some() || self.tx.is_closed()
-    }
-
     /// Sends a request at the highest common version and waits for its response.
-    pub async fn send<R: Request>(&self, request: &R) -> Result<R::Response, ConnError> {
+    async fn send<R: Request>(&self, request: &R) -> Result<R::Response, ConnError> {
         let version = self.version(codec::header::api_key_of::<R>())?;
         self.send_versioned(request, version).await
     }
 
     /// Sends a request at `version` and waits for its response.
-    pub async fn send_versioned<R: Request>(
+    async fn send_versioned<R: Request>(
         &self,
         request: &R,
         version: i16,
@@ -374,7 +579,7 @@ impl Connection {
 
     /// Sends a pre-encoded request (built by `encode` for the correlation id it is given) and
     /// returns the response after the correlation id. Used for zero-copy Produce requests.
-    pub async fn roundtrip(
+    async fn roundtrip(
         &self,
         api: ApiKey,
         encode: impl FnOnce(i32) -> Result<BufChain, CodecError>,
@@ -384,10 +589,23 @@ impl Connection {
 
     /// Queues a request on the connection now (synchronously: requests started one after
     /// another reach the socket in that order) and returns a handle to await its response.
-    pub fn begin(
+    fn begin(
         &self,
         api: ApiKey,
         encode: impl FnOnce(i32) -> Result<BufChain, CodecError>,
+    ) -> Result<InFlight, ConnError> {
+        self.begin_on(api, encode, |frame| {
+            self.tx.send(Outgoing::Frame(frame)).map_err(|_| ())
+        })
+    }
+
+    /// Registers a request and hands its frame to `queue` while holding the state lock (so
+    /// requests reach the socket in correlation order).
+    fn begin_on(
+        &self,
+        api: ApiKey,
+        encode: impl FnOnce(i32) -> Result<BufChain, CodecError>,
+        queue: impl FnOnce(BufChain) -> Result<(), ()>,
     ) -> Result<InFlight, ConnError> {
         let mut st = self.shared.lock();
         if let Some(reason) = &st.closed {
@@ -398,8 +616,7 @@ impl Connection {
         let frame = encode(corr).map_err(|source| self.codec_err(source))?;
         let (tx, rx) = oneshot::channel();
         st.pending.insert(corr, Pending { tx });
-        // Queue while holding the lock so requests reach the socket in correlation order.
-        if self.tx.send(frame).is_err() {
+        if queue(frame).is_err() {
             st.pending.remove(&corr);
             return Err(self.closed_err("writer stopped".into()));
         }
@@ -553,6 +770,10 @@ async fn read_loop(shared: Arc<Shared>, mut rd: BoxRead, max_frame: usize) {
                 }
                 Ok(None) => break,
                 Err(e) => {
+                    if !shared.tls && tls::looks_like_tls_record(&buf) {
+                        shared.fail_tls(TlsFailure::PlaintextToTls);
+                        return;
+                    }
                     warn!(broker = %shared.broker, error = %e, "bad frame, closing connection");
                     shared.fail_all(format!("bad frame: {e}"));
                     return;
@@ -564,6 +785,10 @@ async fn read_loop(shared: Arc<Shared>, mut rd: BoxRead, max_frame: usize) {
         }
         match rd.read_buf(&mut buf).await {
             Ok(0) => {
+                if !shared.tls && tls::looks_like_tls_record(&buf) {
+                    shared.fail_tls(TlsFailure::PlaintextToTls);
+                    return;
+                }
                 let reason = if buf.is_empty() {
                     "closed by the broker".to_string()
                 } else {
@@ -577,6 +802,13 @@ async fn read_loop(shared: Arc<Shared>, mut rd: BoxRead, max_frame: usize) {
             }
             Ok(_) => {}
             Err(e) => {
+                if shared.tls {
+                    let failure = tls::classify_io(&e, false);
+                    if !matches!(failure, TlsFailure::Handshake(_)) {
+                        shared.fail_tls(failure);
+                        return;
+                    }
+                }
                 shared.fail_all(format!("read error: {e}"));
                 return;
             }
@@ -605,19 +837,40 @@ fn dispatch(shared: &Shared, frame: Bytes) -> Result<(), String> {
 async fn write_loop(
     shared: Arc<Shared>,
     mut wr: BoxWrite,
-    mut rx: mpsc::UnboundedReceiver<BufChain>,
+    mut rx: mpsc::UnboundedReceiver<Outgoing>,
 ) {
     const COALESCE_BYTES: usize = 4 * 1024 * 1024;
-    while let Some(mut chain) = rx.recv().await {
-        while chain.remaining() < COALESCE_BYTES {
-            match rx.try_recv() {
-                Ok(more) => chain.append(more),
-                Err(_) => break,
+    let mut next = rx.recv().await;
+    while let Some(item) = next.take() {
+        match item {
+            Outgoing::Frame(mut chain) => {
+                // Coalesce what is queued behind it, up to an exclusive section.
+                while chain.remaining() < COALESCE_BYTES {
+                    match rx.try_recv() {
+                        Ok(Outgoing::Frame(more)) => chain.append(more),
+                        Ok(exclusive) => {
+                            next = Some(exclusive);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                if let Err(e) = wr.write_all_buf(&mut chain).await {
+                    shared.fail_all(format!("write error: {e}"));
+                    return;
+                }
+            }
+            Outgoing::Exclusive(mut only) => {
+                while let Some(mut chain) = only.recv().await {
+                    if let Err(e) = wr.write_all_buf(&mut chain).await {
+                        shared.fail_all(format!("write error: {e}"));
+                        return;
+                    }
+                }
             }
         }
-        if let Err(e) = wr.write_all_buf(&mut chain).await {
-            shared.fail_all(format!("write error: {e}"));
-            return;
+        if next.is_none() {
+            next = rx.recv().await;
         }
     }
     let _ = wr.shutdown().await;

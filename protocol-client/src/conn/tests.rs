@@ -21,12 +21,12 @@ fn pair() -> (Connection, DuplexStream) {
     let (client, server) = tokio::io::duplex(1 << 20);
     let (rd, wr) = tokio::io::split(client);
     let mut conn = Connection::start("test-broker", Box::new(rd), Box::new(wr), config());
-    conn.versions = ApiVersionTable::from_response(&ApiVersionsResponse::default().with_api_keys(
-        vec![ApiVersion::default()
+    conn.req.versions = ApiVersionTable::from_response(
+        &ApiVersionsResponse::default().with_api_keys(vec![ApiVersion::default()
             .with_api_key(ApiKey::Metadata as i16)
             .with_min_version(0)
-            .with_max_version(12)],
-    ));
+            .with_max_version(12)]),
+    );
     (conn, server)
 }
 
@@ -165,7 +165,7 @@ async fn timed_out_and_cancelled_callers_free_their_slot() {
     let (corr2, _, _) = read_request(&mut server).await;
     cancelled.abort();
     let _ = cancelled.await;
-    assert!(conn.shared.lock().pending.is_empty(), "no leaked slots");
+    assert!(conn.req.shared.lock().pending.is_empty(), "no leaked slots");
     // Late responses are discarded; the connection keeps working.
     write_metadata_response(&mut server, corr1, v, 1).await;
     write_metadata_response(&mut server, corr2, v, 2).await;
@@ -175,7 +175,7 @@ async fn timed_out_and_cancelled_callers_free_their_slot() {
     write_metadata_response(&mut server, corr3, v, 3).await;
     assert_eq!(ok.await.unwrap().unwrap().throttle_time_ms, 3);
     assert!(!conn.is_closed());
-    assert!(conn.shared.lock().abandoned.is_empty());
+    assert!(conn.req.shared.lock().abandoned.is_empty());
 }
 
 #[tokio::test]
@@ -257,4 +257,171 @@ async fn connect_to_a_closed_port_is_a_connect_error() {
         .unwrap_err();
     assert!(matches!(err, ConnError::Connect { .. }), "{err}");
     assert!(err.is_transport());
+}
+
+/// Writes a response frame (header v0 unless `flexible`).
+async fn write_response<M: Encodable>(
+    s: &mut tokio::net::TcpStream,
+    corr: i32,
+    flexible: bool,
+    msg: &M,
+    version: i16,
+) {
+    let mut body = BytesMut::new();
+    body.put_i32(corr);
+    if flexible {
+        body.put_u8(0);
+    }
+    msg.encode(&mut body, version).unwrap();
+    s.write_i32(body.len() as i32).await.unwrap();
+    s.write_all(&body).await.unwrap();
+}
+
+async fn read_tcp_request(s: &mut tokio::net::TcpStream) -> Option<(i16, i32, i16, Bytes)> {
+    let len = s.read_i32().await.ok()? as usize;
+    let mut buf = vec![0u8; len];
+    s.read_exact(&mut buf).await.ok()?;
+    let mut b = Bytes::from(buf);
+    let h = kafka_protocol::protocol::decode_request_header_from_buffer(&mut b).unwrap();
+    Some((
+        h.request_api_key,
+        h.correlation_id,
+        h.request_api_version,
+        b,
+    ))
+}
+
+/// KIP-368: with a session lifetime, the client authenticates again before it ends, and no other
+/// request is written between SaslHandshake and the end of the SaslAuthenticate exchange, even
+/// while other requests keep being issued.
+#[tokio::test]
+async fn sasl_reauthenticates_before_the_session_ends_without_interleaving() {
+    use crate::security::sasl::SaslConfig;
+    use crate::security::Secret;
+    use kafka_protocol::messages::{SaslAuthenticateResponse, SaslHandshakeResponse};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let lifetime_ms = 300i64;
+    let server = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        // (api key, sequence) of everything the client sent after the first authentication.
+        let mut log: Vec<(i16, std::time::Instant)> = Vec::new();
+        let mut handshakes = 0;
+        while let Some((api, corr, version, body)) = read_tcp_request(&mut s).await {
+            log.push((api, std::time::Instant::now()));
+            match ApiKey::try_from(api).unwrap() {
+                ApiKey::ApiVersions => {
+                    let keys = [
+                        (ApiKey::ApiVersions, 0, 3),
+                        (ApiKey::Metadata, 0, 12),
+                        (ApiKey::SaslHandshake, 0, 1),
+                        (ApiKey::SaslAuthenticate, 0, 2),
+                    ]
+                    .iter()
+                    .map(|(k, lo, hi)| {
+                        ApiVersion::default()
+                            .with_api_key(*k as i16)
+                            .with_min_version(*lo)
+                            .with_max_version(*hi)
+                    })
+                    .collect();
+                    let resp = ApiVersionsResponse::default().with_api_keys(keys);
+                    write_response(&mut s, corr, false, &resp, version).await;
+                }
+                ApiKey::SaslHandshake => {
+                    handshakes += 1;
+                    let resp = SaslHandshakeResponse::default();
+                    write_response(&mut s, corr, false, &resp, version).await;
+                }
+                ApiKey::SaslAuthenticate => {
+                    // PLAIN: \0user\0password
+                    let mut b = body;
+                    let req = <kafka_protocol::messages::SaslAuthenticateRequest as kafka_protocol::protocol::Decodable>::decode(&mut b, version).unwrap();
+                    assert_eq!(&req.auth_bytes[..], b"\0alice\0pw");
+                    let resp =
+                        SaslAuthenticateResponse::default().with_session_lifetime_ms(lifetime_ms);
+                    write_response(&mut s, corr, version >= 2, &resp, version).await;
+                    if handshakes == 3 {
+                        return log;
+                    }
+                }
+                ApiKey::Metadata => {
+                    write_metadata_tcp(&mut s, corr, version).await;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        log
+    });
+    let cfg = ConnConfig {
+        sasl: Some(SaslConfig::Plain {
+            username: "alice".into(),
+            password: Secret::new("pw"),
+        }),
+        ..config()
+    };
+    let conn = Arc::new(Connection::connect(&addr.to_string(), &cfg).await.unwrap());
+    let started = std::time::Instant::now();
+    // Keep requests flowing, several in flight at a time, until the server has seen two
+    // re-authentications.
+    let pump = {
+        let conn = conn.clone();
+        tokio::spawn(async move {
+            loop {
+                let mut waits = Vec::new();
+                for _ in 0..4 {
+                    let c = conn.clone();
+                    waits.push(tokio::spawn(async move {
+                        c.send(&MetadataRequest::default()).await
+                    }));
+                }
+                for w in waits {
+                    if w.await.unwrap().is_err() {
+                        return;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    let log = tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("two re-authentications within 10 s")
+        .unwrap();
+    pump.abort();
+    let hs = ApiKey::SaslHandshake as i16;
+    let au = ApiKey::SaslAuthenticate as i16;
+    let positions: Vec<usize> = log
+        .iter()
+        .enumerate()
+        .filter(|(_, (k, _))| *k == hs)
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(positions.len(), 3, "{log:?}");
+    for &p in &positions {
+        assert_eq!(
+            log[p + 1].0,
+            au,
+            "request after SaslHandshake at {p}: {log:?}"
+        );
+    }
+    // Metadata requests flowed between the re-authentications.
+    let metadata = log
+        .iter()
+        .filter(|(k, _)| *k == ApiKey::Metadata as i16)
+        .count();
+    assert!(metadata > 10, "only {metadata} metadata requests");
+    // Each re-authentication came between 85 % and 95 % (plus scheduling slack) of the lifetime.
+    let first = log[positions[1]].1.duration_since(started);
+    assert!(
+        first >= Duration::from_millis(250) && first < Duration::from_millis(600),
+        "{first:?}"
+    );
+    assert!(!conn.is_closed());
+}
+
+async fn write_metadata_tcp(s: &mut tokio::net::TcpStream, corr: i32, version: i16) {
+    let resp = MetadataResponse::default();
+    write_response(s, corr, version >= 9, &resp, version).await;
 }
