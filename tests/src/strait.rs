@@ -56,7 +56,18 @@ pub struct StraitProcess {
 impl StraitProcess {
     /// Starts `strait run --config <file>`.
     pub fn start(config_text: &str, dir: &std::path::Path) -> StraitProcess {
-        let cfg = dir.join("mm2.properties");
+        StraitProcess::start_with("mm2.properties", config_text, dir, &[])
+    }
+
+    /// Starts `strait run --config <dir>/<file_name>` (the name's extension picks the format:
+    /// `.properties` or `.yaml` for Strimzi) with extra environment variables.
+    pub fn start_with(
+        file_name: &str,
+        config_text: &str,
+        dir: &std::path::Path,
+        env: &[(&str, &str)],
+    ) -> StraitProcess {
+        let cfg = dir.join(file_name);
         std::fs::write(&cfg, config_text).expect("write config");
         let log = dir.join(format!("strait-{}.log", crate::unique("run")));
         let f = std::fs::File::create(&log).expect("log file");
@@ -67,6 +78,7 @@ impl StraitProcess {
                 "STRAIT_LOG",
                 std::env::var("STRAIT_TEST_LOG").unwrap_or("info".into()),
             )
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(f.try_clone().expect("dup"))
             .stderr(f)
@@ -75,6 +87,22 @@ impl StraitProcess {
         StraitProcess {
             child: Some(child),
             log,
+        }
+    }
+
+    /// Waits up to `within` for the process to exit by itself.
+    pub fn wait_exit(&mut self, within: std::time::Duration) -> Option<std::process::ExitStatus> {
+        let c = self.child.as_mut()?;
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Ok(Some(s)) = c.try_wait() {
+                self.child = None;
+                return Some(s);
+            }
+            if std::time::Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
         }
     }
 
@@ -119,4 +147,37 @@ impl Drop for StraitProcess {
             eprintln!("---- strait log ----\n{}", self.log());
         }
     }
+}
+
+/// Runs `strait <args>` to completion (killed after `timeout`) with extra environment
+/// variables; returns the exit status (`None` if it had to be killed) and stdout + stderr.
+pub fn strait_command(
+    args: &[&str],
+    env: &[(&str, &str)],
+    timeout: std::time::Duration,
+) -> (Option<std::process::ExitStatus>, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = dir.path().join("out.log");
+    let f = std::fs::File::create(&log).expect("log file");
+    let mut child = Command::new(strait_binary())
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(f.try_clone().expect("dup"))
+        .stderr(f)
+        .spawn()
+        .expect("spawn strait");
+    let deadline = std::time::Instant::now() + timeout;
+    let status = loop {
+        if let Ok(Some(s)) = child.try_wait() {
+            break Some(s);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    (status, std::fs::read_to_string(&log).unwrap_or_default())
 }

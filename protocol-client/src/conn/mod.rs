@@ -351,7 +351,27 @@ impl Connection {
         };
         conn.req.versions = match conn.req.negotiate_versions().await {
             Ok(v) => v,
-            Err(e) => return Err(conn.req.setup_error(e, "ApiVersions")),
+            Err(e) => {
+                // A plaintext connection hung up on before the first answer: many TLS
+                // terminators reset a non-TLS client without a byte to recognise. Ask the
+                // listener for a TLS handshake on a fresh connection to say so.
+                if config.tls.is_none()
+                    && matches!(e, ConnError::Closed { .. })
+                    && conn.req.shared.lock().tls_failure.is_none()
+                {
+                    if let Ok(tcp) = tcp_connect(broker, config).await {
+                        let probe = tls::probe_speaks_tls(host_of(broker), tcp);
+                        if let Ok(true) = tokio::time::timeout(config.connect_timeout, probe).await
+                        {
+                            return Err(ConnError::Tls {
+                                broker: broker.to_string(),
+                                failure: TlsFailure::PlaintextToTls,
+                            });
+                        }
+                    }
+                }
+                return Err(conn.req.setup_error(e, "ApiVersions"));
+            }
         };
         if let Some(sasl) = &config.sasl {
             let lifetime = auth::authenticate(&conn.req, sasl)

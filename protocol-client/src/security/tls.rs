@@ -335,6 +335,88 @@ impl TlsConnector {
     }
 }
 
+/// Whether the listener at `tcp`'s peer speaks TLS: runs a handshake that accepts any
+/// certificate and reports whether the server answered with TLS at all. Used only to explain a
+/// plaintext connection the broker hung up on (a plaintext client on a TLS port gets a bare
+/// reset from many TLS terminators, with no bytes to recognise). Nothing is sent after the
+/// handshake.
+pub async fn probe_speaks_tls(host: &str, tcp: TcpStream) -> bool {
+    static PROBE: std::sync::OnceLock<Option<tokio_rustls::TlsConnector>> =
+        std::sync::OnceLock::new();
+    let Some(connector) = PROBE.get_or_init(|| {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .ok()?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate { provider }))
+            .with_no_client_auth();
+        Some(tokio_rustls::TlsConnector::from(Arc::new(config)))
+    }) else {
+        return false;
+    };
+    let name = ServerName::try_from(host.to_string())
+        .unwrap_or_else(|_| ServerName::try_from("localhost").expect("valid name"));
+    match connector.connect(name, tcp).await {
+        Ok(_) => true,
+        // Anything past the ServerHello (certificate or alert problems) is still TLS.
+        Err(e) => !matches!(classify_io(&e, true), TlsFailure::NotTls(_)),
+    }
+}
+
+/// Accepts every certificate: for [`probe_speaks_tls`] only, which never sends data.
+#[derive(Debug)]
+struct AnyCertificate {
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
 /// Why a TLS connection failed, in terms a user can act on.
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
