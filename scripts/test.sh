@@ -8,6 +8,7 @@ cd "$root"
 
 scripts/install-deps.sh
 scripts/install-tansu.sh
+scripts/install-tansu-sasl.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all --check

@@ -131,7 +131,17 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("strait: {e:#}");
+            // Error messages already embed their cause's text (`cluster A: <cause>`): print a
+            // cause of the chain only when it adds something.
+            let mut msg = e.to_string();
+            for cause in e.chain().skip(1) {
+                let c = cause.to_string();
+                if !msg.contains(&c) {
+                    msg.push_str(": ");
+                    msg.push_str(&c);
+                }
+            }
+            eprintln!("strait: {msg}");
             ExitCode::FAILURE
         }
     }

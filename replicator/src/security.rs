@@ -53,7 +53,7 @@ pub fn cluster_security(cluster: &ClusterConfig) -> Result<ClusterSecurity> {
         Some(
             config
                 .build()
-                .map_err(|e| err(format!("TLS settings: {e}")))?,
+                .map_err(|e| err(format!("TLS settings ({alias}.ssl.*): {e}")))?,
         )
     } else {
         None

@@ -4,6 +4,8 @@
 //!   free loopback ports, wait until they answer ApiVersions, kill them on drop (also on panic) and
 //!   keep the broker's log of a failed test under `target/test-logs/`.
 //! - [`reference`]: librdkafka (through the `rdkafka` crate) as the independent reference client.
+//! - [`secure`]: TLS (stunnel in front of tansu), mutual TLS and SASL/SCRAM test brokers, and the
+//!   test certificates.
 //! - [`mock`]: librdkafka's mock cluster, a second Kafka implementation with fault injection.
 //! - [`skip`]: how a test that needs a feature a broker lacks says so.
 //!
@@ -11,6 +13,7 @@
 
 pub mod mock;
 pub mod reference;
+pub mod secure;
 pub mod strait;
 pub mod tansu;
 

@@ -1,13 +1,21 @@
 //! librdkafka as the independent reference client: it writes the test data Strait must carry
 //! byte-for-byte, and it reads back what Strait (or our client) wrote.
 
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{
+    BaseProducer, BaseRecord, DefaultProducerContext, DeliveryResult, Producer, ProducerContext,
+    ThreadedProducer,
+};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 /// A record as the reference client saw it; equality is byte equality of every field.
@@ -200,4 +208,402 @@ pub fn consume(
         }
     }
     out
+}
+
+// ---------------------------------------------------------------------------------------------
+// TLS and SASL (see `crate::secure` for the servers)
+// ---------------------------------------------------------------------------------------------
+
+/// librdkafka's `security.protocol`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RefProtocol {
+    #[default]
+    Plaintext,
+    Ssl,
+    SaslPlaintext,
+    SaslSsl,
+}
+
+impl RefProtocol {
+    /// The `security.protocol` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefProtocol::Plaintext => "plaintext",
+            RefProtocol::Ssl => "ssl",
+            RefProtocol::SaslPlaintext => "sasl_plaintext",
+            RefProtocol::SaslSsl => "sasl_ssl",
+        }
+    }
+}
+
+/// SASL credentials for the reference client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefSasl {
+    /// `sasl.mechanism`, e.g. `SCRAM-SHA-256`.
+    pub mechanism: String,
+    pub username: String,
+    pub password: String,
+}
+
+/// How the reference client secures its connections. `Default` is plaintext; TLS settings
+/// apply to `Ssl` and `SaslSsl`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RefSecurity {
+    pub protocol: RefProtocol,
+    /// `ssl.ca.location` (librdkafka falls back to the system's CAs without it).
+    pub ca: Option<PathBuf>,
+    /// `ssl.certificate.location` (client certificate for mutual TLS).
+    pub cert: Option<PathBuf>,
+    /// `ssl.key.location`.
+    pub key: Option<PathBuf>,
+    /// `ssl.key.password`, for an encrypted `key`.
+    pub key_password: Option<String>,
+    /// `sasl.mechanism`, `sasl.username`, `sasl.password`.
+    pub sasl: Option<RefSasl>,
+    /// `ssl.endpoint.identification.algorithm=none` instead of `https` (no hostname check).
+    pub skip_hostname_verification: bool,
+}
+
+impl RefSecurity {
+    /// TLS trusting `ca`, with hostname verification.
+    pub fn tls(ca: &Path) -> RefSecurity {
+        RefSecurity {
+            protocol: RefProtocol::Ssl,
+            ca: Some(ca.to_path_buf()),
+            ..RefSecurity::default()
+        }
+    }
+
+    /// Adds a client certificate and key (mutual TLS).
+    pub fn with_client_cert(mut self, cert: &Path, key: &Path) -> RefSecurity {
+        self.cert = Some(cert.to_path_buf());
+        self.key = Some(key.to_path_buf());
+        self
+    }
+
+    /// Adds SASL credentials and switches to `SASL_PLAINTEXT` (or `SASL_SSL` when TLS is on).
+    pub fn with_sasl(mut self, mechanism: &str, username: &str, password: &str) -> RefSecurity {
+        self.protocol = match self.protocol {
+            RefProtocol::Ssl | RefProtocol::SaslSsl => RefProtocol::SaslSsl,
+            RefProtocol::Plaintext | RefProtocol::SaslPlaintext => RefProtocol::SaslPlaintext,
+        };
+        self.sasl = Some(RefSasl {
+            mechanism: mechanism.to_string(),
+            username: username.to_string(),
+            password: password.to_string(),
+        });
+        self
+    }
+}
+
+/// [`base_config`] plus the security settings.
+pub fn secure_config(bootstrap: &str, security: &RefSecurity) -> ClientConfig {
+    let mut c = base_config(bootstrap);
+    c.set("security.protocol", security.protocol.as_str());
+    let path = |p: &PathBuf| p.to_str().expect("UTF-8 path").to_string();
+    if let Some(ca) = &security.ca {
+        c.set("ssl.ca.location", path(ca));
+    }
+    if let Some(cert) = &security.cert {
+        c.set("ssl.certificate.location", path(cert));
+    }
+    if let Some(key) = &security.key {
+        c.set("ssl.key.location", path(key));
+    }
+    if let Some(pw) = &security.key_password {
+        c.set("ssl.key.password", pw);
+    }
+    c.set(
+        "ssl.endpoint.identification.algorithm",
+        if security.skip_hostname_verification {
+            "none"
+        } else {
+            "https"
+        },
+    );
+    if let Some(s) = &security.sasl {
+        c.set("sasl.mechanism", &s.mechanism)
+            .set("sasl.username", &s.username)
+            .set("sasl.password", &s.password);
+    }
+    c
+}
+
+/// [`create_topic`] with a client configuration of its own (e.g. from [`secure_config`]).
+pub fn create_topic_with(config: &ClientConfig, topic: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = config.create().expect("create admin client");
+    let res = std::thread::scope(|s| {
+        s.spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime")
+                .block_on(admin.create_topics(
+                    &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+                    &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+                ))
+        })
+        .join()
+        .expect("admin thread")
+    })
+    .expect("create_topics request");
+    for r in res {
+        if let Err((name, err)) = r {
+            panic!("create topic {name}: {err}");
+        }
+    }
+}
+
+/// [`produce`] with a client configuration of its own (e.g. from [`secure_config`]).
+pub fn produce_with(config: &ClientConfig, topic: &str, partition: i32, records: &[Outgoing]) {
+    let mut cfg = config.clone();
+    cfg.set("linger.ms", "5").set("acks", "all");
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        cfg.create().expect("create reference producer");
+    for r in records {
+        let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).partition(partition);
+        if let Some(k) = &r.key {
+            rec = rec.key(k.as_slice());
+        }
+        if let Some(v) = &r.value {
+            rec = rec.payload(v.as_slice());
+        }
+        if let Some(ts) = r.timestamp {
+            rec = rec.timestamp(ts);
+        }
+        if !r.headers.is_empty() {
+            let mut h = OwnedHeaders::new();
+            for (k, v) in &r.headers {
+                h = h.insert(Header {
+                    key: k,
+                    value: v.as_deref(),
+                });
+            }
+            rec = rec.headers(h);
+        }
+        let mut rec = rec;
+        loop {
+            match producer.send(rec) {
+                Ok(()) => break,
+                Err((e, back)) => {
+                    assert!(
+                        matches!(
+                            e.rdkafka_error_code(),
+                            Some(rdkafka::types::RDKafkaErrorCode::QueueFull)
+                        ),
+                        "reference produce to {topic}: {e}"
+                    );
+                    std::thread::sleep(Duration::from_millis(5));
+                    rec = back;
+                }
+            }
+        }
+    }
+    producer
+        .flush(Duration::from_secs(30))
+        .expect("reference producer flush");
+    assert_eq!(
+        producer.in_flight_count(),
+        0,
+        "undelivered reference records"
+    );
+}
+
+/// [`consume`] with a client configuration of its own (e.g. from [`secure_config`]).
+pub fn consume_with(
+    config: &ClientConfig,
+    topic: &str,
+    partition: i32,
+    from: i64,
+    count: usize,
+    timeout: Duration,
+) -> Vec<RefRecord> {
+    let consumer: BaseConsumer = config
+        .clone()
+        .set("group.id", crate::unique("ref-reader"))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .create()
+        .expect("create reference consumer");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(from))
+        .expect("tpl");
+    consumer.assign(&tpl).expect("assign");
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::with_capacity(count);
+    while out.len() < count {
+        assert!(
+            Instant::now() < deadline,
+            "reference consumer read {} of {count} records from {topic}/{partition} before timing out",
+            out.len()
+        );
+        match consumer.poll(Duration::from_millis(100)) {
+            None => {}
+            Some(Err(e)) => panic!("reference consume {topic}/{partition}: {e}"),
+            Some(Ok(m)) => out.push(RefRecord {
+                offset: m.offset(),
+                timestamp: m.timestamp().to_millis(),
+                key: m.key().map(<[u8]>::to_vec),
+                value: m.payload().map(<[u8]>::to_vec),
+                headers: m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            }),
+        }
+    }
+    out
+}
+
+/// A client context that records librdkafka's global errors and error-level log lines.
+#[derive(Debug, Default)]
+struct RecordingContext {
+    errors: Mutex<Vec<(Option<RDKafkaErrorCode>, String)>>,
+    logs: Mutex<Vec<String>>,
+}
+
+impl ClientContext for RecordingContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        if (level as i32) <= (RDKafkaLogLevel::Warning as i32) {
+            let line = format!("{fac}: {}", without_timing(log_message));
+            let mut logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
+            if !logs.contains(&line) {
+                logs.push(line);
+            }
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        let entry = (
+            error.rdkafka_error_code(),
+            format!("{error}: {}", without_timing(reason)),
+        );
+        let mut errors = self.errors.lock().unwrap_or_else(|e| e.into_inner());
+        if !errors.contains(&entry) {
+            errors.push(entry);
+        }
+    }
+}
+
+/// librdkafka's message without its trailing "(after 3ms in state …, N identical error(s)
+/// suppressed)", so repeats of one failure are recorded once.
+fn without_timing(message: &str) -> &str {
+    match message.rfind(" (after ") {
+        Some(i) if message.ends_with(')') => &message[..i],
+        _ => message,
+    }
+}
+
+impl ProducerContext for RecordingContext {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &DeliveryResult<'_>, _: ()) {}
+}
+
+/// What the reference client reported when asked for cluster metadata.
+#[derive(Debug)]
+pub struct RefProbe {
+    /// The brokers (`host:port`) of the metadata, or the last error of the metadata request.
+    pub result: Result<Vec<String>, KafkaError>,
+    /// librdkafka's global errors (error code and text), first occurrence of each, in order.
+    pub errors: Vec<(Option<RDKafkaErrorCode>, String)>,
+    /// librdkafka's error-level log lines, first occurrence of each, in order.
+    pub logs: Vec<String>,
+    /// How long until the metadata arrived or the probe gave up.
+    pub elapsed: Duration,
+}
+
+impl RefProbe {
+    /// Whether metadata was fetched.
+    pub fn succeeded(&self) -> bool {
+        self.result.is_ok()
+    }
+
+    /// Whether librdkafka reported a global error with `code`.
+    pub fn reported(&self, code: RDKafkaErrorCode) -> bool {
+        self.errors.iter().any(|(c, _)| *c == Some(code))
+    }
+
+    /// Whether any error or log line contains `text` (case-insensitive).
+    pub fn mentions(&self, text: &str) -> bool {
+        let text = text.to_lowercase();
+        self.errors
+            .iter()
+            .map(|(_, e)| e)
+            .chain(&self.logs)
+            .any(|l| l.to_lowercase().contains(&text))
+    }
+
+    /// A one-paragraph account for test output.
+    pub fn summary(&self) -> String {
+        let mut s = match &self.result {
+            Ok(brokers) => format!("metadata OK in {:?}: brokers {brokers:?}", self.elapsed),
+            Err(e) => format!("no metadata within {:?}: {e}", self.elapsed),
+        };
+        for (code, e) in &self.errors {
+            s.push_str(&format!("\n  error {code:?}: {e}"));
+        }
+        // Log lines that only repeat a reported error are left out.
+        for l in &self.logs {
+            let text = l.rsplit_once("]: ").map_or(l.as_str(), |(_, t)| t);
+            if !self.errors.iter().any(|(_, e)| e.ends_with(text)) {
+                s.push_str(&format!("\n  log: {l}"));
+            }
+        }
+        s
+    }
+}
+
+/// Asks for cluster metadata with `config` until it arrives or `timeout` passes, recording what
+/// librdkafka reports on the way (it retries failed connections internally, so a failure is
+/// "no metadata within the timeout" plus the errors it reported). A configuration librdkafka
+/// refuses is reported as the client-creation error.
+pub fn probe_metadata(config: &ClientConfig, timeout: Duration) -> RefProbe {
+    let start = Instant::now();
+    // An unusable setting (e.g. an encrypted key without its password) fails here.
+    let producer: BaseProducer<RecordingContext> =
+        match config.create_with_context(RecordingContext::default()) {
+            Ok(p) => p,
+            Err(e) => {
+                return RefProbe {
+                    result: Err(e),
+                    errors: Vec::new(),
+                    logs: Vec::new(),
+                    elapsed: start.elapsed(),
+                }
+            }
+        };
+    let deadline = start + timeout;
+    let result = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let attempt = producer
+            .client()
+            .fetch_metadata(None, left.min(Duration::from_millis(500)));
+        match attempt {
+            Ok(md) => {
+                break Ok(md
+                    .brokers()
+                    .iter()
+                    .map(|b| format!("{}:{}", b.host(), b.port()))
+                    .collect())
+            }
+            Err(e) if Instant::now() >= deadline => break Err(e),
+            // Serves the queued error callbacks (one event per loop of `poll`).
+            Err(_) => producer.poll(Duration::from_millis(20)),
+        }
+    };
+    let elapsed = start.elapsed();
+    producer.poll(Duration::from_millis(50));
+    let ctx = producer.context();
+    let errors = ctx.errors.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let logs = ctx.logs.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    RefProbe {
+        result,
+        errors,
+        logs,
+        elapsed,
+    }
 }

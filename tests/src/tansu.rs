@@ -165,7 +165,8 @@ pub fn start_clusters(prefix: &str, n: usize) -> Vec<TansuBroker> {
     })
 }
 
-fn free_port() -> u16 {
+/// A loopback port that was free a moment ago (bind to port 0, read it, release it).
+pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
     l.local_addr().expect("local addr").port()
 }

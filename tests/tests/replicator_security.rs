@@ -267,6 +267,7 @@ fn expect_refused(name: &str, config: &str, broker: &str, phrase: &str, secrets:
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("mm2.properties");
     std::fs::write(&path, config).unwrap();
+    strait_tests::strait::strait_binary(); // built before the clock starts
     let started = std::time::Instant::now();
     let (status, out) = strait_command(
         &["run", "--config", path.to_str().unwrap()],
@@ -438,7 +439,7 @@ fn misconfigurations_fail_fast_with_distinct_errors_and_write_nothing() {
             ),
         ),
         &sasl.bootstrap(),
-        "does not enable this mechanism",
+        "not enabled",
         &[SRC_PASSWORD],
     );
     expect_refused(
@@ -456,6 +457,42 @@ fn misconfigurations_fail_fast_with_distinct_errors_and_write_nothing() {
         "SASL",
         &[SRC_PASSWORD],
     );
+
+    // `strait check` with good credentials: describes the security without the secret.
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mm2.properties");
+        std::fs::write(
+            &path,
+            base(
+                &sasl.bootstrap(),
+                &jaas(
+                    "SCRAM-SHA-256",
+                    scram,
+                    "svc",
+                    "${env:STRAIT_TEST_SRC_PASSWORD}",
+                ),
+            ),
+        )
+        .unwrap();
+        let (status, out) = strait_command(
+            &["check", "--config", path.to_str().unwrap()],
+            &[
+                ("STRAIT_LOG", "trace"),
+                ("STRAIT_TEST_SRC_PASSWORD", SRC_PASSWORD),
+            ],
+            Duration::from_secs(60),
+        );
+        assert!(status.is_some_and(|s| s.success()), "strait check\n{out}");
+        assert!(
+            out.contains("cluster A: SASL_PLAINTEXT, mechanism SCRAM-SHA-256 as user `svc`"),
+            "{out}"
+        );
+        assert!(
+            !out.contains(SRC_PASSWORD),
+            "password printed by strait check\n{out}"
+        );
+    }
 
     // Nothing reached the target: no topic was created there.
     let topics = tokio::runtime::Runtime::new().unwrap().block_on(async {

@@ -39,11 +39,15 @@ pub enum AuthFailure {
     #[error("the broker does not offer SASL on this listener (its ApiVersions has no SaslHandshake v1); check security.protocol")]
     NotOffered,
     /// The mechanism is not enabled on the broker.
-    #[error("the broker does not enable this mechanism (it enables: {})", if enabled.is_empty() { "none".to_string() } else { enabled.join(", ") })]
+    #[error("the mechanism is not enabled on the broker (it enables: {})", if enabled.is_empty() { "none".to_string() } else { enabled.join(", ") })]
     UnsupportedMechanism {
         /// Mechanisms the broker named.
         enabled: Vec<String>,
     },
+    /// The broker closed the connection instead of answering SaslHandshake (some brokers do
+    /// this for a mechanism they do not enable).
+    #[error("the broker closed the connection when asked for this mechanism: it is most likely not enabled there (check sasl.mechanism)")]
+    MechanismRefused,
     /// The user is known but the password is wrong.
     #[error("wrong password for user `{user}` (the server's answer: {server})")]
     WrongPassword {
@@ -145,13 +149,18 @@ async fn exchange(
         None => return Err(fail(AuthFailure::NotOffered)),
     };
 
-    let hs = call(
+    let hs = match call(
         req,
         via,
         &SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str(mechanism_name)),
         handshake_version,
     )
-    .await?;
+    .await
+    {
+        Ok(hs) => hs,
+        Err(ConnError::Closed { .. }) => return Err(fail(AuthFailure::MechanismRefused)),
+        Err(e) => return Err(e),
+    };
     match hs.error_code {
         0 => {}
         UNSUPPORTED_SASL_MECHANISM => {

@@ -209,12 +209,16 @@ struct State {
     closed: Option<String>,
     /// A TLS-level cause of the failure, kept so setup can report it as [`ConnError::Tls`].
     tls_failure: Option<TlsFailure>,
+    /// Responses received so far.
+    answered: u64,
 }
 
 struct Shared {
     broker: String,
     /// Whether the transport is TLS (a plaintext connection sniffs for TLS answers).
     tls: bool,
+    /// Whether the connection authenticated with SASL.
+    sasl: bool,
     state: Mutex<State>,
 }
 
@@ -410,6 +414,7 @@ impl Connection {
         let shared = Arc::new(Shared {
             broker: broker.to_string(),
             tls,
+            sasl: config.sasl.is_some(),
             state: Mutex::new(State {
                 next_correlation: 1,
                 ..State::default()
@@ -809,7 +814,12 @@ async fn read_loop(shared: Arc<Shared>, mut rd: BoxRead, max_frame: usize) {
                     shared.fail_tls(TlsFailure::PlaintextToTls);
                     return;
                 }
-                let reason = if buf.is_empty() {
+                let answered = shared.lock().answered;
+                let reason = if buf.is_empty() && answered == 1 && !shared.sasl {
+                    // Brokers that require SASL answer ApiVersions, then hang up on anything
+                    // but the SASL APIs.
+                    "closed by the broker after ApiVersions, before answering anything else (if the listener requires SASL, set security.protocol to SASL_PLAINTEXT or SASL_SSL)".to_string()
+                } else if buf.is_empty() {
                     "closed by the broker".to_string()
                 } else {
                     format!(
@@ -839,6 +849,7 @@ async fn read_loop(shared: Arc<Shared>, mut rd: BoxRead, max_frame: usize) {
 fn dispatch(shared: &Shared, frame: Bytes) -> Result<(), String> {
     let frame = ResponseFrame::parse(frame).map_err(|e| e.to_string())?;
     let mut st = shared.lock();
+    st.answered += 1;
     match st.pending.remove(&frame.correlation_id) {
         Some(p) => {
             drop(st);
