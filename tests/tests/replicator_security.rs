@@ -454,7 +454,7 @@ fn misconfigurations_fail_fast_with_distinct_errors_and_write_nothing() {
             ),
         ),
         &plain.bootstrap(),
-        "SASL",
+        "probably does not use SASL",
         &[SRC_PASSWORD],
     );
 

@@ -221,6 +221,29 @@ mod tests {
         assert!(decode_response::<MetadataRequest>(md, 12).is_err());
     }
 
+    /// A broker that sends a known tagged field at a version that lacks it (the SQLite tansu puts
+    /// Fetch's `NodeEndpoints`, tag 0 of v16+, into v12 responses) must not fail the response:
+    /// Java keeps such a field as unknown. kafka-protocol 0.18 failed it ("Tag 0 is not valid
+    /// for version 12"); the vendored copy keeps it in `unknown_tagged_fields`.
+    #[test]
+    fn known_tags_at_older_versions_are_kept_as_unknown() {
+        use kafka_protocol::messages::{FetchRequest, FetchResponse};
+        let mut body = BytesMut::new();
+        body.put_u8(0); // response header v1: no tagged fields
+        body.put_i32(0); // throttle_time_ms
+        body.put_i16(0); // error_code
+        body.put_i32(7); // session_id
+        body.put_u8(1); // responses: compact array of 0
+        body.put_u8(1); // one tagged field
+        put_uvarint(&mut body, 0); // tag 0 = NodeEndpoints (v16+)
+        put_uvarint(&mut body, 1);
+        body.put_u8(1); // an empty compact array
+        let got: FetchResponse = decode_response::<FetchRequest>(body.freeze(), 12).unwrap();
+        assert_eq!(got.session_id, 7);
+        assert_eq!(got.unknown_tagged_fields.len(), 1);
+        assert!(got.node_endpoints.is_empty());
+    }
+
     #[test]
     fn garbage_bodies_are_errors_not_panics() {
         for len in 0..64 {

@@ -164,9 +164,15 @@ async fn exchange(
     match hs.error_code {
         0 => {}
         UNSUPPORTED_SASL_MECHANISM => {
-            return Err(fail(AuthFailure::UnsupportedMechanism {
-                enabled: hs.mechanisms.iter().map(|m| m.to_string()).collect(),
-            }))
+            let enabled: Vec<String> = hs.mechanisms.iter().map(|m| m.to_string()).collect();
+            // A listener that does not authenticate at all may refuse every mechanism while
+            // echoing the one asked for (tansu without --authentication does).
+            if enabled.iter().any(|m| m == mechanism_name) {
+                return Err(fail(AuthFailure::Protocol(format!(
+                    "SaslHandshake refused {mechanism_name} (UNSUPPORTED_SASL_MECHANISM) while listing it as enabled: this listener probably does not use SASL; check security.protocol"
+                ))));
+            }
+            return Err(fail(AuthFailure::UnsupportedMechanism { enabled }));
         }
         code => {
             return Err(fail(AuthFailure::Protocol(format!(

@@ -226,7 +226,10 @@ impl Decodable for BrokerHeartbeatRequest {
                     if version >= 1 {
                         offline_log_dirs = types::CompactArray(types::Uuid).decode(buf)?;
                     } else {
-                        bail!("Tag {} is not valid for version {}", tag, version);
+                        // Strait: a known tag sent at a version that lacks it is kept as unknown, as
+                            // Java does, instead of failing the whole message.
+                            let unknown_value = buf.try_get_bytes(size as usize)?;
+                            unknown_tagged_fields.insert(tag as i32, unknown_value);
                     }
                 }
                 _ => {
