@@ -68,6 +68,26 @@ struct Args {
     /// Most records queued but not yet acknowledged (both producers).
     #[arg(long, default_value_t = 100_000)]
     window: usize,
+    /// Listener security, for both clients: `plaintext`, `tls` (tansu behind stunnel) or
+    /// `sasl-ssl` (SCRAM-SHA-512 over TLS; needs scripts/install-tansu-sasl.sh). Ignored with
+    /// `--bootstrap`.
+    #[arg(long, value_enum, default_value = "plaintext")]
+    security: Security,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Security {
+    Plaintext,
+    Tls,
+    SaslSsl,
+}
+
+/// The broker the bench started, kept alive for the run.
+#[derive(Debug)]
+#[allow(dead_code)] // held for its Drop
+enum Broker {
+    Plain(strait_tests::tansu::TansuBroker),
+    Secure(strait_tests::secure::SecureBroker),
 }
 
 /// One measured row.
@@ -103,21 +123,60 @@ fn main() -> Result<(), BoxError> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let broker = match &args.bootstrap {
-        Some(_) => None,
-        None => Some(strait_tests::tansu::TansuBroker::start("client-bench")),
+    use strait_tests::secure::{certs, ScramMechanism, ScramUser, SecureBroker, ServerCert};
+    let mut args = args;
+    let mut ours = protocol_client::cluster::ClientConfig::new("");
+    let (broker, bootstrap) = match (&args.bootstrap, args.security) {
+        (Some(b), _) => (None, b.clone()),
+        (None, Security::Plaintext) => {
+            let b = strait_tests::tansu::TansuBroker::start("client-bench");
+            let addr = b.bootstrap();
+            (Some(Broker::Plain(b)), addr)
+        }
+        (None, sec) => {
+            let c = certs();
+            let b = if sec == Security::Tls {
+                SecureBroker::tls("client-bench", ServerCert::Good, false)
+            } else {
+                let users = [ScramUser::new(ScramMechanism::Sha512, "bench", "bench-pw")];
+                SecureBroker::sasl("client-bench", &users, Some((ServerCert::Good, false)))
+                    .ok_or("the SQLite tansu is missing: run scripts/install-tansu-sasl.sh")?
+            };
+            let tls = protocol_client::security::tls::TlsConfig {
+                trust: protocol_client::security::tls::TrustAnchors::Pem(c.pem(&c.ca)),
+                ..Default::default()
+            };
+            ours.conn.tls = Some(tls.build()?);
+            let ca = c.ca.display().to_string();
+            args.rdkafka.push(format!("ssl.ca.location={ca}"));
+            if sec == Security::SaslSsl {
+                ours.conn.sasl = Some(protocol_client::security::sasl::SaslConfig::Scram {
+                    hash: protocol_client::security::sasl::ScramHash::Sha512,
+                    username: "bench".into(),
+                    password: protocol_client::security::Secret::new("bench-pw"),
+                });
+                args.rdkafka.extend([
+                    "security.protocol=SASL_SSL".to_string(),
+                    "sasl.mechanism=SCRAM-SHA-512".into(),
+                    "sasl.username=bench".into(),
+                    "sasl.password=bench-pw".into(),
+                ]);
+            } else {
+                args.rdkafka.push("security.protocol=SSL".into());
+            }
+            let addr = b.bootstrap();
+            (Some(Broker::Secure(b)), addr)
+        }
     };
-    let bootstrap = args
-        .bootstrap
-        .clone()
-        .or_else(|| broker.as_ref().map(|b| b.bootstrap()))
-        .expect("a broker");
+    ours.bootstrap_servers = vec![bootstrap.clone()];
+    ours.conn.client_id = "strait-bench".into();
     eprintln!(
-        "client-bench: broker {bootstrap}, {} partitions, load {}",
+        "client-bench: broker {bootstrap} ({:?}), {} partitions, load {}",
+        args.security,
         args.partitions,
         load_average()
     );
-    let cluster = rt.block_on(kafka::connect(&bootstrap))?;
+    let cluster = rt.block_on(protocol_client::cluster::Cluster::connect(ours))?;
     for size in sizes {
         let n = args
             .records
