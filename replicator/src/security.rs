@@ -166,7 +166,7 @@ fn tls_config(cluster: &ClusterConfig) -> std::result::Result<TlsConfig, String>
         })?;
         Some(ClientIdentity {
             certificate_chain: chain.clone(),
-            private_key: Secret::new(key.expose()),
+            private_key: key.clone(),
         })
     } else if t.keystore_key.is_some() {
         return Err(format!(
@@ -236,7 +236,7 @@ fn sasl_config(cluster: &ClusterConfig) -> std::result::Result<SaslConfig, Strin
     })?;
     let credentials = || -> std::result::Result<(String, Secret), String> {
         match (&s.username, &s.password) {
-            (Some(u), Some(p)) => Ok((u.clone(), Secret::new(p.expose()))),
+            (Some(u), Some(p)) => Ok((u.clone(), p.clone())),
             _ => Err(format!(
                 "{alias}.sasl.jaas.config must give username and password for {}",
                 mechanism_name(&s.mechanism)

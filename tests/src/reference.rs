@@ -105,59 +105,10 @@ pub fn produce(
     extra: &[(&str, &str)],
 ) {
     let mut cfg = base_config(bootstrap);
-    cfg.set("linger.ms", "5").set("acks", "all");
     for (k, v) in extra {
         cfg.set(*k, *v);
     }
-    let producer: ThreadedProducer<DefaultProducerContext> =
-        cfg.create().expect("create reference producer");
-    for r in records {
-        let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).partition(partition);
-        if let Some(k) = &r.key {
-            rec = rec.key(k.as_slice());
-        }
-        if let Some(v) = &r.value {
-            rec = rec.payload(v.as_slice());
-        }
-        if let Some(ts) = r.timestamp {
-            rec = rec.timestamp(ts);
-        }
-        if !r.headers.is_empty() {
-            let mut h = OwnedHeaders::new();
-            for (k, v) in &r.headers {
-                h = h.insert(Header {
-                    key: k,
-                    value: v.as_deref(),
-                });
-            }
-            rec = rec.headers(h);
-        }
-        let mut rec = rec;
-        loop {
-            match producer.send(rec) {
-                Ok(()) => break,
-                Err((e, back)) => {
-                    assert!(
-                        matches!(
-                            e.rdkafka_error_code(),
-                            Some(rdkafka::types::RDKafkaErrorCode::QueueFull)
-                        ),
-                        "reference produce to {topic}: {e}"
-                    );
-                    std::thread::sleep(Duration::from_millis(5));
-                    rec = back;
-                }
-            }
-        }
-    }
-    producer
-        .flush(Duration::from_secs(30))
-        .expect("reference producer flush");
-    assert_eq!(
-        producer.in_flight_count(),
-        0,
-        "undelivered reference records"
-    );
+    produce_with(&cfg, topic, partition, records);
 }
 
 /// Reads `count` records of `topic`/`partition` starting at `from` (no consumer group),
@@ -170,44 +121,14 @@ pub fn consume(
     count: usize,
     timeout: Duration,
 ) -> Vec<RefRecord> {
-    let consumer: BaseConsumer = base_config(bootstrap)
-        .set("group.id", crate::unique("ref-reader"))
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
-        .create()
-        .expect("create reference consumer");
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, partition, Offset::Offset(from))
-        .expect("tpl");
-    consumer.assign(&tpl).expect("assign");
-    let deadline = Instant::now() + timeout;
-    let mut out = Vec::with_capacity(count);
-    while out.len() < count {
-        assert!(
-            Instant::now() < deadline,
-            "reference consumer read {} of {count} records from {topic}/{partition} before timing out",
-            out.len()
-        );
-        match consumer.poll(Duration::from_millis(100)) {
-            None => {}
-            Some(Err(e)) => panic!("reference consume {topic}/{partition}: {e}"),
-            Some(Ok(m)) => out.push(RefRecord {
-                offset: m.offset(),
-                timestamp: m.timestamp().to_millis(),
-                key: m.key().map(<[u8]>::to_vec),
-                value: m.payload().map(<[u8]>::to_vec),
-                headers: m
-                    .headers()
-                    .map(|h| {
-                        h.iter()
-                            .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-            }),
-        }
-    }
-    out
+    consume_with(
+        &base_config(bootstrap),
+        topic,
+        partition,
+        from,
+        count,
+        timeout,
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -357,7 +278,11 @@ pub fn create_topic_with(config: &ClientConfig, topic: &str, partitions: i32) {
 /// [`produce`] with a client configuration of its own (e.g. from [`secure_config`]).
 pub fn produce_with(config: &ClientConfig, topic: &str, partition: i32, records: &[Outgoing]) {
     let mut cfg = config.clone();
-    cfg.set("linger.ms", "5").set("acks", "all");
+    for (k, v) in [("linger.ms", "5"), ("acks", "all")] {
+        if cfg.get(k).is_none() {
+            cfg.set(k, v);
+        }
+    }
     let producer: ThreadedProducer<DefaultProducerContext> =
         cfg.create().expect("create reference producer");
     for r in records {

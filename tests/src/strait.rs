@@ -126,17 +126,7 @@ impl StraitProcess {
             .arg("-TERM")
             .arg(c.id().to_string())
             .status();
-        let deadline = std::time::Instant::now() + within;
-        loop {
-            if let Ok(Some(s)) = c.try_wait() {
-                self.child = None;
-                return Some(s);
-            }
-            if std::time::Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
+        self.wait_exit(within)
     }
 }
 

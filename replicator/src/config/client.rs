@@ -4,33 +4,9 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-/// A secret string: `Debug` and `Display` print `[redacted]`; read it with [`Secret::expose`].
-#[derive(Clone, PartialEq, Eq, Default)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The secret value.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
+/// A secret string: `Debug` and `Display` print `[redacted]` (the wire client's type, so secrets
+/// pass from configuration to connections without being copied into plain strings).
+pub use protocol_client::security::Secret;
 
 /// Whether a setting name holds a secret (passwords, JAAS configs, keys, tokens, secrets).
 pub fn is_sensitive_key(key: &str) -> bool {
