@@ -145,6 +145,26 @@ fn check_store_type(
     }
 }
 
+/// The `-----BEGIN CERTIFICATE-----` blocks of a PEM text, nothing else.
+fn certificate_blocks(pem: &str) -> String {
+    let mut out = String::new();
+    let mut inside = false;
+    for line in pem.lines() {
+        let l = line.trim();
+        if l == "-----BEGIN CERTIFICATE-----" {
+            inside = true;
+        }
+        if inside {
+            out.push_str(l);
+            out.push('\n');
+        }
+        if l == "-----END CERTIFICATE-----" {
+            inside = false;
+        }
+    }
+    out
+}
+
 fn tls_config(cluster: &ClusterConfig) -> std::result::Result<TlsConfig, String> {
     let alias = &cluster.alias;
     let t = &cluster.client.tls;
@@ -176,9 +196,10 @@ fn tls_config(cluster: &ClusterConfig) -> std::result::Result<TlsConfig, String>
         let key = format!("{alias}.ssl.keystore.location");
         let pem = read_pem_file(&key, loc)?;
         check_store_type(&key, t.keystore_type.as_deref(), &pem)?;
-        // A PEM keystore file holds the private key and the certificate chain.
+        // A PEM keystore file holds the private key and the certificate chain: the chain is
+        // its CERTIFICATE blocks only (the key must not travel in a non-secret field).
         Some(ClientIdentity {
-            certificate_chain: pem.clone(),
+            certificate_chain: certificate_blocks(&pem),
             private_key: Secret::new(pem),
         })
     } else {
@@ -393,6 +414,15 @@ mod tests {
         let c =
             cluster("A.security.protocol = SSL\nA.ssl.endpoint.identification.algorithm = ldap\n");
         assert!(cluster_security(&c).is_err());
+    }
+
+    #[test]
+    fn pem_keystore_chain_holds_no_key() {
+        let pem = "-----BEGIN PRIVATE KEY-----\nS2VZ\n-----END PRIVATE KEY-----\n-----BEGIN CERTIFICATE-----\nQ0VSVA==\n-----END CERTIFICATE-----\n";
+        assert_eq!(
+            certificate_blocks(pem),
+            "-----BEGIN CERTIFICATE-----\nQ0VSVA==\n-----END CERTIFICATE-----\n"
+        );
     }
 
     #[test]

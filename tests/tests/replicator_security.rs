@@ -308,7 +308,6 @@ fn misconfigurations_fail_fast_with_distinct_errors_and_write_nothing() {
     let target = TansuBroker::start("neg-target");
     let b = target.bootstrap();
     let base = |a: &str, extra: &str| mm2_properties(a, &b, extra);
-    let key_secret = inline(&c.client_key)[40..80].to_string();
 
     // TLS failures.
     let good = SecureBroker::tls("neg-tls", ServerCert::Good, false);
@@ -393,7 +392,10 @@ fn misconfigurations_fail_fast_with_distinct_errors_and_write_nothing() {
         ),
         "A.ssl",
         "encrypted",
-        &[&c.client_key_password, &key_secret],
+        &[
+            &c.client_key_password,
+            &inline(&c.client_key_encrypted)[60..100],
+        ],
     );
 
     // SASL failures.

@@ -99,6 +99,13 @@ pub(super) async fn reauthenticate_loop(req: Requester, sasl: SaslConfig, mut li
             return;
         }
         let result = exchange(&req, &sasl, Some(&tx)).await;
+        if let Err(e) = &result {
+            // Fail the connection before the exclusive section ends, so nothing queued behind
+            // it is written on a connection whose authentication failed.
+            warn!(broker = %req.shared.broker, error = %e, "SASL re-authentication failed; closing the connection");
+            req.shared
+                .fail_all(format!("SASL re-authentication failed: {e}"));
+        }
         drop(tx); // ends the exclusive section
         match result {
             Ok(Some(next)) => {
@@ -106,12 +113,7 @@ pub(super) async fn reauthenticate_loop(req: Requester, sasl: SaslConfig, mut li
                 lifetime = next;
             }
             Ok(None) => return,
-            Err(e) => {
-                warn!(broker = %req.shared.broker, error = %e, "SASL re-authentication failed; closing the connection");
-                req.shared
-                    .fail_all(format!("SASL re-authentication failed: {e}"));
-                return;
-            }
+            Err(_) => return,
         }
     }
 }

@@ -181,7 +181,32 @@ impl ConnError {
     /// Whether this is a TLS or authentication failure (a configuration problem: retrying or
     /// asking another broker of the same cluster will not help).
     pub fn is_security(&self) -> bool {
-        matches!(self, ConnError::Tls { .. } | ConnError::Auth { .. })
+        match self {
+            ConnError::Tls { failure, .. } => failure.is_configuration(),
+            ConnError::Auth { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// A copy of a security failure, to hand the same failure to several waiters; `None` for
+    /// other kinds.
+    pub fn clone_security(&self) -> Option<ConnError> {
+        match self {
+            ConnError::Tls { broker, failure } => Some(ConnError::Tls {
+                broker: broker.clone(),
+                failure: failure.clone(),
+            }),
+            ConnError::Auth {
+                broker,
+                mechanism,
+                failure,
+            } => Some(ConnError::Auth {
+                broker: broker.clone(),
+                mechanism,
+                failure: failure.clone(),
+            }),
+            _ => None,
+        }
     }
 }
 
@@ -321,6 +346,24 @@ impl Connection {
     /// Connects to `broker` (`host:port`), runs the TLS handshake if configured, negotiates
     /// API versions and authenticates with SASL if configured.
     pub async fn connect(broker: &str, config: &ConnConfig) -> Result<Connection, ConnError> {
+        match Connection::connect_once(broker, config).await {
+            // Some brokers (tansu) hang up on a SaslHandshake for a mechanism they lack instead
+            // of answering UNSUPPORTED_SASL_MECHANISM. Once may be a broker going away; twice in
+            // a row on fresh connections that answered ApiVersions is the broker's answer.
+            Err(ConnError::Auth { failure, .. })
+                if matches!(*failure, AuthFailure::MechanismRefused) =>
+            {
+                debug!(
+                    broker,
+                    "connection closed at SaslHandshake; trying once more"
+                );
+                Connection::connect_once(broker, config).await
+            }
+            other => other,
+        }
+    }
+
+    async fn connect_once(broker: &str, config: &ConnConfig) -> Result<Connection, ConnError> {
         let stream = tcp_connect(broker, config).await?;
         let mut conn = match &config.tls {
             None => {
@@ -332,21 +375,33 @@ impl Connection {
                 let handshake = tls.handshake(host, stream);
                 let stream = match tokio::time::timeout(config.connect_timeout, handshake).await {
                     Ok(Ok(s)) => s,
-                    Ok(Err(failure)) => {
+                    Ok(Err(failure)) if failure.is_configuration() => {
                         warn!(broker, %failure, "TLS handshake failed");
                         return Err(ConnError::Tls {
                             broker: broker.to_string(),
                             failure,
                         });
                     }
-                    Err(_) => {
-                        return Err(ConnError::Tls {
+                    // EOF, reset or silence: a plaintext listener (Java brokers hang up on a
+                    // ClientHello, tansu waits for the rest of a 369 MB "frame"), or a broker
+                    // going away. Ask the port for plaintext ApiVersions to tell which.
+                    interrupted => {
+                        let what = match interrupted {
+                            Ok(Err(failure)) => failure.to_string(),
+                            _ => format!("no TLS answer within {:?}", config.connect_timeout),
+                        };
+                        if probe_speaks_plaintext_kafka(broker, config).await {
+                            return Err(ConnError::Tls {
+                                broker: broker.to_string(),
+                                failure: TlsFailure::NotTls(format!(
+                                    "{what}; the port answers plaintext Kafka requests"
+                                )),
+                            });
+                        }
+                        return Err(ConnError::Closed {
                             broker: broker.to_string(),
-                            failure: TlsFailure::NotTls(format!(
-                                "no TLS answer within {:?}",
-                                config.connect_timeout
-                            )),
-                        })
+                            reason: format!("TLS handshake: {what}"),
+                        });
                     }
                 };
                 let (rd, wr) = tokio::io::split(stream);
@@ -489,6 +544,25 @@ impl Connection {
     ) -> Result<InFlight, ConnError> {
         self.req.begin(api, encode)
     }
+}
+
+/// Whether `broker` answers a plaintext ApiVersions request (explains a TLS handshake that got
+/// nowhere). Bounded by the connect timeout; never sends anything but ApiVersions.
+async fn probe_speaks_plaintext_kafka(broker: &str, config: &ConnConfig) -> bool {
+    let Ok(tcp) = tcp_connect(broker, config).await else {
+        return false;
+    };
+    let (rd, wr) = tcp.into_split();
+    let plain = ConnConfig {
+        tls: None,
+        sasl: None,
+        ..config.clone()
+    };
+    let conn = Connection::start_with(broker, Box::new(rd), Box::new(wr), plain, false);
+    matches!(
+        tokio::time::timeout(config.connect_timeout, conn.req.negotiate_versions()).await,
+        Ok(Ok(_))
+    )
 }
 
 /// The host part of `host:port` (IPv6 literals in brackets lose them).
@@ -833,8 +907,9 @@ async fn read_loop(shared: Arc<Shared>, mut rd: BoxRead, max_frame: usize) {
             Ok(_) => {}
             Err(e) => {
                 if shared.tls {
-                    let failure = tls::classify_io(&e, false);
-                    if !matches!(failure, TlsFailure::Handshake(_)) {
+                    // E.g. a mutual-TLS refusal, which TLS 1.3 delivers after the handshake.
+                    let failure = tls::classify_io(&e);
+                    if failure.is_configuration() {
                         shared.fail_tls(failure);
                         return;
                     }
@@ -873,6 +948,11 @@ async fn write_loop(
     const COALESCE_BYTES: usize = 4 * 1024 * 1024;
     let mut next = rx.recv().await;
     while let Some(item) = next.take() {
+        // Nothing more is written once the connection failed (e.g. a failed re-authentication
+        // whose exclusive section ended): every waiter has been told already.
+        if shared.lock().closed.is_some() {
+            break;
+        }
         match item {
             Outgoing::Frame(mut chain) => {
                 // Coalesce what is queued behind it, up to an exclusive section.

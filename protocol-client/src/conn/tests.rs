@@ -343,7 +343,8 @@ async fn sasl_reauthenticates_before_the_session_ends_without_interleaving() {
                         SaslAuthenticateResponse::default().with_session_lifetime_ms(lifetime_ms);
                     write_response(&mut s, corr, version >= 2, &resp, version).await;
                     if handshakes == 3 {
-                        return log;
+                        // Keep the socket open until the test has checked the connection.
+                        return (log, s);
                     }
                 }
                 ApiKey::Metadata => {
@@ -352,7 +353,7 @@ async fn sasl_reauthenticates_before_the_session_ends_without_interleaving() {
                 other => panic!("unexpected {other:?}"),
             }
         }
-        log
+        (log, s)
     });
     let cfg = ConnConfig {
         sasl: Some(SaslConfig::Plain {
@@ -385,7 +386,7 @@ async fn sasl_reauthenticates_before_the_session_ends_without_interleaving() {
             }
         })
     };
-    let log = tokio::time::timeout(Duration::from_secs(10), server)
+    let (log, _server_socket) = tokio::time::timeout(Duration::from_secs(10), server)
         .await
         .expect("two re-authentications within 10 s")
         .unwrap();

@@ -630,8 +630,23 @@ async fn finish_request(
         Err(e) => {
             let msg = e.to_string();
             let retriable = e.is_retriable();
+            let security = e.is_security();
             for out in parts {
-                let err = if retriable {
+                let err = if security {
+                    // A TLS or SASL failure is a configuration problem: keep its kind so no
+                    // layer above mistakes it for something a restart fixes.
+                    match &e {
+                        Error::Conn(c) => {
+                            c.clone_security().map(Error::Conn).unwrap_or_else(|| {
+                                Error::Producer(format!(
+                                    "Produce to {} failed: {msg}",
+                                    broker.addr()
+                                ))
+                            })
+                        }
+                        _ => Error::Producer(format!("Produce to {} failed: {msg}", broker.addr())),
+                    }
+                } else if retriable {
                     Error::Metadata(format!("Produce to {} failed: {msg}", broker.addr()))
                 } else {
                     Error::Producer(format!("Produce to {} failed: {msg}", broker.addr()))

@@ -331,7 +331,7 @@ impl TlsConnector {
         self.inner
             .connect(name, tcp)
             .await
-            .map_err(|e| classify_io(&e, true))
+            .map_err(|e| classify_io(&e))
     }
 }
 
@@ -360,7 +360,12 @@ pub async fn probe_speaks_tls(host: &str, tcp: TcpStream) -> bool {
     match connector.connect(name, tcp).await {
         Ok(_) => true,
         // Anything past the ServerHello (certificate or alert problems) is still TLS.
-        Err(e) => !matches!(classify_io(&e, true), TlsFailure::NotTls(_)),
+        // A TLS-level verdict other than "not TLS" (certificate, alert) means the server spoke
+        // TLS; a transport failure proves nothing.
+        Err(e) => !matches!(
+            classify_io(&e),
+            TlsFailure::NotTls(_) | TlsFailure::Interrupted(_)
+        ),
     }
 }
 
@@ -441,33 +446,34 @@ pub enum TlsFailure {
         "the broker answered with TLS: it is a TLS listener; set security.protocol=SSL or SASL_SSL"
     )]
     PlaintextToTls,
-    /// Any other handshake failure.
+    /// Any other handshake failure reported by TLS itself.
     #[error("TLS handshake failed: {0}")]
     Handshake(String),
+    /// The transport failed under TLS (EOF, reset, I/O error): not a verdict on the
+    /// configuration by itself; the connection layer finds out whether the listener is
+    /// plaintext, else treats it as a transport failure.
+    #[error("the connection failed during TLS: {0}")]
+    Interrupted(String),
 }
 
-/// Sorts an I/O error from a TLS stream into a [`TlsFailure`]. `handshaking` tells whether the
-/// handshake was still running (a bare EOF then means the peer is not a TLS server).
-pub fn classify_io(e: &std::io::Error, handshaking: bool) -> TlsFailure {
-    if let Some(err) = e
+/// Sorts an I/O error from a TLS stream into a [`TlsFailure`]: what TLS itself reported, or
+/// [`TlsFailure::Interrupted`] for a bare transport failure.
+pub fn classify_io(e: &std::io::Error) -> TlsFailure {
+    match e
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<rustls::Error>())
     {
-        return classify(err);
+        Some(err) => classify(err),
+        None => TlsFailure::Interrupted(e.to_string()),
     }
-    if handshaking
-        && matches!(
-            e.kind(),
-            std::io::ErrorKind::UnexpectedEof
-                | std::io::ErrorKind::ConnectionReset
-                | std::io::ErrorKind::ConnectionAborted
-        )
-    {
-        return TlsFailure::NotTls(format!(
-            "the connection was closed during the handshake: {e}"
-        ));
+}
+
+impl TlsFailure {
+    /// Whether this is a verdict on the configuration (certificates, protocol mismatch) rather
+    /// than a transport failure.
+    pub fn is_configuration(&self) -> bool {
+        !matches!(self, TlsFailure::Interrupted(_))
     }
-    TlsFailure::Handshake(e.to_string())
 }
 
 /// Sorts a rustls error into a [`TlsFailure`].
@@ -570,11 +576,12 @@ mod tests {
             TlsFailure::ClientCertificateRejected(_)
         ));
         let io = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "eof");
-        assert!(matches!(classify_io(&io, true), TlsFailure::NotTls(_)));
+        assert!(matches!(classify_io(&io), TlsFailure::Interrupted(_)));
+        assert!(!classify_io(&io).is_configuration());
         let io = std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer),
         );
-        assert!(matches!(classify_io(&io, true), TlsFailure::Untrusted(_)));
+        assert!(matches!(classify_io(&io), TlsFailure::Untrusted(_)));
     }
 }

@@ -20,7 +20,9 @@ mod scram;
 
 pub use oauthbearer::OAuthBearer;
 pub use plain::Plain;
-pub use scram::{Scram, MAX_ITERATIONS as SCRAM_MAX_ITERATIONS};
+pub use scram::{
+    Scram, MAX_ITERATIONS as SCRAM_MAX_ITERATIONS, MIN_ITERATIONS as SCRAM_MIN_ITERATIONS,
+};
 
 /// Errors of a SASL exchange.
 #[non_exhaustive]

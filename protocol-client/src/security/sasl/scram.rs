@@ -18,11 +18,11 @@
 //! `ClientProof = ClientKey XOR HMAC(StoredKey, AuthMessage)`,
 //! `ServerSignature = HMAC(HMAC(SaltedPassword, "Server Key"), AuthMessage)`.
 //!
-//! Like Kafka, the username and password are used as UTF-8 without SASLprep. Unlike Kafka's
-//! client, which insists on at least 4096 iterations (the broker's own minimum), any count from
-//! 1 up to [`MAX_ITERATIONS`] is accepted: the minimum is the server's policy, the maximum
-//! protects the client from a server that would make it hash for minutes. Kafka brokers store
-//! 4096 to 16384 iterations (KIP-554).
+//! Like Kafka, the username and password are used as UTF-8 without SASLprep. Like Kafka's
+//! client, at least [`MIN_ITERATIONS`] (4096) are required: a man in the middle of a
+//! SASL_PLAINTEXT connection must not be able to lower the count and make the captured proof
+//! cheap to crack offline. At most [`MAX_ITERATIONS`] protects the client from a server that
+//! would make it hash for minutes. Kafka brokers store 4096 to 16384 iterations (KIP-554).
 //!
 //! Secrets (password, salted password, keys, proofs) never appear in `Debug` output or errors.
 
@@ -40,6 +40,9 @@ use crate::security::Secret;
 /// The largest iteration count a server may ask for. PBKDF2 runs synchronously inside
 /// [`Mechanism::step`]; at this bound that is a few seconds of CPU.
 pub const MAX_ITERATIONS: u32 = 10_000_000;
+
+/// The smallest iteration count accepted (Kafka's `ScramMechanism.minIterations`).
+pub const MIN_ITERATIONS: u32 = 4096;
 
 /// Longest server message accepted (the server nonce is echoed and hashed; real messages are
 /// around a hundred bytes).
@@ -289,7 +292,7 @@ impl Scram {
             })?;
         let iterations = parse_iterations(iterations).ok_or_else(|| {
             self.protocol(format!(
-                "iteration count {:?} is not a number from 1 to {MAX_ITERATIONS}",
+                "iteration count {:?} is not a number from {MIN_ITERATIONS} to {MAX_ITERATIONS}",
                 server_text(iterations.as_bytes())
             ))
         })?;
@@ -434,7 +437,7 @@ fn parse_iterations(text: &str) -> Option<NonZeroU32> {
         return None;
     }
     let n: u32 = text.parse().ok()?;
-    if n > MAX_ITERATIONS {
+    if !(MIN_ITERATIONS..=MAX_ITERATIONS).contains(&n) {
         return None;
     }
     NonZeroU32::new(n)
@@ -751,6 +754,7 @@ mod tests {
             format!("{n},s=!!!!,i=4096"),
             format!("{n},s=,i=4096"),
             format!("{n},s=W22ZaJ0SNY7soEsUEjb6gQ==,i=0"),
+            format!("{n},s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4095"),
             format!("{n},s=W22ZaJ0SNY7soEsUEjb6gQ==,i=-1"),
             format!("{n},s=W22ZaJ0SNY7soEsUEjb6gQ==,i="),
             format!("{n},s=W22ZaJ0SNY7soEsUEjb6gQ==,i=+4096"),
@@ -778,7 +782,7 @@ mod tests {
         let mut client = rfc7677();
         client.initial().unwrap();
         let reply = client
-            .step(b"r=rOprNGfwEbeRWgbNEkqO%x,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=1,q=whatever")
+            .step(b"r=rOprNGfwEbeRWgbNEkqO%x,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096,q=whatever")
             .unwrap()
             .unwrap();
         assert!(reply.starts_with(b"c=biws,r=rOprNGfwEbeRWgbNEkqO%x,p="));
@@ -873,7 +877,7 @@ mod tests {
         let mut client = rfc7677();
         client.initial().unwrap();
         client
-            .step(b"r=rOprNGfwEbeRWgbNEkqO+srv,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=1")
+            .step(b"r=rOprNGfwEbeRWgbNEkqO+srv,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096")
             .unwrap();
         client
     }
