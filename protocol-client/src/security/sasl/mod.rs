@@ -16,7 +16,7 @@ use std::fmt;
 
 mod oauthbearer;
 mod plain;
-mod scram;
+pub(crate) mod scram;
 
 pub use oauthbearer::OAuthBearer;
 pub use plain::Plain;

@@ -444,7 +444,7 @@ fn parse_iterations(text: &str) -> Option<NonZeroU32> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const RFC7677_NONCE: &str = "rOprNGfwEbeRWgbNEkqO";
@@ -524,7 +524,7 @@ mod tests {
     }
 
     /// A minimal SCRAM server computed from RFC 5802 §3, independent of the client's state.
-    struct TestServer {
+    pub(crate) struct TestServer {
         hash: ScramHash,
         salt: Vec<u8>,
         iterations: u32,
@@ -534,7 +534,7 @@ mod tests {
     }
 
     impl TestServer {
-        fn new(hash: ScramHash, password: &str, iterations: u32) -> TestServer {
+        pub(crate) fn new(hash: ScramHash, password: &str, iterations: u32) -> TestServer {
             let salt = b"strait-test-salt".to_vec();
             let mut salted = vec![0u8; hash.digest().output_len()];
             pbkdf2::derive(
@@ -561,7 +561,7 @@ mod tests {
         }
 
         /// Returns (server-first, client-first-bare) for a client-first message.
-        fn first(&self, client_first: &[u8]) -> (String, String) {
+        pub(crate) fn first(&self, client_first: &[u8]) -> (String, String) {
             let client_first = std::str::from_utf8(client_first).unwrap();
             let bare = client_first.strip_prefix("n,,").unwrap().to_owned();
             let client_nonce = bare.split(",r=").nth(1).unwrap();
@@ -575,7 +575,12 @@ mod tests {
         }
 
         /// Checks the client proof; returns the server-final `v=` message.
-        fn last(&self, bare: &str, server_first: &str, client_final: &[u8]) -> Result<String, ()> {
+        pub(crate) fn last(
+            &self,
+            bare: &str,
+            server_first: &str,
+            client_final: &[u8],
+        ) -> Result<String, ()> {
             let client_final = std::str::from_utf8(client_final).unwrap();
             let (without_proof, proof) = client_final.rsplit_once(",p=").unwrap();
             let auth_message = format!("{bare},{server_first},{without_proof}");
