@@ -178,3 +178,24 @@ pub async fn total_records(cluster: &Cluster, topic: &str, partitions: i32) -> R
     high_watermarks(cluster, topic, partitions, &mut known).await?;
     Ok(known.iter().sum())
 }
+
+/// Queues `rec` on a librdkafka producer, waiting while its queue is full (the baselines keep
+/// the queue full on purpose); any other error is returned with `what` as context.
+pub fn rdkafka_send<C: rdkafka::producer::ProducerContext<DeliveryOpaque = ()> + 'static>(
+    producer: &rdkafka::producer::ThreadedProducer<C>,
+    mut rec: rdkafka::producer::BaseRecord<'_, [u8], [u8]>,
+    what: &str,
+) -> std::result::Result<(), String> {
+    loop {
+        match producer.send(rec) {
+            Ok(()) => return Ok(()),
+            Err((e, back))
+                if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) =>
+            {
+                std::thread::sleep(Duration::from_micros(200));
+                rec = back;
+            }
+            Err((e, _)) => return Err(format!("{what}: {e}")),
+        }
+    }
+}

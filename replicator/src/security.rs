@@ -25,7 +25,7 @@ use protocol_client::security::tls::{
 use protocol_client::security::Secret;
 use tracing::warn;
 
-use crate::config::{ClusterConfig, SaslMechanism, SecurityProtocol};
+use crate::config::{ClusterConfig, SaslMechanism};
 use crate::error::{Error, Result};
 
 /// TLS and SASL of one cluster, ready for the connection settings.
@@ -69,12 +69,7 @@ pub fn cluster_security(cluster: &ClusterConfig) -> Result<ClusterSecurity> {
 /// One line describing a cluster's security without secrets (for `strait check` and logs).
 pub fn describe(cluster: &ClusterConfig) -> String {
     let c = &cluster.client;
-    let mut out = match c.security_protocol {
-        SecurityProtocol::Plaintext => "PLAINTEXT".to_string(),
-        SecurityProtocol::Ssl => "SSL".to_string(),
-        SecurityProtocol::SaslPlaintext => "SASL_PLAINTEXT".to_string(),
-        SecurityProtocol::SaslSsl => "SASL_SSL".to_string(),
-    };
+    let mut out = c.security_protocol.name().to_string();
     if let Some(s) = &c.sasl {
         out.push_str(&format!(", mechanism {}", mechanism_name(&s.mechanism)));
         if let Some(u) = &s.username {
@@ -112,8 +107,6 @@ fn mechanism_name(m: &SaslMechanism) -> String {
         SaslMechanism::OAuthBearer => "OAUTHBEARER".into(),
         SaslMechanism::Gssapi => "GSSAPI".into(),
         SaslMechanism::Other(s) => s.clone(),
-        #[allow(unreachable_patterns)]
-        _ => format!("{m:?}"),
     }
 }
 

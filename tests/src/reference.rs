@@ -60,30 +60,7 @@ pub fn base_config(bootstrap: &str) -> ClientConfig {
 
 /// Creates topics through librdkafka's admin client.
 pub fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = base_config(bootstrap)
-        .create()
-        .expect("create admin client");
-    // A runtime of its own on a thread of its own: callable from sync and async tests alike.
-    let res = std::thread::scope(|s| {
-        s.spawn(|| {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime")
-                .block_on(admin.create_topics(
-                    &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
-                    &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-                ))
-        })
-        .join()
-        .expect("admin thread")
-    })
-    .expect("create_topics request");
-    for r in res {
-        if let Err((name, err)) = r {
-            panic!("create topic {name}: {err}");
-        }
-    }
+    create_topic_with(&base_config(bootstrap), topic, partitions);
 }
 
 /// Runs blocking reference-client work from inside a multi-threaded tokio test without
@@ -253,6 +230,7 @@ pub fn secure_config(bootstrap: &str, security: &RefSecurity) -> ClientConfig {
 /// [`create_topic`] with a client configuration of its own (e.g. from [`secure_config`]).
 pub fn create_topic_with(config: &ClientConfig, topic: &str, partitions: i32) {
     let admin: AdminClient<DefaultClientContext> = config.create().expect("create admin client");
+    // A runtime of its own on a thread of its own: callable from sync and async tests alike.
     let res = std::thread::scope(|s| {
         s.spawn(|| {
             tokio::runtime::Builder::new_current_thread()

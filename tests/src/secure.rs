@@ -142,6 +142,16 @@ fn write(dir: &Path, name: &str, text: &str) {
     std::fs::write(dir.join(name), text).unwrap_or_else(|e| panic!("write {name}: {e}"));
 }
 
+/// A new key `key` and a certificate signing request `csr` for `/CN=<common_name>`.
+fn new_key_and_csr(dir: &Path, key: &str, common_name: &str, csr: &str) {
+    new_key(dir, key);
+    let subject = format!("/CN={common_name}");
+    openssl(
+        dir,
+        &["req", "-new", "-key", key, "-subj", &subject, "-out", csr],
+    );
+}
+
 /// A new EC P-256 key, unencrypted PKCS#8 PEM.
 fn new_key(dir: &Path, name: &str) {
     openssl(
@@ -197,21 +207,8 @@ fn new_leaf(dir: &Path, name: &str, ca: &str, common_name: &str, ext: &str, seri
     let key = format!("{name}.key");
     let csr = format!("{name}.csr");
     let ext_file = format!("{name}.ext");
-    new_key(dir, &key);
+    new_key_and_csr(dir, &key, common_name, &csr);
     write(dir, &ext_file, ext);
-    openssl(
-        dir,
-        &[
-            "req",
-            "-new",
-            "-key",
-            &key,
-            "-subj",
-            &format!("/CN={common_name}"),
-            "-out",
-            &csr,
-        ],
-    );
     openssl(
         dir,
         &[
@@ -240,20 +237,7 @@ fn new_leaf(dir: &Path, name: &str, ca: &str, common_name: &str, ext: &str, seri
 fn new_expired_server(dir: &Path, name: &str, ca: &str) {
     let key = format!("{name}.key");
     let csr = format!("{name}.csr");
-    new_key(dir, &key);
-    openssl(
-        dir,
-        &[
-            "req",
-            "-new",
-            "-key",
-            &key,
-            "-subj",
-            "/CN=localhost",
-            "-out",
-            &csr,
-        ],
-    );
+    new_key_and_csr(dir, &key, "localhost", &csr);
     std::fs::create_dir_all(dir.join("ca-db")).expect("create ca-db");
     write(dir, "ca-db/index.txt", "");
     write(dir, "ca-db/serial", "1000\n");

@@ -78,6 +78,22 @@ async fn connect_fails(cfg: ClientConfig, what: &str) -> ConnError {
     }
 }
 
+/// The TLS failure inside `e` (fails the test for any other error).
+fn tls_failure(e: &ConnError) -> &TlsFailure {
+    match e {
+        ConnError::Tls { failure, .. } => failure,
+        other => panic!("expected a TLS failure, got: {other}"),
+    }
+}
+
+/// The SASL failure inside `e` (fails the test for any other error).
+fn auth_failure(e: &ConnError) -> &AuthFailure {
+    match e {
+        ConnError::Auth { failure, .. } => failure,
+        other => panic!("expected a SASL failure, got: {other}"),
+    }
+}
+
 fn records(n: usize, tag: &str) -> Vec<Outgoing> {
     (0..n)
         .map(|i| Outgoing {
@@ -164,29 +180,11 @@ async fn tls_failures_are_named_and_not_retried() {
         "untrusted CA",
     )
     .await;
-    assert!(
-        matches!(
-            &e,
-            ConnError::Tls {
-                failure: TlsFailure::Untrusted(_),
-                ..
-            }
-        ),
-        "{e}"
-    );
+    assert!(matches!(tls_failure(&e), TlsFailure::Untrusted(_)), "{e}");
 
     // Plaintext Kafka bytes to the TLS port.
     let e = connect_fails(config(&good.bootstrap(), None, None), "plaintext to TLS").await;
-    assert!(
-        matches!(
-            &e,
-            ConnError::Tls {
-                failure: TlsFailure::PlaintextToTls,
-                ..
-            }
-        ),
-        "{e}"
-    );
+    assert!(matches!(tls_failure(&e), TlsFailure::PlaintextToTls), "{e}");
 
     // A TLS client to a plaintext listener (tansu's own port).
     let plain = TansuBroker::start("tls-to-plain");
@@ -195,16 +193,7 @@ async fn tls_failures_are_named_and_not_retried() {
         "TLS to plaintext",
     )
     .await;
-    assert!(
-        matches!(
-            &e,
-            ConnError::Tls {
-                failure: TlsFailure::NotTls(_),
-                ..
-            }
-        ),
-        "{e}"
-    );
+    assert!(matches!(tls_failure(&e), TlsFailure::NotTls(_)), "{e}");
 
     let wrong = SecureBroker::tls("tls-wronghost", ServerCert::WrongHost, false);
     let e = connect_fails(
@@ -213,13 +202,7 @@ async fn tls_failures_are_named_and_not_retried() {
     )
     .await;
     assert!(
-        matches!(
-            &e,
-            ConnError::Tls {
-                failure: TlsFailure::HostnameMismatch(_),
-                ..
-            }
-        ),
+        matches!(tls_failure(&e), TlsFailure::HostnameMismatch(_)),
         "{e}"
     );
     // ssl.endpoint.identification.algorithm= (empty): the same certificate is accepted.
@@ -237,16 +220,7 @@ async fn tls_failures_are_named_and_not_retried() {
         "expired certificate",
     )
     .await;
-    assert!(
-        matches!(
-            &e,
-            ConnError::Tls {
-                failure: TlsFailure::Expired(_),
-                ..
-            }
-        ),
-        "{e}"
-    );
+    assert!(matches!(tls_failure(&e), TlsFailure::Expired(_)), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -260,13 +234,7 @@ async fn mutual_tls_requires_a_certificate_from_the_trusted_ca() {
     )
     .await;
     assert!(
-        matches!(
-            &e,
-            ConnError::Tls {
-                failure: TlsFailure::ClientCertificateRejected(_),
-                ..
-            }
-        ),
+        matches!(tls_failure(&e), TlsFailure::ClientCertificateRejected(_)),
         "{e}"
     );
     let e = connect_fails(
@@ -283,13 +251,7 @@ async fn mutual_tls_requires_a_certificate_from_the_trusted_ca() {
     )
     .await;
     assert!(
-        matches!(
-            &e,
-            ConnError::Tls {
-                failure: TlsFailure::ClientCertificateRejected(_),
-                ..
-            }
-        ),
+        matches!(tls_failure(&e), TlsFailure::ClientCertificateRejected(_)),
         "{e}"
     );
     let cluster = Cluster::connect(config(
@@ -353,7 +315,7 @@ async fn scram_sha_256_and_512_authenticate_and_failures_are_named() {
     )
     .await;
     assert!(
-        matches!(&e, ConnError::Auth { failure, .. } if matches!(**failure, AuthFailure::WrongPassword { .. })),
+        matches!(auth_failure(&e), AuthFailure::WrongPassword { .. }),
         "{e}"
     );
     assert!(
@@ -367,7 +329,7 @@ async fn scram_sha_256_and_512_authenticate_and_failures_are_named() {
     )
     .await;
     assert!(
-        matches!(&e, ConnError::Auth { failure, .. } if matches!(**failure, AuthFailure::UnknownUser { .. })),
+        matches!(auth_failure(&e), AuthFailure::UnknownUser { .. }),
         "{e}"
     );
 
@@ -384,7 +346,10 @@ async fn scram_sha_256_and_512_authenticate_and_failures_are_named() {
     )
     .await;
     assert!(
-        matches!(&e, ConnError::Auth { failure, .. } if matches!(**failure, AuthFailure::UnsupportedMechanism { .. } | AuthFailure::MechanismRefused)),
+        matches!(
+            auth_failure(&e),
+            AuthFailure::UnsupportedMechanism { .. } | AuthFailure::MechanismRefused
+        ),
         "{e}"
     );
 }

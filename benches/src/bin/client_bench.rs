@@ -36,7 +36,6 @@ use rdkafka::message::Message;
 use rdkafka::producer::{
     BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer,
 };
-use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use strait_benches::proc_stats::{Phase, PhaseResult};
 use strait_benches::table::{num, ratio, Table};
@@ -404,19 +403,10 @@ fn produce_rdkafka(
         cfg.create_with_context(DeliveryCounter::default())?;
     let phase = Phase::start(None)?;
     for i in 0..n {
-        let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic)
+        let rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic)
             .partition(i as i32 % partitions)
             .payload(&pool.get(i)[..]);
-        loop {
-            match producer.send(rec) {
-                Ok(()) => break,
-                Err((e, back)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
-                    std::thread::sleep(Duration::from_micros(200));
-                    rec = back;
-                }
-                Err((e, _)) => return Err(format!("librdkafka produce: {e}").into()),
-            }
-        }
+        kafka::rdkafka_send(&producer, rec, "librdkafka produce")?;
     }
     producer.flush(Duration::from_secs(120))?;
     let phase = phase.finish()?;

@@ -884,7 +884,6 @@ fn baseline_child(args: &Args) -> Result<(), BoxError> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::message::{Headers, Message};
     use rdkafka::producer::{BaseRecord, DefaultProducerContext, ThreadedProducer};
-    use rdkafka::types::RDKafkaErrorCode;
     use rdkafka::{Offset, TopicPartitionList};
 
     let source = args.source.as_deref().ok_or("--source")?;
@@ -954,15 +953,6 @@ fn baseline_child(args: &Args) -> Result<(), BoxError> {
                 rec = rec.headers(h.detach());
             }
         }
-        loop {
-            match producer.send(rec) {
-                Ok(()) => break,
-                Err((e, back)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
-                    std::thread::sleep(Duration::from_micros(200));
-                    rec = back;
-                }
-                Err((e, _)) => return Err(format!("baseline produce: {e}").into()),
-            }
-        }
+        strait_benches::kafka::rdkafka_send(&producer, rec, "baseline produce")?;
     }
 }

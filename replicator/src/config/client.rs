@@ -86,6 +86,16 @@ impl SecurityProtocol {
         }
     }
 
+    /// Kafka's name (`SASL_SSL`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Plaintext => "PLAINTEXT",
+            Self::Ssl => "SSL",
+            Self::SaslPlaintext => "SASL_PLAINTEXT",
+            Self::SaslSsl => "SASL_SSL",
+        }
+    }
+
     /// Uses TLS on the wire.
     pub fn uses_tls(self) -> bool {
         matches!(self, Self::Ssl | Self::SaslSsl)
