@@ -68,6 +68,17 @@ pub enum Error {
     /// The producer was fenced or lost its idempotent state in a way it cannot repair.
     #[error("producer: {0}")]
     Producer(String),
+    /// An earlier batch of this partition failed for good, so this one was not written
+    /// (`ProducerConfig::stop_partition_on_failure`): the partition's log has no gap.
+    #[error("topic {topic} partition {partition} stopped after an earlier batch failed: {reason}")]
+    PartitionStopped {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+        /// The first failure.
+        reason: String,
+    },
     /// The component was shut down.
     #[error("shut down")]
     Shutdown,

@@ -47,6 +47,33 @@ pub enum Error {
         /// Cause.
         source: OffsetMapError,
     },
+    /// The target refused (or never acknowledged) a forwarded batch: the partition stops
+    /// before it, so the remote partition has no gap.
+    #[error("cluster {cluster}: appending {topic}/{partition} offsets {first}..{next} to {remote}: {source}")]
+    Append {
+        /// Target cluster alias.
+        cluster: String,
+        /// Source topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+        /// Remote topic.
+        remote: String,
+        /// First source offset of the batch.
+        first: i64,
+        /// Source offset after the batch.
+        next: i64,
+        /// Cause.
+        source: Box<protocol_client::Error>,
+    },
+    /// A failure with what it interrupted.
+    #[error("{context}: {source}")]
+    Context {
+        /// What was going on.
+        context: String,
+        /// Cause.
+        source: Box<Error>,
+    },
     /// A feature the configuration asks for that this build cannot provide.
     #[error("unsupported: {0}")]
     Unsupported(String),
@@ -64,20 +91,39 @@ impl Error {
         }
     }
 
+    /// The same error, saying what it interrupted.
+    pub fn context(self, context: impl Into<String>) -> Error {
+        Error::Context {
+            context: context.into(),
+            source: Box::new(self),
+        }
+    }
+
     /// Whether restarting the flow (after a pause) may get past the error.
+    ///
+    /// A batch the target refused with a non-retriable error (invalid timestamp, too large,
+    /// authorization) is not: the flow stops and says so. One that timed out or met a
+    /// retriable error until the delivery timeout is.
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Client { source, .. } if source.is_security() => false,
-            Error::Client { source, .. } => {
-                source.is_retriable()
-                    || matches!(
-                        source,
-                        protocol_client::Error::RetriesExhausted { .. }
-                            | protocol_client::Error::Producer(_)
-                    )
-            }
+            Error::Client { source, .. } => client_error_is_transient(source),
+            Error::Append { source, .. } => client_error_is_transient(source),
+            Error::Context { source, .. } => source.is_transient(),
             Error::OffsetMap { .. } => true,
             _ => false,
         }
     }
+}
+
+fn client_error_is_transient(source: &protocol_client::Error) -> bool {
+    if source.is_security() {
+        return false;
+    }
+    source.is_retriable()
+        || matches!(
+            source,
+            protocol_client::Error::RetriesExhausted { .. }
+                | protocol_client::Error::Producer(_)
+                | protocol_client::Error::Shutdown
+        )
 }

@@ -5,14 +5,18 @@
 //! `strait-offset-map.<source>.internal` on the target (exact runs, see
 //! [`crate::formats::OffsetMapRecord`]).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use protocol_client::admin::{Admin, NewTopic};
 use protocol_client::cluster::Cluster;
-use protocol_client::fetcher::{fetch_partition, FetcherConfig, IsolationLevel};
-use protocol_client::record::{split_batches, DecodeLimits};
+use protocol_client::fetcher::{
+    fetch_partition, join_all, list_offset, AbortedTransaction, FetcherConfig, IsolationLevel,
+    OffsetSpec,
+};
+use protocol_client::record::{split_batches, ControlType, DecodeLimits, RecordBatch};
 use protocol_client::ResponseError;
 use tracing::info;
 
@@ -94,8 +98,16 @@ pub struct StoredRecord {
     pub value: Option<Bytes>,
 }
 
-/// Reads every record of every partition of `topic` up to its current end, in offset order
-/// per partition. A missing topic reads as empty.
+/// Reads every record of every partition of `topic`, from its log start up to its last stable
+/// offset as of the call, in offset order per partition. A missing topic reads as empty.
+///
+/// Reads are `read_committed`: transaction markers and the records of aborted transactions are
+/// left out, as Kafka's consumer does (MM2 in exactly-once mode writes its progress in
+/// transactions, and aborted progress must not be believed); for data written without
+/// transactions this is the same as reading everything. Where a partition starts and ends comes
+/// from ListOffsets (earliest; latest under read_committed, the last stable offset, which is
+/// what a read_committed fetch can reach, so the loop ends), never from assuming offset 0:
+/// retention and compaction may have removed it.
 pub async fn read_to_end(
     cluster: &Arc<Cluster>,
     alias: &str,
@@ -109,83 +121,211 @@ pub async fn read_to_end(
     let Some(info) = md.topics.get(topic) else {
         return Ok(Vec::new());
     };
+    let partitions = join_all(
+        info.partitions
+            .iter()
+            .map(|p| read_partition(cluster, alias, topic, p.partition)),
+    )
+    .await;
+    let mut out = Vec::new();
+    for records in partitions {
+        out.extend(records?);
+    }
+    Ok(out)
+}
+
+/// Kafka's read_committed rule (the same as `flow::plan`'s): once a batch reaches the first
+/// offset of an aborted transaction listed in the fetch response, that producer's
+/// transactional batches are aborted until its ABORT marker.
+#[derive(Debug)]
+struct AbortFilter {
+    /// Listed aborted transactions not reached yet, latest first.
+    pending: Vec<AbortedTransaction>,
+    /// Producers inside an aborted transaction.
+    aborted: HashSet<i64>,
+}
+
+impl AbortFilter {
+    fn new(mut list: Vec<AbortedTransaction>) -> AbortFilter {
+        list.sort_by_key(|a| std::cmp::Reverse(a.first_offset));
+        AbortFilter {
+            pending: list,
+            aborted: HashSet::new(),
+        }
+    }
+
+    /// Whether `batch` (every batch of the response, in order) is left out: a transaction
+    /// marker, or data of an aborted transaction.
+    fn skips(&mut self, batch: &RecordBatch) -> bool {
+        while let Some(a) = self.pending.last() {
+            if a.first_offset > batch.last_offset() {
+                break;
+            }
+            self.aborted.insert(a.producer_id);
+            self.pending.pop();
+        }
+        if batch.is_control() {
+            if matches!(batch.control_type(), Ok(Some(ControlType::Abort))) {
+                self.aborted.remove(&batch.producer_id());
+            }
+            return true;
+        }
+        batch.is_transactional() && self.aborted.contains(&batch.producer_id())
+    }
+}
+
+/// One partition of [`read_to_end`].
+async fn read_partition(
+    cluster: &Arc<Cluster>,
+    alias: &str,
+    topic: &str,
+    partition: i32,
+) -> Result<Vec<StoredRecord>> {
+    const ISOLATION: IsolationLevel = IsolationLevel::ReadCommitted;
+    let offset = |spec| async move {
+        list_offset(cluster, topic, partition, spec, ISOLATION)
+            .await
+            .map(|l| l.offset)
+            .map_err(Error::client(alias))
+    };
+    let (start, end) = tokio::join!(offset(OffsetSpec::Earliest), offset(OffsetSpec::Latest));
+    let (mut position, end) = (start?, end?);
     let config = FetcherConfig {
         max_wait: Duration::from_millis(10),
-        isolation: IsolationLevel::ReadUncommitted,
+        isolation: ISOLATION,
         ..FetcherConfig::default()
     };
     let limits = DecodeLimits::default();
+    let context = |at: Option<i64>| match at {
+        Some(at) => format!("{alias}:{topic}/{partition} at {at}"),
+        None => format!("{alias}:{topic}/{partition}"),
+    };
     let mut out = Vec::new();
-    for p in &info.partitions {
-        let mut position = 0i64;
-        let mut end: Option<i64> = None;
-        loop {
-            let fp = fetch_partition(cluster, topic, p.partition, position, &config)
-                .await
-                .map_err(Error::client(alias))?;
-            match fp.error {
-                None => {}
-                Some(ResponseError::OffsetOutOfRange)
-                    if position == 0 && fp.log_start_offset > 0 =>
-                {
-                    position = fp.log_start_offset;
+    while position < end {
+        // Partition-level errors come back in the result; retry the transient ones (a leader
+        // moving) like request-level ones.
+        let fp = cluster
+            .retry("read internal topic", || async {
+                let fp = fetch_partition(cluster, topic, partition, position, &config).await?;
+                match fp.error {
+                    Some(e) if protocol_client::error::is_retriable_code(e) => {
+                        Err(protocol_client::Error::Metadata(format!(
+                            "Fetch {topic}/{partition} at {position}: {e}"
+                        )))
+                    }
+                    _ => Ok(fp),
+                }
+            })
+            .await
+            .map_err(Error::client(alias))?;
+        match fp.error {
+            None => {}
+            Some(ResponseError::OffsetOutOfRange) => {
+                // Retention removed records while we read: go on from the new log start.
+                let start = offset(OffsetSpec::Earliest).await?;
+                if start > position {
+                    position = start;
                     continue;
                 }
-                Some(e) => {
-                    return Err(Error::Other(format!(
-                        "cluster {alias}: reading {topic}/{}: {e}",
-                        p.partition
-                    )))
-                }
+                return Err(Error::Other(format!(
+                    "cluster {alias}: reading {topic}/{partition} at {position}: offset out of range (log start {start}, end {end})"
+                )));
             }
-            let hw = *end.get_or_insert(fp.high_watermark);
-            if position >= hw {
-                break;
+            Some(e) => {
+                return Err(Error::Other(format!(
+                    "cluster {alias}: reading {topic}/{partition}: {e}"
+                )))
             }
-            if position < fp.log_start_offset {
-                position = fp.log_start_offset;
+        }
+        let mut aborts = AbortFilter::new(fp.aborted);
+        let mut advanced = false;
+        for batch in split_batches(fp.records) {
+            let batch = batch.map_err(|source| Error::Record {
+                context: context(None),
+                source,
+            })?;
+            let skip = aborts.skips(&batch);
+            if batch.next_offset() <= position {
+                continue;
             }
-            let mut advanced = false;
-            for batch in split_batches(fp.records) {
-                let batch = batch.map_err(|source| Error::Record {
-                    context: format!("{alias}:{topic}/{}", p.partition),
+            advanced = true;
+            if !skip {
+                let records = batch.records(&limits).map_err(|source| Error::Record {
+                    context: context(Some(batch.base_offset())),
                     source,
                 })?;
-                if batch.next_offset() <= position {
-                    continue;
-                }
-                advanced = true;
-                if !batch.is_control() {
-                    let records = batch.records(&limits).map_err(|source| Error::Record {
-                        context: format!(
-                            "{alias}:{topic}/{} at {}",
-                            p.partition,
-                            batch.base_offset()
-                        ),
+                for r in records {
+                    let r = r.map_err(|source| Error::Record {
+                        context: context(None),
                         source,
                     })?;
-                    for r in records {
-                        let r = r.map_err(|source| Error::Record {
-                            context: format!("{alias}:{topic}/{}", p.partition),
-                            source,
-                        })?;
-                        let offset = r.offset(batch.base_offset());
-                        if offset >= position && offset < hw {
-                            out.push(StoredRecord {
-                                partition: p.partition,
-                                offset,
-                                key: r.key,
-                                value: r.value,
-                            });
-                        }
+                    let offset = r.offset(batch.base_offset());
+                    if offset >= position && offset < end {
+                        out.push(StoredRecord {
+                            partition,
+                            offset,
+                            key: r.key,
+                            value: r.value,
+                        });
                     }
                 }
-                position = batch.next_offset();
             }
-            if !advanced {
-                break;
-            }
+            position = batch.next_offset();
+        }
+        if !advanced {
+            break;
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol_client::record::{BatchBuilder, Compression};
+
+    fn batch(base: i64, pid: i64, txn: bool) -> RecordBatch {
+        let mut b = BatchBuilder::new(Compression::None)
+            .base_offset(base)
+            .producer(pid, 0, 0)
+            .transactional(txn);
+        b.push(1000, Some(b"k"), Some(b"v"), &[]);
+        b.build().unwrap()
+    }
+
+    fn marker(base: i64, pid: i64, kind: ControlType) -> RecordBatch {
+        let mut key = Vec::new();
+        key.extend_from_slice(&0i16.to_be_bytes());
+        key.extend_from_slice(&kind.type_id().to_be_bytes());
+        let mut b = BatchBuilder::new(Compression::None)
+            .base_offset(base)
+            .producer(pid, 0, 0)
+            .transactional(true)
+            .control(true);
+        b.push(5000, Some(&key), Some(&[0, 0, 0, 0, 0, 0]), &[]);
+        b.build().unwrap()
+    }
+
+    /// MM2 progress written in an aborted transaction is not believed; committed progress,
+    /// progress written without a transaction and other producers' data are.
+    #[test]
+    fn aborted_transactions_and_markers_are_left_out() {
+        let log = [
+            (batch(0, 7, true), true),                 // aborted
+            (batch(1, 8, false), false),               // plain
+            (batch(2, 9, true), false),                // committed below
+            (batch(3, 7, true), true),                 // still aborted
+            (marker(4, 7, ControlType::Abort), true),  // marker
+            (marker(5, 9, ControlType::Commit), true), // marker
+            (batch(6, 7, true), false),                // a later, committed transaction
+            (marker(7, 7, ControlType::Commit), true), // marker
+        ];
+        let mut filter = AbortFilter::new(vec![AbortedTransaction {
+            producer_id: 7,
+            first_offset: 0,
+        }]);
+        for (i, (b, skipped)) in log.iter().enumerate() {
+            assert_eq!(filter.skips(b), *skipped, "batch {i}");
+        }
+    }
 }

@@ -68,6 +68,21 @@ impl Clusters {
     }
 }
 
+/// The producer a flow forwards batches with: idempotent, and a partition stops at its first
+/// batch that fails for good, so the remote partition never gets a gap.
+async fn data_producer(target: &Arc<Cluster>, alias: &str) -> Result<Producer> {
+    Producer::new(
+        target.clone(),
+        ProducerConfig {
+            linger: Duration::from_millis(2),
+            stop_partition_on_failure: true,
+            ..ProducerConfig::default()
+        },
+    )
+    .await
+    .map_err(Error::client(alias))
+}
+
 /// Every alias the configuration talks to.
 pub fn aliases(config: &Config) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
@@ -116,9 +131,26 @@ pub async fn run(config: Config, external_stop: watch::Receiver<bool>) -> Result
             let stop = flow_stop;
             let mut delay = Duration::from_secs(1);
             loop {
-                let flow = Arc::new(Flow::new(fc.clone(), source.clone(), target.clone(), producer.clone(), sync_producer.clone()));
+                // A producer per run of the flow: aborted when the run ends, so nothing the run
+                // appended can still land while its successor matches the remote tail.
+                let data = match data_producer(&target, &fc.target).await {
+                    Ok(p) => p,
+                    Err(e) if e.is_transient() && !*stop.borrow() => {
+                        warn!(flow = %format!("{}->{}", fc.source, fc.target), error = %e, ?delay, "cannot start the flow's producer; retrying");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(30));
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                let flow = Arc::new(
+                    Flow::new(fc.clone(), source.clone(), target.clone(), producer.clone(), sync_producer.clone())
+                        .with_data_producer(data.clone()),
+                );
                 let name = flow.name();
-                match flow.run(stop.clone()).await {
+                let outcome = flow.run(stop.clone()).await;
+                data.abort().await;
+                match outcome {
                     Ok(()) => {
                         info!(flow = %name, "stopped");
                         return Ok(());

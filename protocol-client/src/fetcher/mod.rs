@@ -4,15 +4,24 @@
 //! partition's record bytes as a slice of the response frame (no copy), with the high
 //! watermark, last stable offset, log start offset and aborted transactions.
 //! [`Fetcher`] keeps a position per assigned partition, fetches from every leader concurrently,
-//! advances positions past the complete batches it returned, follows leader moves, and applies
-//! an [`OffsetReset`] policy on `OFFSET_OUT_OF_RANGE`.
+//! advances positions past the complete batches it returned, follows leader moves, and handles
+//! `OFFSET_OUT_OF_RANGE` observably: ListOffsets tells a position below the log start (records
+//! deleted before they were read: reset by the [`OffsetReset`] policy) from one past the end
+//! (topic re-created or log truncated: the partition is paused, never reset), and every such
+//! event is reported ([`Fetcher::take_out_of_range`]) and logged.
+//!
+//! [`Fetcher::poll`] is cancel-safe: it decides everything first, awaits everything, and only
+//! then applies the round's changes in one synchronous step, so a poll dropped by a `select!`
+//! (or failing) leaves every position where it was and the next poll fetches the same records.
+//! Each broker's request starts at a rotating cursor, so partitions share `max_bytes` fairly
+//! (see [`Fetcher`]).
 //!
 //! Fetch sessions (KIP-227) are not used: every request is a full fetch (`session_epoch = -1`).
 //! For a replicator that fetches the same partitions in every request from few brokers, the
 //! saving is the per-partition request fields (~30 bytes each), which has not been worth the
 //! extra state so far.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,7 +32,7 @@ use kafka_protocol::messages::list_offsets_request::{
 };
 use kafka_protocol::messages::{ApiKey, BrokerId, TopicName};
 use kafka_protocol::protocol::StrBytes;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::cluster::{BrokerInfo, Cluster, ConnKind};
 use crate::error::{Error, ResponseError, Result};
@@ -284,51 +293,237 @@ pub async fn list_offset(
     isolation: IsolationLevel,
 ) -> Result<ListedOffset> {
     cluster
-        .retry("ListOffsets", || async {
-            let leader = cluster.leader(topic, partition).await?;
-            let conn = cluster.connection(&leader, ConnKind::Control).await?;
-            let req = ListOffsetsRequest::default()
-                .with_replica_id(BrokerId(-1))
-                .with_isolation_level(isolation as i8)
-                .with_topics(vec![ListOffsetsTopic::default()
-                    .with_name(TopicName(StrBytes::from_string(topic.to_string())))
-                    .with_partitions(vec![ListOffsetsPartition::default()
-                        .with_partition_index(partition)
-                        .with_current_leader_epoch(-1)
-                        .with_timestamp(spec.wire())])]);
-            let resp = conn.send(&req).await?;
-            let p = resp
-                .topics
-                .iter()
-                .flat_map(|t| t.partitions.iter())
-                .find(|p| p.partition_index == partition)
-                .ok_or_else(|| {
-                    Error::Metadata(format!("ListOffsets response lacks {topic}/{partition}"))
-                })?;
-            if let Some(e) = Error::broker(
-                ApiKey::ListOffsets,
-                format!("{}@{}", leader.id, leader.addr()),
-                Some(format!("topic {topic} partition {partition}")),
-                p.error_code,
-                None,
-            ) {
-                return Err(e);
-            }
-            Ok(ListedOffset {
-                offset: p.offset,
-                timestamp: p.timestamp,
-            })
+        .retry("ListOffsets", || {
+            list_offset_once(cluster, topic, partition, spec, isolation)
         })
         .await
 }
 
+/// ListOffsets for one partition through its current leader, one attempt.
+async fn list_offset_once(
+    cluster: &Cluster,
+    topic: &str,
+    partition: i32,
+    spec: OffsetSpec,
+    isolation: IsolationLevel,
+) -> Result<ListedOffset> {
+    let leader = cluster.leader(topic, partition).await?;
+    let conn = cluster.connection(&leader, ConnKind::Control).await?;
+    let req = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_isolation_level(isolation as i8)
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(partition)
+                .with_current_leader_epoch(-1)
+                .with_timestamp(spec.wire())])]);
+    let resp = conn.send(&req).await?;
+    let p = resp
+        .topics
+        .iter()
+        .flat_map(|t| t.partitions.iter())
+        .find(|p| p.partition_index == partition)
+        .ok_or_else(|| {
+            Error::Metadata(format!("ListOffsets response lacks {topic}/{partition}"))
+        })?;
+    if let Some(e) = Error::broker(
+        ApiKey::ListOffsets,
+        format!("{}@{}", leader.id, leader.addr()),
+        Some(format!("topic {topic} partition {partition}")),
+        p.error_code,
+        None,
+    ) {
+        return Err(e);
+    }
+    Ok(ListedOffset {
+        offset: p.offset,
+        timestamp: p.timestamp,
+    })
+}
+
+/// Which end of the log a position fell off (OFFSET_OUT_OF_RANGE, classified with ListOffsets).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OutOfRangeKind {
+    /// The position is below the log start offset: records `fetch_offset..log_start_offset`
+    /// were deleted (retention, DeleteRecords) before they were read. Data loss.
+    BelowLogStart,
+    /// The position is past the end of the log: the topic was re-created or the log was
+    /// truncated (unclean leader election). The fetcher does not reset such a position: it
+    /// pauses the partition and leaves the decision to the caller.
+    AboveLogEnd,
+}
+
+impl OutOfRangeKind {
+    /// Classifies `fetch_offset` against the log as ListOffsets sees it now: below `log_start`
+    /// (earliest), above `high_watermark` (latest, read_uncommitted), or `None` when it is
+    /// within the log again (the leader or the log start moved between Fetch and ListOffsets:
+    /// fetch again, do not reset).
+    pub fn classify(fetch_offset: i64, log_start: i64, high_watermark: i64) -> Option<Self> {
+        if fetch_offset < log_start {
+            Some(OutOfRangeKind::BelowLogStart)
+        } else if fetch_offset > high_watermark {
+            Some(OutOfRangeKind::AboveLogEnd)
+        } else {
+            None
+        }
+    }
+}
+
+impl std::fmt::Display for OutOfRangeKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            OutOfRangeKind::BelowLogStart => {
+                "below the log start (records were deleted before they were read)"
+            }
+            OutOfRangeKind::AboveLogEnd => {
+                "past the end of the log (topic re-created or log truncated)"
+            }
+        })
+    }
+}
+
+/// An OFFSET_OUT_OF_RANGE the fetcher met, and what it did about it. Stored when a
+/// [`Fetcher::poll`] completes; drained with [`Fetcher::take_out_of_range`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutOfRange {
+    /// Topic.
+    pub topic: Arc<str>,
+    /// Partition.
+    pub partition: i32,
+    /// The position that was out of range.
+    pub fetch_offset: i64,
+    /// The log start offset (ListOffsets earliest) when it was classified.
+    pub log_start_offset: i64,
+    /// The end of the log (ListOffsets latest, read_uncommitted) when it was classified.
+    pub high_watermark: i64,
+    /// Where the position was reset to by the [`OffsetReset`] policy (`BelowLogStart`);
+    /// `None` when it was not reset (`AboveLogEnd`: the partition is paused at `fetch_offset`).
+    pub reset_to: Option<i64>,
+    /// Which end of the log.
+    pub kind: OutOfRangeKind,
+}
+
+/// At most this many [`OutOfRange`] reports are kept for [`Fetcher::take_out_of_range`]; older
+/// ones are dropped (each was also logged).
+const MAX_OUT_OF_RANGE_REPORTS: usize = 10_000;
+
+type Key = (Arc<str>, i32);
+
 /// Keeps positions for assigned partitions and fetches from their leaders.
+///
+/// Request order: every assigned partition has a place in one cyclic order (assignment order).
+/// Each broker's request follows that order from a per-broker cursor, and after a round the
+/// cursor moves to the first partition that had records available but got no complete batch
+/// because the response ran out of room (`max_bytes`) or its first batch was larger than
+/// `partition_max_bytes`. That partition leads the next request, and Kafka returns at least one
+/// whole batch for the first non-empty partition of a request whatever the limits (KIP-74), so
+/// no partition waits behind others forever and an oversized batch gets through. (A request
+/// names each topic once, so the cursor topic's partitions that come before the cursor ride
+/// along right after it: sharing is fair to within that, and nobody is starved.) Cost per
+/// round: one pass over the assignment and a rotation of each broker's list.
 #[derive(Debug)]
 pub struct Fetcher {
     cluster: Arc<Cluster>,
     config: FetcherConfig,
-    positions: HashMap<(Arc<str>, i32), i64>,
-    paused: std::collections::HashSet<(Arc<str>, i32)>,
+    positions: HashMap<Key, i64>,
+    /// Every assigned partition, in assignment order: the cyclic order requests follow.
+    order: Vec<Key>,
+    /// Per broker id: the index in `order` its next request starts at.
+    cursors: HashMap<i32, usize>,
+    paused: HashSet<Key>,
+    out_of_range: Vec<OutOfRange>,
+}
+
+/// One broker's share of a round: its partitions in request order, with their places in
+/// [`Fetcher::order`].
+#[derive(Debug)]
+struct BrokerRequest {
+    broker: BrokerInfo,
+    positions: Vec<FetchPosition>,
+    order: Vec<usize>,
+}
+
+/// Everything a round changes, applied at once when it completes (so dropping the round's
+/// future, or an error, changes nothing).
+#[derive(Debug, Default)]
+struct RoundUpdate {
+    /// `(partition, offset fetched from, next position)`.
+    advances: Vec<(Key, i64, i64)>,
+    /// Classified out-of-range positions: reset (`reset_to`) or paused.
+    out_of_range: Vec<OutOfRange>,
+    /// `(broker id, index in order)` where that broker's next request starts.
+    cursors: Vec<(i32, usize)>,
+}
+
+/// The offset after the last complete batch in `records` (`None`: no complete batch).
+fn complete_end(records: &Bytes) -> std::result::Result<Option<i64>, crate::record::RecordError> {
+    let mut next = None;
+    for b in split_batches(records.clone()) {
+        next = Some(b?.next_offset());
+    }
+    Ok(next)
+}
+
+/// Whether a partition that got no complete batch had records available to this isolation
+/// level: then the response ran out of room before it (or its first batch exceeds
+/// `partition_max_bytes`), it did not simply have nothing new.
+fn had_records_available(p: &FetchedPartition, isolation: IsolationLevel) -> bool {
+    let end = if isolation == IsolationLevel::ReadCommitted && p.last_stable_offset >= 0 {
+        p.last_stable_offset
+    } else {
+        p.high_watermark
+    };
+    p.fetch_offset >= 0 && p.fetch_offset < end
+}
+
+/// How far to rotate a broker's request (`order`: its partitions' places in the cyclic order,
+/// ascending) so it starts at the first partition at or after `cursor`, wrapping around.
+fn rotation(order: &[usize], cursor: usize) -> usize {
+    let k = order.partition_point(|&g| g < cursor);
+    if k == order.len() {
+        0
+    } else {
+        k
+    }
+}
+
+/// Where a broker's next request starts: the place of the first partition of this request
+/// (in request order) that waited for room, leaving out the request's first partition (KIP-74
+/// gives it a batch if it has one, so if it got none it was not waiting for room). `None`:
+/// nobody waited, the cursor stays.
+fn next_cursor(request: &BrokerRequest, waited: &HashSet<Key>) -> Option<usize> {
+    if waited.is_empty() {
+        return None;
+    }
+    request
+        .positions
+        .iter()
+        .zip(&request.order)
+        .skip(1)
+        .find(|(p, _)| waited.contains(&(p.topic.clone(), p.partition)))
+        .map(|(_, &g)| g)
+}
+
+/// The log's start and end (ListOffsets earliest, and latest read_uncommitted: the high
+/// watermark) for classifying an out-of-range position; one attempt each.
+async fn log_range(
+    cluster: &Cluster,
+    topic: &str,
+    partition: i32,
+    isolation: IsolationLevel,
+) -> Result<(i64, i64)> {
+    let start =
+        list_offset_once(cluster, topic, partition, OffsetSpec::Earliest, isolation).await?;
+    let end = list_offset_once(
+        cluster,
+        topic,
+        partition,
+        OffsetSpec::Latest,
+        IsolationLevel::ReadUncommitted,
+    )
+    .await?;
+    Ok((start.offset, end.offset))
 }
 
 impl Fetcher {
@@ -338,7 +533,10 @@ impl Fetcher {
             cluster,
             config,
             positions: HashMap::new(),
-            paused: Default::default(),
+            order: Vec::new(),
+            cursors: HashMap::new(),
+            paused: HashSet::new(),
+            out_of_range: Vec::new(),
         }
     }
 
@@ -347,16 +545,21 @@ impl Fetcher {
         &self.config
     }
 
-    /// Starts fetching `topic`/`partition` at `offset`.
+    /// Starts fetching `topic`/`partition` at `offset` (or moves an assigned partition there).
     pub fn assign(&mut self, topic: &str, partition: i32, offset: i64) {
         self.cluster.track_topics([topic]);
-        self.positions.insert((Arc::from(topic), partition), offset);
+        let key: Key = (Arc::from(topic), partition);
+        if self.positions.insert(key.clone(), offset).is_none() {
+            self.order.push(key);
+        }
     }
 
     /// Stops fetching a partition.
     pub fn unassign(&mut self, topic: &str, partition: i32) {
         let key = (Arc::from(topic), partition);
-        self.positions.remove(&key);
+        if self.positions.remove(&key).is_some() {
+            self.order.retain(|k| *k != key);
+        }
         self.paused.remove(&key);
     }
 
@@ -367,7 +570,8 @@ impl Fetcher {
         }
     }
 
-    /// Skips a partition in fetches until [`resume`](Self::resume) (backpressure).
+    /// Skips a partition in fetches until [`resume`](Self::resume) (backpressure, or a
+    /// position past the end of the log, see [`take_out_of_range`](Self::take_out_of_range)).
     pub fn pause(&mut self, topic: &str, partition: i32) {
         self.paused.insert((Arc::from(topic), partition));
     }
@@ -377,149 +581,310 @@ impl Fetcher {
         self.paused.remove(&(Arc::from(topic), partition));
     }
 
+    /// Whether a partition is paused.
+    pub fn is_paused(&self, topic: &str, partition: i32) -> bool {
+        self.paused.contains(&(Arc::from(topic), partition))
+    }
+
     /// The next offset to fetch for a partition.
     pub fn position(&self, topic: &str, partition: i32) -> Option<i64> {
         self.positions.get(&(Arc::from(topic), partition)).copied()
     }
 
-    /// One round: fetches every unpaused partition from its leader (brokers in parallel) and
-    /// returns what came back. Positions move past the complete batches returned. Partitions
-    /// with retriable errors are left for the next round (metadata refreshed); out-of-range
-    /// positions are reset by policy.
-    pub async fn poll(&mut self) -> Result<Vec<FetchedPartition>> {
+    /// The out-of-range positions met by completed polls since the last call, oldest first
+    /// (at most 10 000 are kept). `BelowLogStart` ones were reset by the [`OffsetReset`]
+    /// policy (`reset_to`); `AboveLogEnd` ones were not: those partitions are paused at
+    /// `fetch_offset` until the caller [`seek`](Self::seek)s and [`resume`](Self::resume)s
+    /// them (or unassigns them).
+    pub fn take_out_of_range(&mut self) -> Vec<OutOfRange> {
+        std::mem::take(&mut self.out_of_range)
+    }
+
+    /// This round's requests: every assigned, unpaused partition whose leader is known, per
+    /// leader, each broker's list starting at its cursor. Also says whether some partition's
+    /// leader is unknown.
+    fn build_requests(&self) -> (Vec<BrokerRequest>, bool) {
         let md = self.cluster.metadata();
-        let mut by_leader: HashMap<i32, (BrokerInfo, Vec<FetchPosition>)> = HashMap::new();
+        let mut requests: Vec<BrokerRequest> = Vec::new();
+        let mut by_broker: HashMap<i32, usize> = HashMap::new();
         let mut missing = false;
-        for ((topic, partition), offset) in &self.positions {
-            if self.paused.contains(&(topic.clone(), *partition)) {
+        for (g, key) in self.order.iter().enumerate() {
+            let Some(&offset) = self.positions.get(key) else {
+                continue;
+            };
+            if self.paused.contains(key) {
                 continue;
             }
-            let info = md.partition(topic, *partition);
-            let Some((leader, epoch)) = info.filter(|p| p.leader >= 0).and_then(|p| {
-                md.brokers
-                    .get(&p.leader)
-                    .map(|b| (b.clone(), p.leader_epoch))
-            }) else {
+            let (topic, partition) = key;
+            let Some((leader, epoch)) = md
+                .partition(topic, *partition)
+                .filter(|p| p.leader >= 0)
+                .and_then(|p| md.brokers.get(&p.leader).map(|b| (b, p.leader_epoch)))
+            else {
                 missing = true;
                 continue;
             };
-            by_leader
-                .entry(leader.id)
-                .or_insert_with(|| (leader, Vec::new()))
-                .1
-                .push(FetchPosition {
-                    topic: topic.clone(),
-                    partition: *partition,
-                    offset: *offset,
-                    leader_epoch: epoch,
+            let i = *by_broker.entry(leader.id).or_insert_with(|| {
+                requests.push(BrokerRequest {
+                    broker: leader.clone(),
+                    positions: Vec::new(),
+                    order: Vec::new(),
                 });
+                requests.len() - 1
+            });
+            requests[i].positions.push(FetchPosition {
+                topic: topic.clone(),
+                partition: *partition,
+                offset,
+                leader_epoch: epoch,
+            });
+            requests[i].order.push(g);
         }
+        for r in &mut requests {
+            let k = rotation(
+                &r.order,
+                self.cursors.get(&r.broker.id).copied().unwrap_or(0),
+            );
+            r.positions.rotate_left(k);
+            r.order.rotate_left(k);
+        }
+        (requests, missing)
+    }
+
+    /// One round: fetches every unpaused partition from its leader (brokers in parallel) and
+    /// returns what came back. Positions move past the complete batches returned. Partitions
+    /// with retriable errors are left for the next round (metadata refreshed). An
+    /// out-of-range position is classified with ListOffsets: below the log start it is reset
+    /// by the [`OffsetReset`] policy, past the end of the log the partition is paused (never
+    /// reset); both are reported by [`take_out_of_range`](Self::take_out_of_range), and with
+    /// [`OffsetReset::Error`] both fail the poll.
+    ///
+    /// **Cancel-safe**: if the future is dropped before it completes, no position has moved
+    /// (and no pause, cursor or report has changed); the same records are fetched again by
+    /// the next poll. The same holds when it returns `Err`. Every change of a round is applied
+    /// in one synchronous step after its last `.await`, right before it returns `Ok`. So it
+    /// may be raced in a `select!` against timers.
+    pub async fn poll(&mut self) -> Result<Vec<FetchedPartition>> {
+        let (requests, missing) = self.build_requests();
+        let mut refresh_failed = false;
         if missing {
-            self.cluster.refresh_metadata().await?;
+            if let Err(e) = self.cluster.refresh_metadata().await {
+                if !e.is_retriable() {
+                    return Err(e);
+                }
+                debug!(error = %e, "metadata refresh failed, will retry");
+                refresh_failed = true;
+            }
         }
-        if by_leader.is_empty() {
-            if !missing {
+        if requests.is_empty() {
+            if !missing || refresh_failed {
                 tokio::time::sleep(self.config.max_wait.min(Duration::from_millis(100))).await;
             }
             return Ok(Vec::new());
         }
-        let cluster = &self.cluster;
+        let cluster = &*self.cluster;
         let config = &self.config;
         let results = join_all(
-            by_leader
-                .into_values()
-                .map(|(broker, positions)| async move {
-                    let r = fetch_once(cluster, &broker, config, &positions).await;
-                    (broker, r)
-                }),
+            requests
+                .iter()
+                .map(|r| fetch_once(cluster, &r.broker, config, &r.positions)),
         )
         .await;
+
+        // Decide (no await, no mutation of self).
+        let mut round = RoundUpdate::default();
         let mut out = Vec::new();
         let mut refresh = false;
-        let mut resets = Vec::new();
-        for (broker, r) in results {
-            match r {
+        let mut out_of_range: Vec<(String, FetchedPartition)> = Vec::new();
+        for (request, r) in requests.iter().zip(results) {
+            let broker = &request.broker;
+            let who = || format!("{}@{}", broker.id, broker.addr());
+            let parts = match r {
+                Ok(parts) => parts,
                 Err(e) if e.is_retriable() => {
                     debug!(broker = %broker.addr(), error = %e, "fetch failed, will retry");
                     refresh |= e.needs_metadata_refresh();
+                    continue;
                 }
                 Err(e) => return Err(e),
-                Ok(parts) => {
-                    for p in parts {
-                        match p.error {
-                            None => {
-                                let mut next = None;
-                                for b in split_batches(p.records.clone()) {
-                                    match b {
-                                        Ok(b) => next = Some(b.next_offset()),
-                                        Err(e) => {
-                                            return Err(Error::Record(e));
-                                        }
-                                    }
-                                }
-                                if let Some(n) = next {
-                                    let key = (p.topic.clone(), p.partition);
-                                    if let Some(pos) = self.positions.get_mut(&key) {
-                                        if n > *pos {
-                                            *pos = n;
-                                        }
-                                    }
-                                }
-                                out.push(p);
+            };
+            let mut waited: HashSet<Key> = HashSet::new();
+            for p in parts {
+                match p.error {
+                    None => {
+                        match complete_end(&p.records)? {
+                            Some(next) if next > p.fetch_offset && p.fetch_offset >= 0 => {
+                                round.advances.push((
+                                    (p.topic.clone(), p.partition),
+                                    p.fetch_offset,
+                                    next,
+                                ));
                             }
-                            Some(ResponseError::OffsetOutOfRange) => resets.push(p),
-                            Some(e) if crate::error::is_retriable_code(e) => {
-                                refresh |= crate::error::refreshes_metadata(e);
+                            _ if had_records_available(&p, config.isolation) => {
+                                waited.insert((p.topic.clone(), p.partition));
                             }
-                            Some(e) => {
-                                return Err(Error::Broker {
-                                    api: ApiKey::Fetch,
-                                    broker: format!("{}@{}", broker.id, broker.addr()),
-                                    resource: Some(format!(
-                                        "topic {} partition {}",
-                                        p.topic, p.partition
-                                    )),
-                                    error: e,
-                                    message: None,
-                                })
-                            }
+                            _ => {}
                         }
+                        out.push(p);
+                    }
+                    Some(ResponseError::OffsetOutOfRange) => out_of_range.push((who(), p)),
+                    Some(e) if crate::error::is_retriable_code(e) => {
+                        refresh |= crate::error::refreshes_metadata(e);
+                    }
+                    Some(e) => {
+                        return Err(Error::Broker {
+                            api: ApiKey::Fetch,
+                            broker: who(),
+                            resource: Some(format!("topic {} partition {}", p.topic, p.partition)),
+                            error: e,
+                            message: None,
+                        })
                     }
                 }
             }
+            if let Some(g) = next_cursor(request, &waited) {
+                round.cursors.push((broker.id, g));
+            }
         }
-        for p in resets {
-            let spec = match self.config.reset {
-                OffsetReset::Earliest => OffsetSpec::Earliest,
-                OffsetReset::Latest => OffsetSpec::Latest,
-                OffsetReset::Error => {
+
+        // Out-of-range positions: classify, and decide by policy (awaits; still no mutation).
+        if !out_of_range.is_empty() {
+            let (reports, again) = self.resolve_out_of_range(out_of_range).await?;
+            round.out_of_range = reports;
+            refresh |= again;
+        }
+        if refresh {
+            if let Err(e) = self.cluster.refresh_metadata().await {
+                if !e.is_retriable() {
+                    return Err(e);
+                }
+                debug!(error = %e, "metadata refresh failed, will retry");
+            }
+        }
+
+        // Apply: one synchronous step, nothing awaited after it.
+        self.apply(round);
+        Ok(out)
+    }
+
+    /// Classifies out-of-range positions with ListOffsets and decides what to do with each by
+    /// the policy. Changes nothing. Returns the reports, and whether metadata needs a refresh.
+    /// A partition whose ListOffsets fails retriably, or whose position is within the log by
+    /// now, is left for the next round.
+    async fn resolve_out_of_range(
+        &self,
+        candidates: Vec<(String, FetchedPartition)>,
+    ) -> Result<(Vec<OutOfRange>, bool)> {
+        let cluster = &*self.cluster;
+        let isolation = self.config.isolation;
+        let ranges = join_all(
+            candidates
+                .iter()
+                .map(|(_, p)| log_range(cluster, &p.topic, p.partition, isolation)),
+        )
+        .await;
+        let mut reports = Vec::new();
+        let mut refresh = false;
+        for ((who, p), range) in candidates.into_iter().zip(ranges) {
+            let (log_start, high_watermark) = match range {
+                Ok(r) => r,
+                Err(e) if e.is_retriable() => {
+                    debug!(topic = %p.topic, partition = p.partition, error = %e, "offset out of range, ListOffsets failed; will retry");
+                    refresh |= e.needs_metadata_refresh();
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let Some(kind) = OutOfRangeKind::classify(p.fetch_offset, log_start, high_watermark)
+            else {
+                debug!(topic = %p.topic, partition = p.partition, offset = p.fetch_offset, log_start, high_watermark, "offset out of range but within the log now (leader or log start moved); fetching again");
+                continue;
+            };
+            let reset_to = match (kind, self.config.reset) {
+                (_, OffsetReset::Error) => {
                     return Err(Error::Broker {
                         api: ApiKey::Fetch,
-                        broker: String::new(),
+                        broker: who,
                         resource: Some(format!(
                             "topic {} partition {} offset {}",
                             p.topic, p.partition, p.fetch_offset
                         )),
                         error: ResponseError::OffsetOutOfRange,
-                        message: None,
+                        message: Some(format!(
+                            "{kind}: log start {log_start}, high watermark {high_watermark}"
+                        )),
                     })
                 }
+                (OutOfRangeKind::AboveLogEnd, _) => None,
+                (OutOfRangeKind::BelowLogStart, OffsetReset::Earliest) => Some(log_start),
+                (OutOfRangeKind::BelowLogStart, OffsetReset::Latest) => match isolation {
+                    IsolationLevel::ReadUncommitted => Some(high_watermark),
+                    IsolationLevel::ReadCommitted => {
+                        match list_offset_once(
+                            cluster,
+                            &p.topic,
+                            p.partition,
+                            OffsetSpec::Latest,
+                            isolation,
+                        )
+                        .await
+                        {
+                            Ok(l) => Some(l.offset),
+                            Err(e) if e.is_retriable() => {
+                                debug!(topic = %p.topic, partition = p.partition, error = %e, "offset out of range, ListOffsets failed; will retry");
+                                refresh |= e.needs_metadata_refresh();
+                                continue;
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
+                },
             };
-            let listed = list_offset(
-                &self.cluster,
-                &p.topic,
-                p.partition,
-                spec,
-                self.config.isolation,
-            )
-            .await?;
-            debug!(topic = %p.topic, partition = p.partition, from = p.fetch_offset, to = listed.offset, "offset out of range, reset");
-            self.seek(&p.topic, p.partition, listed.offset);
+            reports.push(OutOfRange {
+                topic: p.topic,
+                partition: p.partition,
+                fetch_offset: p.fetch_offset,
+                log_start_offset: log_start,
+                high_watermark,
+                reset_to,
+                kind,
+            });
         }
-        if refresh {
-            self.cluster.refresh_metadata().await?;
+        Ok((reports, refresh))
+    }
+
+    /// Applies a completed round (synchronous: the only place `poll` changes anything).
+    fn apply(&mut self, round: RoundUpdate) {
+        for (key, from, to) in round.advances {
+            if let Some(pos) = self.positions.get_mut(&key) {
+                if *pos == from && to > from {
+                    *pos = to;
+                }
+            }
         }
-        Ok(out)
+        for r in &round.out_of_range {
+            let key: Key = (r.topic.clone(), r.partition);
+            match r.reset_to {
+                Some(to) => {
+                    if let Some(pos) = self.positions.get_mut(&key) {
+                        if *pos == r.fetch_offset {
+                            *pos = to;
+                        }
+                    }
+                    warn!(topic = %r.topic, partition = r.partition, from = r.fetch_offset, to, lost = to - r.fetch_offset, log_start = r.log_start_offset, high_watermark = r.high_watermark, "offset out of range, {}: position reset, records skipped", r.kind);
+                }
+                None => {
+                    self.paused.insert(key);
+                    warn!(topic = %r.topic, partition = r.partition, offset = r.fetch_offset, log_start = r.log_start_offset, high_watermark = r.high_watermark, "offset out of range, {}: partition paused, position kept", r.kind);
+                }
+            }
+        }
+        self.cursors.extend(round.cursors);
+        self.out_of_range.extend(round.out_of_range);
+        if self.out_of_range.len() > MAX_OUT_OF_RANGE_REPORTS {
+            let excess = self.out_of_range.len() - MAX_OUT_OF_RANGE_REPORTS;
+            self.out_of_range.drain(..excess);
+        }
     }
 }
 
@@ -550,3 +915,6 @@ pub async fn join_all<F: std::future::Future>(futs: impl IntoIterator<Item = F>)
     .await;
     outputs.into_iter().map(|o| o.expect("all ready")).collect()
 }
+
+#[cfg(test)]
+mod tests;

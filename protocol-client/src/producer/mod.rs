@@ -63,6 +63,12 @@ pub struct ProducerConfig {
     pub batch_bytes: usize,
     /// High-level API: codec of built batches.
     pub compression: crate::record::Compression,
+    /// When a batch fails for good (a non-retriable error, or its delivery timeout), fail every
+    /// later batch of that partition too — queued, waiting for a retry, in flight, and every
+    /// append made afterwards — so the partition's log never gets a gap with later data after
+    /// it. A replicator's data path needs this; a producer of independent records (internal
+    /// topics) does not, and then later batches go on under a new epoch.
+    pub stop_partition_on_failure: bool,
 }
 
 impl Default for ProducerConfig {
@@ -77,6 +83,7 @@ impl Default for ProducerConfig {
             linger: Duration::from_millis(5),
             batch_bytes: 256 * 1024,
             compression: crate::record::Compression::None,
+            stop_partition_on_failure: false,
         }
     }
 }
@@ -135,6 +142,35 @@ struct PartState {
     backoff: Option<Backoff>,
     /// Producer generation the partition's `next_seq` belongs to.
     seq_generation: u64,
+    /// Why the partition was stopped (`stop_partition_on_failure`): every later batch fails.
+    failed: Option<String>,
+}
+
+impl PartState {
+    /// Stops the partition after a batch failed for good: what is queued or waiting for a
+    /// retry fails now, what is in flight fails when it answers, later appends fail at once.
+    fn stop(&mut self, tp: &TopicPartition, reason: &str, finished: &mut Vec<Completion>) {
+        if self.failed.is_none() {
+            warn!(topic = %tp.0, partition = tp.1, reason, "partition stopped: a batch failed for good, later batches are refused");
+            self.failed = Some(reason.to_string());
+        }
+        let err = || stopped_error(tp, reason);
+        for p in self.queue.drain(..) {
+            finished.push((p.tx, Err(err())));
+        }
+        for (_, p) in std::mem::take(&mut self.retry) {
+            finished.push((p.tx, Err(err())));
+        }
+        self.hold = false;
+    }
+}
+
+fn stopped_error(tp: &TopicPartition, reason: &str) -> Error {
+    Error::PartitionStopped {
+        topic: tp.0.to_string(),
+        partition: tp.1,
+        reason: reason.to_string(),
+    }
 }
 
 struct State {
@@ -145,6 +181,8 @@ struct State {
     parts: HashMap<TopicPartition, PartState>,
     unacked: usize,
     closed: bool,
+    /// `abort()` was called: nothing is retried any more.
+    aborting: bool,
 }
 
 struct Inner {
@@ -195,6 +233,7 @@ impl Producer {
                 parts: HashMap::new(),
                 unacked: 0,
                 closed: false,
+                aborting: false,
             }),
             config,
             wake: Arc::new(Notify::new()),
@@ -236,11 +275,14 @@ impl Producer {
         let (tx, rx) = oneshot::channel();
         let queued = {
             let mut st = self.inner.lock();
+            let key: TopicPartition = (Arc::from(topic), partition);
+            let failed = st.parts.get(&key).and_then(|ps| ps.failed.clone());
             if st.closed {
                 Err(Error::Shutdown)
+            } else if let Some(reason) = failed {
+                Err(stopped_error(&key, &reason))
             } else {
                 st.unacked += 1;
-                let key: TopicPartition = (Arc::from(topic), partition);
                 if !st.parts.contains_key(&key) {
                     self.inner.cluster.track_topics([topic]);
                 }
@@ -276,6 +318,34 @@ impl Producer {
     /// Stops accepting appends, then waits for what is queued.
     pub async fn close(&self) {
         self.inner.lock().closed = true;
+        self.flush().await;
+    }
+
+    /// Stops accepting appends, fails what is queued or waiting for a retry (never sent, or
+    /// refused by the broker), and waits until every request in flight has answered, without
+    /// retrying any of them. Afterwards nothing of this producer can still land on the target.
+    pub async fn abort(&self) {
+        let finished = {
+            let mut st = self.inner.lock();
+            st.closed = true;
+            st.aborting = true;
+            let mut finished = Vec::new();
+            for ps in st.parts.values_mut() {
+                for p in ps.queue.drain(..) {
+                    finished.push(p.tx);
+                }
+                for (_, p) in std::mem::take(&mut ps.retry) {
+                    finished.push(p.tx);
+                }
+                ps.hold = false;
+            }
+            st.unacked -= finished.len();
+            finished
+        };
+        for tx in finished {
+            let _ = tx.send(Err(Error::Shutdown));
+        }
+        self.inner.idle.notify_waiters();
         self.flush().await;
     }
 }
@@ -415,12 +485,20 @@ fn collect_ready(inner: &Arc<Inner>) -> (BrokerRequests, Option<Duration>) {
         return (Vec::new(), Some(Duration::from_millis(50)));
     }
     let (producer_id, epoch, generation) = (st.producer_id, st.epoch, st.generation);
+    let stop_on_failure = inner.config.stop_partition_on_failure;
     let mut expired = Vec::new();
+    let mut stopped: Vec<Completion> = Vec::new();
     for (tp, ps) in st.parts.iter_mut() {
         // Fail batches that ran out of time while still queued (not in flight).
         while let Some(front) = ps.queue.front() {
             if front.seq.is_none() && now.duration_since(front.enqueued) > delivery_timeout {
                 expired.push(ps.queue.pop_front().expect("front exists"));
+                if stop_on_failure {
+                    let reason = format!(
+                        "a batch was not sent within the delivery timeout {delivery_timeout:?}"
+                    );
+                    ps.stop(tp, &reason, &mut stopped);
+                }
             } else {
                 break;
             }
@@ -505,13 +583,16 @@ fn collect_ready(inner: &Arc<Inner>) -> (BrokerRequests, Option<Duration>) {
             layer += 1;
         }
     }
-    let n_expired = expired.len();
+    let n_expired = expired.len() + stopped.len();
     st.unacked -= n_expired;
     drop(st);
     for p in expired {
         let _ = p.tx.send(Err(Error::Producer(format!(
             "batch not sent within delivery timeout {delivery_timeout:?}"
         ))));
+    }
+    for (tx, r) in stopped {
+        let _ = tx.send(r);
     }
     if n_expired > 0 {
         inner.idle.notify_waiters();
@@ -556,7 +637,14 @@ async fn start_request(
                 _ if needs_blank_producer(&p.batch) => {
                     batches.extend(rewrite_producer_fields(&p.batch, -1, -1, -1));
                 }
-                _ => batches.push(p.batch.as_bytes().clone()),
+                // Same producer fields: only base offset and leader epoch are reset (no CRC
+                // change; both slices of the batch when they already are 0 and -1).
+                _ => batches.extend(p.batch.split_with_producer(
+                    p.batch.producer_id(),
+                    p.batch.producer_epoch(),
+                    p.batch.base_sequence(),
+                    p.batch.is_transactional(),
+                )),
             }
         }
         let pr = PartitionRecords {
@@ -590,6 +678,23 @@ async fn start_request(
     Ok((version, in_flight))
 }
 
+/// The broker's words on a refused partition: its error message and the per-record errors
+/// (KIP-467: e.g. which record's timestamp was out of range), whichever it sent.
+fn produce_error_message(
+    p: &kafka_protocol::messages::produce_response::PartitionProduceResponse,
+) -> Option<String> {
+    let mut parts: Vec<String> = p.error_message.iter().map(|m| m.to_string()).collect();
+    for e in p.record_errors.iter().take(1) {
+        if let Some(m) = &e.batch_index_error_message {
+            parts.push(format!("record {}: {m}", e.batch_index));
+        }
+    }
+    if p.record_errors.len() > 1 {
+        parts.push(format!("{} more record errors", p.record_errors.len() - 1));
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
+}
+
 /// Maps a Produce response (or the failure to get one) onto each partition of the request.
 async fn finish_request(
     inner: &Arc<Inner>,
@@ -618,7 +723,7 @@ async fn finish_request(
                         format!("{}@{}", broker.id, broker.addr()),
                         Some(format!("topic {} partition {}", out.tp.0, out.tp.1)),
                         p.error_code,
-                        p.error_message.as_ref().map(|m| m.to_string()),
+                        produce_error_message(p),
                     ) {
                         Some(e) => Err(e),
                         None => Ok((p.base_offset, p.log_append_time_ms, p.log_start_offset)),
@@ -664,6 +769,7 @@ async fn complete(inner: &Arc<Inner>, outcomes: Vec<(Outgoing, PartitionOutcome)
     let mut finished: Vec<Completion> = Vec::new();
     {
         let mut st = inner.lock();
+        let st_aborting = st.aborting;
         for (out, outcome) in outcomes {
             let n = out.batches.len();
             let Some(ps) = st.parts.get_mut(&out.tp) else {
@@ -684,6 +790,19 @@ async fn complete(inner: &Arc<Inner>, outcomes: Vec<(Outgoing, PartitionOutcome)
                             offset += i64::from(p.batch.last_offset_delta()) + 1;
                         }
                         finished.push((p.tx, Ok(ack)));
+                    }
+                }
+                Err(e) if ps.failed.is_some() || st_aborting => {
+                    // The partition was stopped, or the producer aborted: no retries.
+                    let reason = ps.failed.clone();
+                    let mut first = Some(e);
+                    for p in out.batches {
+                        let err = match (&reason, first.take()) {
+                            (Some(r), _) => stopped_error(&out.tp, r),
+                            (None, Some(e)) => e,
+                            (None, None) => Error::Shutdown,
+                        };
+                        finished.push((p.tx, Err(err)));
                     }
                 }
                 Err(e) => {
@@ -728,6 +847,9 @@ async fn complete(inner: &Arc<Inner>, outcomes: Vec<(Outgoing, PartitionOutcome)
                         for p in out.batches {
                             let err = first.take().unwrap_or_else(|| Error::Producer(msg.clone()));
                             finished.push((p.tx, Err(err)));
+                        }
+                        if inner.config.stop_partition_on_failure {
+                            ps.stop(&out.tp, &msg, &mut finished);
                         }
                         // A failed batch leaves a hole in the sequence: start a new epoch.
                         if inner.config.idempotent {
@@ -790,6 +912,44 @@ mod tests {
     use super::*;
     use crate::record::{BatchBuilder, Compression};
     use bytes::BytesMut;
+
+    /// A fetched batch carries its source base offset and leader epoch; Apache Kafka 4 refuses
+    /// a client batch whose base offset is not 0. The produced header has 0 and -1, the CRC
+    /// (which does not cover them) stays valid, the records are not copied.
+    #[test]
+    fn produced_header_has_base_offset_zero() {
+        let mut b = BatchBuilder::new(Compression::None);
+        for i in 0..5 {
+            b.push(1_700_000_000_000 + i, Some(b"k"), Some(b"v"), &[]);
+        }
+        let built = b.build().unwrap();
+        let mut raw = BytesMut::from(&built.as_bytes()[..]);
+        raw[0..8].copy_from_slice(&1234i64.to_be_bytes());
+        raw[12..16].copy_from_slice(&7i32.to_be_bytes());
+        let fetched = RecordBatch::parse(raw.freeze()).unwrap();
+        assert_eq!(fetched.base_offset(), 1234);
+        for [head, records] in [
+            fetched.split_with_producer(
+                fetched.producer_id(),
+                fetched.producer_epoch(),
+                fetched.base_sequence(),
+                fetched.is_transactional(),
+            ),
+            rewrite_producer_fields(&fetched, 5, 1, 0),
+        ] {
+            let mut joined = BytesMut::new();
+            joined.extend_from_slice(&head);
+            joined.extend_from_slice(&records);
+            let sent = RecordBatch::parse(joined.freeze()).unwrap();
+            sent.verify_crc().unwrap();
+            assert_eq!(sent.base_offset(), 0);
+            assert_eq!(&sent.as_bytes()[12..16], &(-1i32).to_be_bytes());
+            assert_eq!(
+                records.as_ptr(),
+                fetched.as_bytes()[crate::record::BATCH_HEADER_LEN..].as_ptr()
+            );
+        }
+    }
 
     #[test]
     fn zero_copy_rewrite_matches_full_recompute() {

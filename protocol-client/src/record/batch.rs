@@ -324,8 +324,11 @@ impl RecordBatch {
     /// Zero-copy rewrite of the producer id, epoch, base sequence and transactional bit: a
     /// patched copy of the 61-byte header (CRC updated incrementally from the changed bytes, as
     /// [`BatchMut::freeze`] does, so it costs the same for any batch size) and the records as a
-    /// slice of this batch, never copied. When nothing changes, both parts are slices of this
-    /// batch.
+    /// slice of this batch, never copied. The copy also carries base offset 0 and partition
+    /// leader epoch -1, as a producer sends them (both outside the CRC): Apache Kafka 4
+    /// refuses a client batch whose base offset is not 0 (`InvalidRecordException` from
+    /// `LogValidator`), and a fetched batch carries its source offset there. When nothing
+    /// changes, both parts are slices of this batch.
     pub fn split_with_producer(
         &self,
         producer_id: i64,
@@ -336,6 +339,9 @@ impl RecordBatch {
         let all = &self.bytes;
         let mut head = [0u8; BATCH_HEADER_LEN];
         head.copy_from_slice(&all[..BATCH_HEADER_LEN]);
+        head[BASE_OFFSET_AT..BASE_OFFSET_AT + 8].copy_from_slice(&0i64.to_be_bytes());
+        head[PARTITION_LEADER_EPOCH_AT..PARTITION_LEADER_EPOCH_AT + 4]
+            .copy_from_slice(&(-1i32).to_be_bytes());
         let attributes = read_i16(&head, ATTRIBUTES_AT);
         let attributes = if transactional {
             attributes | TRANSACTIONAL_FLAG_MASK
@@ -357,11 +363,13 @@ impl RecordBatch {
             *d = new ^ old;
             changed |= *d != 0;
         }
-        if !changed {
+        if !changed && head[..ATTRIBUTES_AT] == all[..ATTRIBUTES_AT] {
             return [all.slice(..BATCH_HEADER_LEN), all.slice(BATCH_HEADER_LEN..)];
         }
-        let crc = read_u32(&head, CRC_AT) ^ crc_of_xor_delta(&delta, all.len() - ATTRIBUTES_AT);
-        head[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+        if changed {
+            let crc = read_u32(&head, CRC_AT) ^ crc_of_xor_delta(&delta, all.len() - ATTRIBUTES_AT);
+            head[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+        }
         [Bytes::copy_from_slice(&head), all.slice(BATCH_HEADER_LEN..)]
     }
 

@@ -3,11 +3,24 @@
 //! # Data path
 //! A fetch loop polls the source (all assigned partitions, every leader concurrently), plans each
 //! partition's bytes ([`plan`]) and appends the batches to the same partition of the remote
-//! topic through the target producer, without decoding them. Appends are queued in order; their
-//! acknowledgements are consumed, in the same order, by an ack loop that feeds the exact
-//! upstream→downstream mapping into each partition's [`OffsetMap`] and the MM2 offset-sync rule.
-//! Memory is bounded by an in-flight byte budget (`strait.inflight.bytes`): a batch waits for
-//! budget before it is appended, and the fetch loop waits with it (backpressure).
+//! topic through the target producer, without decoding them. Appends are queued in order; each
+//! partition's acknowledgements are consumed, in the same order, by that partition's ack lane,
+//! which feeds the exact upstream→downstream mapping into the partition's [`OffsetMap`] and the
+//! MM2 offset-sync rule. Memory is bounded by an in-flight byte budget
+//! (`strait.inflight.bytes`): a batch waits for budget before it is appended, and the fetch loop
+//! waits with it (backpressure).
+//!
+//! # Tasks
+//! | task | owns | reads | ends when | its error goes |
+//! |---|---|---|---|---|
+//! | fetch loop (`run`) | fetcher, budget, lanes' senders | stop, failure channel | stop, its own error, or the first failure reported | returned by `run` |
+//! | ack lane (one per partition) | that partition's queue of acknowledgements | producer acks | its sender is dropped (drain), or its first failed ack | failure channel |
+//! | commit loop | — | flow state (locked briefly) | aux stop | failure channel, after [`PERIODIC_FAILURE_LIMIT`] of failures |
+//! | checkpoint loop | checkpoint state | source groups, flow state | aux stop | failure channel, likewise |
+//!
+//! Drain order when the fetch loop ends: lanes closed and awaited (each records what is in
+//! flight, or stops at its first failure) → aux stop → commit and checkpoint tasks awaited →
+//! failures reported meanwhile collected → final commit. The first failure is the flow's error.
 //!
 //! # Durability and resume
 //! Every commit interval (and at shutdown) the flow writes, in this order: changed offset-map
@@ -34,13 +47,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use protocol_client::admin::{AclFilter, Admin, AlterOp, NewTopic};
 use protocol_client::cluster::Cluster;
-use protocol_client::fetcher::{Fetcher, FetcherConfig, IsolationLevel};
+use protocol_client::fetcher::{Fetcher, FetcherConfig, IsolationLevel, OutOfRangeKind};
 use protocol_client::producer::records::ProducerRecord;
 use protocol_client::producer::{ProduceAck, Producer};
 use protocol_client::record::DecodeLimits;
 use protocol_client::ResponseError;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::{self, FlowConfig};
 use crate::error::{Error, Result};
@@ -58,16 +71,63 @@ type AckFuture = Pin<Box<dyn Future<Output = protocol_client::Result<ProduceAck>
 
 enum AckItem {
     Forward {
-        key: (String, i32),
+        /// First upstream offset of the batch (for error messages).
+        first: i64,
         stretches: Vec<(i64, i64)>,
         next: i64,
         ack: AckFuture,
         _permit: OwnedSemaphorePermit,
     },
     Skip {
-        key: (String, i32),
         next: i64,
     },
+}
+
+/// One acknowledgement lane (a task) per partition, so a slow or retrying partition holds up
+/// only itself; lanes are created on a partition's first append.
+struct Lanes {
+    senders: HashMap<(String, i32), mpsc::UnboundedSender<AckItem>>,
+    tasks: tokio::task::JoinSet<()>,
+    fail: mpsc::UnboundedSender<Error>,
+}
+
+impl Lanes {
+    fn new(fail: mpsc::UnboundedSender<Error>) -> Lanes {
+        Lanes {
+            senders: HashMap::new(),
+            tasks: tokio::task::JoinSet::new(),
+            fail,
+        }
+    }
+
+    /// Queues `item` on `key`'s lane; false when that lane has ended (it failed).
+    fn send(&mut self, flow: &Arc<Flow>, key: &(String, i32), item: AckItem) -> bool {
+        let Lanes {
+            senders,
+            tasks,
+            fail,
+        } = self;
+        let tx = senders.entry(key.clone()).or_insert_with(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tasks.spawn(flow.clone().ack_lane(key.clone(), rx, fail.clone()));
+            tx
+        });
+        tx.send(item).is_ok()
+    }
+
+    /// Closes every lane and waits until each has recorded what it was given (a lane's
+    /// failure went to the flow's failure channel).
+    async fn drain(mut self) {
+        self.senders.clear();
+        while let Some(joined) = self.tasks.join_next().await {
+            if let Err(e) = joined {
+                report(
+                    &self.fail,
+                    Error::Other(format!("ack lane ended abnormally: {e}")),
+                );
+            }
+        }
+    }
 }
 
 /// Replication state of one source partition.
@@ -97,7 +157,10 @@ pub struct Flow {
     target: Arc<Cluster>,
     source_admin: Admin,
     target_admin: Admin,
+    /// Internal records (offset map, progress, checkpoints).
     producer: Producer,
+    /// Forwarded batches; stops a partition at its first failed batch.
+    data_producer: Producer,
     sync_producer: Producer,
     /// Shared state (the checkpoint task and `strait check` read it).
     pub state: Arc<Mutex<FlowState>>,
@@ -144,6 +207,7 @@ impl Flow {
             config,
             source,
             target,
+            data_producer: producer.clone(),
             producer,
             sync_producer,
             state: Arc::new(Mutex::new(FlowState::default())),
@@ -151,6 +215,14 @@ impl Flow {
             limits: DecodeLimits::default(),
             warned: Mutex::new(HashSet::new()),
         }
+    }
+
+    /// Forwards batches through `producer` instead of the internal-records producer. It should
+    /// be one made for this run of the flow, with `stop_partition_on_failure`, and aborted when
+    /// the run ends, so a restarted flow never races batches of its predecessor.
+    pub fn with_data_producer(mut self, producer: Producer) -> Flow {
+        self.data_producer = producer;
+        self
     }
 
     fn src(&self) -> impl FnOnce(protocol_client::Error) -> Error + '_ {
@@ -524,11 +596,18 @@ impl Flow {
 
         let budget_total = self.config.inflight_bytes.clamp(1 << 20, u32::MAX as u64) as usize;
         let budget = Arc::new(Semaphore::new(budget_total));
-        let (ack_tx, ack_rx) = mpsc::unbounded_channel();
-        let ack_task = tokio::spawn(self.clone().ack_loop(ack_rx));
+        // Every task of the flow reports a failure here; the fetch loop stops at the first.
+        let (fail_tx, mut fail_rx) = mpsc::unbounded_channel::<Error>();
+        let mut lanes = Lanes::new(fail_tx.clone());
         let aux_stop = watch::channel(false);
-        let commit_task = tokio::spawn(self.clone().commit_loop(aux_stop.1.clone()));
-        let checkpoint_task = tokio::spawn(self.clone().checkpoint_loop(aux_stop.1.clone()));
+        let commit_task = tokio::spawn(
+            self.clone()
+                .commit_loop(aux_stop.1.clone(), fail_tx.clone()),
+        );
+        let checkpoint_task = tokio::spawn(
+            self.clone()
+                .checkpoint_loop(aux_stop.1.clone(), fail_tx.clone()),
+        );
         let mut refresh = tokio::time::interval(
             self.config
                 .refresh_topics_interval
@@ -543,14 +622,19 @@ impl Flow {
         config_sync.tick().await;
         let mut topics = topics;
 
+        // `Fetcher::poll` is cancel-safe (positions move only when it returns batches), so the
+        // ticks below may interrupt it; every other await in the loop is raced only against
+        // stop and failure, after which nothing more is appended.
         let result: Result<()> = async {
             loop {
                 if *stop.borrow() {
                     return Ok(());
                 }
                 let fetched = tokio::select! {
-                    r = fetcher.poll() => r.map_err(self.src())?,
+                    biased;
+                    Some(e) = fail_rx.recv() => return Err(e),
                     _ = stop.changed() => return Ok(()),
+                    r = fetcher.poll() => r.map_err(self.src())?,
                     _ = refresh.tick(), if self.config.refresh_topics => {
                         let now = self.select_topics().await?;
                         if now != topics {
@@ -568,6 +652,23 @@ impl Flow {
                         continue;
                     }
                 };
+                for oor in fetcher.take_out_of_range() {
+                    let key = (oor.topic.to_string(), oor.partition);
+                    match (oor.kind, oor.reset_to) {
+                        (OutOfRangeKind::BelowLogStart, Some(to)) => {
+                            error!(flow = %self.name(), topic = %key.0, partition = key.1, from = oor.fetch_offset, to, lost = to - oor.fetch_offset, log_start = oor.log_start_offset, "DATA LOSS: source records were deleted (retention or DeleteRecords) before they were mirrored; continuing per auto.offset.reset");
+                            if !lanes.send(&self, &key, AckItem::Skip { next: to }) {
+                                return Err(fail_rx.recv().await.unwrap_or_else(|| {
+                                    Error::Other(format!("acknowledgements of {}/{} stopped", key.0, key.1))
+                                }));
+                            }
+                        }
+                        (OutOfRangeKind::BelowLogStart, None) => {}
+                        (OutOfRangeKind::AboveLogEnd, _) => {
+                            error!(flow = %self.name(), topic = %key.0, partition = key.1, position = oor.fetch_offset, log_end = oor.high_watermark, "partition stopped: the source partition ends before Strait's position (topic re-created, or the log truncated by an unclean election); it is not re-replicated into the same remote partition");
+                        }
+                    }
+                }
                 for fp in fetched {
                     let key = (fp.topic.to_string(), fp.partition);
                     let steps = plan::plan(fp.records, fp.fetch_offset, fp.aborted, iso, &self.limits)
@@ -580,43 +681,61 @@ impl Flow {
                     }
                     let remote = self.remote_topic(&key.0);
                     for step in steps {
-                        match step {
+                        let item = match step {
                             plan::Step::Forward { batch, stretches, next, .. } => {
                                 let need = batch.len().clamp(1, budget_total) as u32;
-                                let permit = budget
-                                    .clone()
-                                    .acquire_many_owned(need)
-                                    .await
-                                    .map_err(|_| Error::Other("budget closed".into()))?;
-                                let ack = Box::pin(self.producer.append(&remote, key.1, batch));
-                                let _ = ack_tx.send(AckItem::Forward { key: key.clone(), stretches, next, ack, _permit: permit });
+                                let permit = tokio::select! {
+                                    biased;
+                                    Some(e) = fail_rx.recv() => return Err(e),
+                                    _ = stop.changed() => return Ok(()),
+                                    p = budget.clone().acquire_many_owned(need) => {
+                                        p.map_err(|_| Error::Other("budget closed".into()))?
+                                    }
+                                };
+                                let first = stretches.first().map(|s| s.0).unwrap_or(next);
+                                let ack = Box::pin(self.data_producer.append(&remote, key.1, batch));
+                                AckItem::Forward { first, stretches, next, ack, _permit: permit }
                             }
-                            plan::Step::Skip { next } => {
-                                let _ = ack_tx.send(AckItem::Skip { key: key.clone(), next });
-                            }
+                            plan::Step::Skip { next } => AckItem::Skip { next },
+                        };
+                        if !lanes.send(&self, &key, item) {
+                            // The partition's lane ended: it failed and said why on `fail_rx`.
+                            return Err(fail_rx.recv().await.unwrap_or_else(|| {
+                                Error::Other(format!("acknowledgements of {}/{} stopped", key.0, key.1))
+                            }));
                         }
                     }
                 }
             }
         }
         .await;
-        // Drain: no more appends; wait for the ack loop to record what is in flight.
-        drop(ack_tx);
-        let acked = ack_task
-            .await
-            .map_err(|e| Error::Other(format!("ack task: {e}")))?;
+        // Drain order: no more appends; every partition's lane records what is in flight (or
+        // stops at its first failure); then the commit and checkpoint tasks stop; then the final
+        // commit writes what the lanes recorded.
+        lanes.drain().await;
         let _ = aux_stop.0.send(true);
-        let _ = commit_task.await;
-        let _ = checkpoint_task.await;
-        // Final commit and checkpoints, whatever happened.
+        if let Err(e) = commit_task.await {
+            warn!(flow = %self.name(), error = %e, "commit task ended abnormally");
+        }
+        if let Err(e) = checkpoint_task.await {
+            warn!(flow = %self.name(), error = %e, "checkpoint task ended abnormally");
+        }
+        drop(fail_tx);
+        // Failures reported while draining (a lane refused at the end, a commit gave up).
+        let mut late = Vec::new();
+        while let Ok(e) = fail_rx.try_recv() {
+            late.push(e);
+        }
         let committed = self.commit(true).await;
-        if result.is_ok() && acked.is_ok() {
+        if result.is_ok() && late.is_empty() {
             if let Err(e) = self.emit_checkpoints().await {
                 warn!(flow = %self.name(), error = %e, "final checkpoints failed");
             }
         }
         result?;
-        acked?;
+        if let Some(e) = late.into_iter().next() {
+            return Err(e);
+        }
         committed
     }
 
@@ -680,72 +799,108 @@ impl Flow {
         Ok(())
     }
 
-    async fn ack_loop(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<AckItem>) -> Result<()> {
-        while let Some(item) = rx.recv().await {
-            match item {
-                AckItem::Forward {
-                    key,
-                    stretches,
+    /// Applies one acknowledgement (or skip) of partition `key`, in the partition's order:
+    /// the exact mapping goes into its offset map and the MM2 sync rule.
+    async fn apply_ack(&self, key: &(String, i32), item: AckItem) -> Result<()> {
+        match item {
+            AckItem::Forward {
+                first,
+                stretches,
+                next,
+                ack,
+                _permit,
+            } => {
+                let ack = ack.await.map_err(|source| Error::Append {
+                    cluster: self.config.target.clone(),
+                    topic: key.0.clone(),
+                    partition: key.1,
+                    remote: self.remote_topic(&key.0),
+                    first,
                     next,
-                    ack,
-                    _permit,
-                } => {
-                    let ack = ack.await.map_err(self.tgt())?;
-                    let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-                    let FlowState {
-                        partitions,
-                        pending_syncs,
-                    } = &mut *st;
-                    let Some(ps) = partitions.get_mut(&key) else {
-                        continue;
-                    };
-                    let mut downstream = ack.base_offset;
-                    for (upstream, count) in stretches {
-                        ps.map
-                            .record_forwarded(upstream, downstream, count)
-                            .map_err(|source| Error::OffsetMap {
-                                context: format!("{}/{}", key.0, key.1),
-                                source,
-                            })?;
-                        if self.config.emit_offset_syncs {
-                            for s in ps
-                                .emitter
-                                .on_batch_acked(upstream, downstream, count)
-                                .iter()
-                            {
-                                pending_syncs.push(OffsetSync {
-                                    topic: key.0.clone(),
-                                    partition: key.1,
-                                    upstream_offset: s.upstream,
-                                    downstream_offset: s.downstream,
-                                });
-                            }
+                    source: Box::new(source),
+                })?;
+                let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                let FlowState {
+                    partitions,
+                    pending_syncs,
+                } = &mut *st;
+                let Some(ps) = partitions.get_mut(key) else {
+                    return Ok(());
+                };
+                let mut downstream = ack.base_offset;
+                for (upstream, count) in stretches {
+                    ps.map
+                        .record_forwarded(upstream, downstream, count)
+                        .map_err(|source| Error::OffsetMap {
+                            context: format!("{}/{}", key.0, key.1),
+                            source,
+                        })?;
+                    if self.config.emit_offset_syncs {
+                        for s in ps
+                            .emitter
+                            .on_batch_acked(upstream, downstream, count)
+                            .iter()
+                        {
+                            pending_syncs.push(OffsetSync {
+                                topic: key.0.clone(),
+                                partition: key.1,
+                                upstream_offset: s.upstream,
+                                downstream_offset: s.downstream,
+                            });
                         }
-                        downstream += count;
                     }
-                    ps.map.advance_upstream(next);
+                    downstream += count;
                 }
-                AckItem::Skip { key, next } => {
-                    let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-                    if let Some(ps) = st.partitions.get_mut(&key) {
-                        ps.map.advance_upstream(next);
-                    }
+                ps.map.advance_upstream(next);
+            }
+            AckItem::Skip { next } => {
+                let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(ps) = st.partitions.get_mut(key) {
+                    ps.map.advance_upstream(next);
                 }
             }
         }
         Ok(())
     }
 
-    async fn commit_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+    /// One partition's acknowledgements, in append order. At the first failure the lane stops:
+    /// the partition advances no further (the producer refuses its later batches, so the
+    /// target has no gap either), the rest of its queue is dropped (releasing budget), and the
+    /// error goes to the flow.
+    async fn ack_lane(
+        self: Arc<Self>,
+        key: (String, i32),
+        mut rx: mpsc::UnboundedReceiver<AckItem>,
+        fail: mpsc::UnboundedSender<Error>,
+    ) {
+        while let Some(item) = rx.recv().await {
+            if let Err(e) = self.apply_ack(&key, item).await {
+                error!(flow = %self.name(), topic = %key.0, partition = key.1, error = %e, "partition stopped");
+                rx.close();
+                while rx.recv().await.is_some() {}
+                report(&fail, e);
+                return;
+            }
+        }
+    }
+
+    async fn commit_loop(
+        self: Arc<Self>,
+        mut stop: watch::Receiver<bool>,
+        fail: mpsc::UnboundedSender<Error>,
+    ) {
         let mut tick = tokio::time::interval(COMMIT_INTERVAL);
         tick.tick().await;
+        let mut failing = FailingSince::default();
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = stop.changed() => return,
             }
-            if let Err(e) = self.commit(false).await {
-                warn!(flow = %self.name(), error = %e, "commit failed; will retry");
+            let r = self.commit(false).await;
+            if let Some(e) = failing.observe(r, tokio::time::Instant::now()) {
+                report(&fail, e.context("progress commits kept failing"));
+                return;
             }
         }
     }
@@ -800,7 +955,31 @@ impl Flow {
                 now,
             ));
         }
-        write_all(&self.producer, &c.target, records).await?;
+        // What a failed write handed out goes back, so the next commit writes it again: a run
+        // or sync is never lost because one write failed.
+        let requeue = |map_records: &[OffsetMapRecord], syncs: Vec<OffsetSync>| {
+            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let mut by_partition: HashMap<(String, i32), Vec<OffsetMapRecord>> = HashMap::new();
+            for r in map_records {
+                let (t, p) = r.topic_partition();
+                by_partition
+                    .entry((t.to_string(), p))
+                    .or_default()
+                    .push(r.clone());
+            }
+            for (key, records) in by_partition {
+                if let Some(ps) = st.partitions.get_mut(&key) {
+                    ps.map.requeue_changes(&records);
+                }
+            }
+            let newer = std::mem::take(&mut st.pending_syncs);
+            st.pending_syncs = syncs;
+            st.pending_syncs.extend(newer);
+        };
+        if let Err(e) = write_all(&self.producer, &c.target, records).await {
+            requeue(&map_records, syncs);
+            return Err(e);
+        }
         if !syncs.is_empty() {
             let (topic, alias) = c.offset_syncs_topic();
             let mut records = Vec::with_capacity(syncs.len());
@@ -814,7 +993,10 @@ impl Flow {
                     now,
                 ));
             }
-            write_all(&self.sync_producer, alias, records).await?;
+            if let Err(e) = write_all(&self.sync_producer, alias, records).await {
+                requeue(&[], syncs);
+                return Err(e);
+            }
         }
         let records = progress
             .iter()
@@ -837,10 +1019,15 @@ impl Flow {
         Ok(())
     }
 
-    async fn checkpoint_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+    async fn checkpoint_loop(
+        self: Arc<Self>,
+        mut stop: watch::Receiver<bool>,
+        fail: mpsc::UnboundedSender<Error>,
+    ) {
         if !self.config.emit_checkpoints && !self.config.sync_group_offsets {
             return;
         }
+        let mut failing = FailingSince::default();
         let mut tick = tokio::time::interval(
             self.config
                 .emit_checkpoints_interval
@@ -852,8 +1039,10 @@ impl Flow {
                 _ = tick.tick() => {}
                 _ = stop.changed() => return,
             }
-            if let Err(e) = self.emit_checkpoints().await {
-                warn!(flow = %self.name(), error = %e, "checkpoints failed; will retry");
+            let r = self.emit_checkpoints().await;
+            if let Some(e) = failing.observe(r, tokio::time::Instant::now()) {
+                report(&fail, e.context("checkpoints kept failing"));
+                return;
             }
         }
     }
@@ -1014,6 +1203,45 @@ impl Flow {
 
     pub(crate) fn limits(&self) -> &DecodeLimits {
         &self.limits
+    }
+}
+
+/// How long a periodic task (commits, checkpoints) may fail without a single success before
+/// its failure becomes the flow's: long enough to ride out a broker restart or a leader
+/// election, short enough that a persistent failure does not scroll by unnoticed for hours.
+pub const PERIODIC_FAILURE_LIMIT: Duration = Duration::from_secs(120);
+
+/// Tracks consecutive failures of a periodic task.
+#[derive(Debug, Default)]
+struct FailingSince(Option<tokio::time::Instant>);
+
+impl FailingSince {
+    /// Records one round's result; the error once failures have lasted past
+    /// [`PERIODIC_FAILURE_LIMIT`] (earlier ones are logged as warnings).
+    fn observe(&mut self, r: Result<()>, now: tokio::time::Instant) -> Option<Error> {
+        match r {
+            Ok(()) => {
+                self.0 = None;
+                None
+            }
+            Err(e) => {
+                let since = *self.0.get_or_insert(now);
+                if now.duration_since(since) >= PERIODIC_FAILURE_LIMIT {
+                    Some(e)
+                } else {
+                    warn!(error = %e, failing_for = ?now.duration_since(since), "periodic task failed; will retry");
+                    None
+                }
+            }
+        }
+    }
+}
+
+/// Hands a task's failure to the flow. The flow keeps the receiver until every task has ended,
+/// so a failed send means the flow is gone already; the error is logged then.
+fn report(fail: &mpsc::UnboundedSender<Error>, e: Error) {
+    if let Err(mpsc::error::SendError(e)) = fail.send(e) {
+        error!(error = %e, "failure after the flow ended");
     }
 }
 

@@ -14,13 +14,20 @@
 //! offset after the last one MM2 replicated; MM2 may have written past it, so a move from MM2
 //! can repeat what MM2 wrote after its last commit) or, failing that, from the source's log
 //! start, still matching whatever the remote partition already holds.
+//!
+//! Where a log starts and ends is asked with ListOffsets (earliest, latest), never by fetching at
+//! offset 0: once retention has deleted offset 0, Kafka answers such a fetch with
+//! OFFSET_OUT_OF_RANGE and -1 for both the high watermark and the log start. Nothing here
+//! assumes a log starts at 0; a remote log start above the stored downstream end is fine (the
+//! map still knows that history), only the remote end matters for matching.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use protocol_client::fetcher::{fetch_partition, FetchedPartition, FetcherConfig, IsolationLevel};
+use protocol_client::fetcher::{
+    fetch_partition, list_offset, FetchedPartition, FetcherConfig, IsolationLevel, OffsetSpec,
+};
 use protocol_client::record::{split_batches, RecordBatch, BATCH_HEADER_LEN};
-use protocol_client::ResponseError;
 use tracing::{info, warn};
 
 use super::plan::{plan, Step};
@@ -47,24 +54,43 @@ async fn fetch_at(
     partition: i32,
     offset: i64,
     isolation: IsolationLevel,
-    probe: bool,
 ) -> Result<FetchedPartition> {
-    // A probe only needs the partition's offsets (high watermark, log start): ask for one byte
-    // (brokers still return one whole batch, KIP-74), so resuming many partitions is cheap.
-    let max_bytes = if probe {
-        1
-    } else {
-        FetcherConfig::default().max_bytes
-    };
     let config = FetcherConfig {
         max_wait: Duration::from_millis(10),
         isolation,
-        max_bytes,
-        partition_max_bytes: max_bytes.min(FetcherConfig::default().partition_max_bytes),
         ..FetcherConfig::default()
     };
-    fetch_partition(cluster, topic, partition, offset, &config)
+    // Partition-level errors come back in the result; retriable ones (a leader moving, a
+    // replica not caught up) are retried here like request-level ones, so a transient error
+    // does not end the matching early (which would repeat records).
+    cluster
+        .retry("fetch to match the remote tail", || async {
+            let p = fetch_partition(cluster, topic, partition, offset, &config).await?;
+            match p.error {
+                Some(e) if protocol_client::error::is_retriable_code(e) => {
+                    Err(protocol_client::Error::Metadata(format!(
+                        "Fetch {topic}/{partition} at {offset}: {e}"
+                    )))
+                }
+                _ => Ok(p),
+            }
+        })
         .await
+        .map_err(Error::client(alias))
+}
+
+/// ListOffsets `spec` for one partition (retried through the cluster's retry loop).
+async fn offset_of(
+    cluster: &Arc<protocol_client::cluster::Cluster>,
+    alias: &str,
+    topic: &str,
+    partition: i32,
+    spec: OffsetSpec,
+    isolation: IsolationLevel,
+) -> Result<i64> {
+    list_offset(cluster, topic, partition, spec, isolation)
+        .await
+        .map(|l| l.offset)
         .map_err(Error::client(alias))
 }
 
@@ -80,19 +106,21 @@ pub async fn resume_partition(
     let c = &flow.config;
     let target = flow.target_cluster();
     let source = flow.source_cluster();
-    // Where the remote partition ends now.
-    let probe = fetch_at(
-        target,
-        &c.target,
-        remote,
-        partition,
-        0,
-        IsolationLevel::ReadUncommitted,
-        true,
-    )
-    .await?;
-    let remote_end = probe.high_watermark;
-    let remote_start = probe.log_start_offset.max(0);
+    // Where the remote partition starts and ends now (everything Strait wrote counts, committed
+    // or not: read_uncommitted, the high watermark).
+    let bound = |spec| {
+        offset_of(
+            target,
+            &c.target,
+            remote,
+            partition,
+            spec,
+            IsolationLevel::ReadUncommitted,
+        )
+    };
+    let (remote_start, remote_end) =
+        tokio::join!(bound(OffsetSpec::Earliest), bound(OffsetSpec::Latest));
+    let (remote_start, remote_end) = (remote_start?, remote_end?);
     let iso = super::isolation(c.isolation_level);
     let (mut map, upstream, downstream) = match (stored, mm2_progress) {
         (Some(map), _) if map.frontier().is_some() && map.downstream_end().is_some() => {
@@ -120,16 +148,15 @@ pub async fn resume_partition(
             return Ok((map, p));
         }
         _ => {
-            let first = fetch_at(source, &c.source, topic, partition, 0, iso, true).await?;
-            let start = match first.error {
-                Some(ResponseError::OffsetOutOfRange) | None => first.log_start_offset.max(0),
-                Some(e) => {
-                    return Err(Error::Other(format!(
-                        "{}: {topic}/{partition}: {e}",
-                        c.source
-                    )))
-                }
-            };
+            let start = offset_of(
+                source,
+                &c.source,
+                topic,
+                partition,
+                OffsetSpec::Earliest,
+                iso,
+            )
+            .await?;
             let map = OffsetMap::starting_at(start, Some(remote_start), c.offset_map_max_runs)
                 .map_err(|source| Error::OffsetMap {
                     context: format!("{topic}/{partition}"),
@@ -139,6 +166,12 @@ pub async fn resume_partition(
         }
     };
     if remote_end <= downstream {
+        return Ok((map, upstream));
+    }
+    if remote_start > downstream {
+        // Retention (or DeleteRecords) on the target removed records after the known end
+        // before they could be matched: what they were copies of cannot be told.
+        warn!(flow = %flow.name(), %topic, partition, remote_start, remote_end, downstream, "remote records after the recorded end were deleted before they could be matched; resuming at the last known position (records after it may repeat)");
         return Ok((map, upstream));
     }
     // The remote partition holds batches the map does not know: match them.
@@ -152,9 +185,12 @@ pub async fn resume_partition(
             partition,
             down,
             IsolationLevel::ReadUncommitted,
-            false,
         )
         .await?;
+        if let Some(e) = remote_fetch.error {
+            warn!(flow = %flow.name(), %topic, partition, downstream = down, error = %e, "could not read the remote tail to match it; resuming at the last known position (records after it may repeat)");
+            break;
+        }
         let mut remote_batches: Vec<RecordBatch> = Vec::new();
         for b in split_batches(remote_fetch.records) {
             let b = b.map_err(|source| Error::Record {
@@ -170,7 +206,11 @@ pub async fn resume_partition(
         }
         let mut remote_iter = remote_batches.into_iter().peekable();
         while remote_iter.peek().is_some() {
-            let src = fetch_at(source, &c.source, topic, partition, up, iso, false).await?;
+            let src = fetch_at(source, &c.source, topic, partition, up, iso).await?;
+            if let Some(e) = src.error {
+                warn!(flow = %flow.name(), %topic, partition, upstream = up, error = %e, "could not read the source to match the remote tail; resuming at the last known position (records after it may repeat)");
+                break 'outer;
+            }
             let steps =
                 plan(src.records, up, src.aborted, iso, flow.limits()).map_err(|source| {
                     Error::Record {

@@ -376,6 +376,38 @@ impl OffsetMap {
         out
     }
 
+    /// Puts back changes that [`take_changes`](Self::take_changes) handed out but that could
+    /// not be written: the runs (if still kept; a run dropped since is a tombstone again),
+    /// tombstones and the head are written by the next `take_changes`, with the map's current
+    /// values.
+    pub fn requeue_changes(&mut self, records: &[OffsetMapRecord]) {
+        for r in records {
+            match r {
+                OffsetMapRecord::RunTombstone { upstream_start, .. } => {
+                    if !self
+                        .runs
+                        .iter()
+                        .any(|run| run.upstream_start == *upstream_start)
+                    {
+                        self.dropped_runs.insert(*upstream_start);
+                    }
+                }
+                OffsetMapRecord::Run { upstream_start, .. } => {
+                    if self
+                        .runs
+                        .iter()
+                        .any(|run| run.upstream_start == *upstream_start)
+                    {
+                        self.dirty_runs.insert(*upstream_start);
+                    } else {
+                        self.dropped_runs.insert(*upstream_start);
+                    }
+                }
+                OffsetMapRecord::Head { .. } => self.head_dirty = true,
+            }
+        }
+    }
+
     /// Every record describing the current state (runs, then head), e.g. to rewrite the
     /// partition's state in full. Clears pending changes except tombstones.
     pub fn snapshot_records(&mut self, topic: &str, partition: i32) -> Vec<OffsetMapRecord> {

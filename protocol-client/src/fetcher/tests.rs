@@ -1,0 +1,690 @@
+//! Fetcher tests: the pure decisions, and `Fetcher::poll` against a scripted broker (a real TCP
+//! socket speaking just enough Kafka: ApiVersions, Metadata, Fetch, ListOffsets) that can leave
+//! a request unanswered, so a poll can be dropped in the middle like a `select!` does.
+
+use std::sync::Mutex;
+
+use bytes::{BufMut, BytesMut};
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{
+    ApiVersionsResponse, FetchResponse, ListOffsetsResponse, MetadataResponse, ResponseHeader,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+
+use super::*;
+use crate::cluster::ClientConfig;
+use crate::record::{BatchBuilder, Compression};
+use crate::retry::RetryPolicy;
+
+// ---------------------------------------------------------------------------------------------
+// Pure decisions
+
+#[test]
+fn out_of_range_is_classified_against_the_log() {
+    use OutOfRangeKind::*;
+    assert_eq!(OutOfRangeKind::classify(5, 10, 20), Some(BelowLogStart));
+    assert_eq!(OutOfRangeKind::classify(21, 10, 20), Some(AboveLogEnd));
+    // Within the log again (a race with the leader or the log start): no reset.
+    assert_eq!(OutOfRangeKind::classify(10, 10, 20), None);
+    assert_eq!(OutOfRangeKind::classify(20, 10, 20), None);
+    assert_eq!(OutOfRangeKind::classify(15, 10, 20), None);
+}
+
+#[test]
+fn requests_rotate_to_the_cursor_and_wrap() {
+    let order = [2, 5, 9, 14];
+    assert_eq!(rotation(&order, 0), 0);
+    assert_eq!(rotation(&order, 2), 0);
+    assert_eq!(rotation(&order, 3), 1);
+    assert_eq!(rotation(&order, 9), 2);
+    assert_eq!(rotation(&order, 14), 3);
+    // Past the last one: wrap to the first.
+    assert_eq!(rotation(&order, 15), 0);
+    assert_eq!(rotation(&[], 3), 0);
+}
+
+#[test]
+fn the_cursor_moves_to_the_first_partition_that_waited_for_room() {
+    let t: Arc<str> = Arc::from("t");
+    let pos = |p: i32| FetchPosition {
+        topic: t.clone(),
+        partition: p,
+        offset: 0,
+        leader_epoch: -1,
+    };
+    let request = BrokerRequest {
+        broker: BrokerInfo {
+            id: 0,
+            host: "h".into(),
+            port: 1,
+            rack: None,
+        },
+        positions: vec![pos(3), pos(0), pos(1), pos(2)],
+        order: vec![3, 0, 1, 2],
+    };
+    let waited = |ps: &[i32]| ps.iter().map(|&p| (t.clone(), p)).collect::<HashSet<Key>>();
+    assert_eq!(next_cursor(&request, &waited(&[])), None);
+    assert_eq!(next_cursor(&request, &waited(&[2, 1])), Some(1));
+    // The request's first partition is left out: KIP-74 gives it a batch if it has one.
+    assert_eq!(next_cursor(&request, &waited(&[3])), None);
+    assert_eq!(next_cursor(&request, &waited(&[3, 2])), Some(2));
+}
+
+#[test]
+fn waiting_for_room_means_records_were_available() {
+    let mut p = FetchedPartition {
+        topic: Arc::from("t"),
+        partition: 0,
+        fetch_offset: 10,
+        error: None,
+        high_watermark: 10,
+        last_stable_offset: 10,
+        log_start_offset: 0,
+        aborted: vec![],
+        records: Bytes::new(),
+    };
+    assert!(!had_records_available(&p, IsolationLevel::ReadUncommitted));
+    p.high_watermark = 11;
+    assert!(had_records_available(&p, IsolationLevel::ReadUncommitted));
+    // read_committed stops at the last stable offset.
+    assert!(!had_records_available(&p, IsolationLevel::ReadCommitted));
+    p.last_stable_offset = -1;
+    assert!(had_records_available(&p, IsolationLevel::ReadCommitted));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scripted broker
+
+/// Answer to one partition of a Fetch: (topic, partition, fetch offset, index in the request).
+type FetchScript = Box<dyn FnMut(&str, i32, i64, usize) -> PartitionData + Send>;
+/// Answer to ListOffsets: (topic, partition, timestamp spec, isolation) → offset, or `None` to
+/// leave the request unanswered.
+type ListScript = Box<dyn FnMut(&str, i32, i64, i8) -> Option<i64> + Send>;
+
+struct Script {
+    topics: Vec<(String, i32)>,
+    fetch: FetchScript,
+    list_offsets: ListScript,
+    /// Metadata requests after this many are left unanswered.
+    answer_metadata: usize,
+}
+
+#[derive(Default)]
+struct Seen {
+    /// Every Fetch as (topic, partition, offset), in request order.
+    fetches: Vec<Vec<(String, i32, i64)>>,
+    metadata: usize,
+}
+
+struct Broker {
+    addr: String,
+    script: Arc<Mutex<Script>>,
+    seen: Arc<Mutex<Seen>>,
+    /// Notified whenever a request is left unanswered.
+    stalled: Arc<Notify>,
+}
+
+impl Broker {
+    async fn start(topics: &[(&str, i32)]) -> Broker {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let script = Arc::new(Mutex::new(Script {
+            topics: topics.iter().map(|(t, n)| (t.to_string(), *n)).collect(),
+            fetch: Box::new(|_, p, _, _| empty(p, 0)),
+            list_offsets: Box::new(|_, _, _, _| Some(0)),
+            answer_metadata: usize::MAX,
+        }));
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let stalled = Arc::new(Notify::new());
+        let (sc, se, st) = (script.clone(), seen.clone(), stalled.clone());
+        tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                tokio::spawn(serve(s, port as i32, sc.clone(), se.clone(), st.clone()));
+            }
+        });
+        Broker {
+            addr: format!("127.0.0.1:{port}"),
+            script,
+            seen,
+            stalled,
+        }
+    }
+
+    fn on_fetch(&self, f: impl FnMut(&str, i32, i64, usize) -> PartitionData + Send + 'static) {
+        self.script.lock().unwrap().fetch = Box::new(f);
+    }
+
+    fn on_list_offsets(&self, f: impl FnMut(&str, i32, i64, i8) -> Option<i64> + Send + 'static) {
+        self.script.lock().unwrap().list_offsets = Box::new(f);
+    }
+
+    fn fetches(&self) -> Vec<Vec<(String, i32, i64)>> {
+        self.seen.lock().unwrap().fetches.clone()
+    }
+
+    async fn cluster(&self) -> Arc<Cluster> {
+        let mut cfg = ClientConfig::new(&self.addr);
+        cfg.retry = RetryPolicy {
+            min_backoff: Duration::from_millis(5),
+            max_backoff: Duration::from_millis(20),
+            max_elapsed: Duration::from_millis(200),
+        };
+        cfg.conn.request_timeout = Duration::from_secs(10);
+        Cluster::connect(cfg).await.unwrap()
+    }
+}
+
+fn frame<M: Encodable + HeaderVersion>(corr: i32, version: i16, msg: &M) -> BytesMut {
+    let mut body = BytesMut::new();
+    ResponseHeader::default()
+        .with_correlation_id(corr)
+        .encode(&mut body, M::header_version(version))
+        .unwrap();
+    msg.encode(&mut body, version).unwrap();
+    let mut out = BytesMut::with_capacity(body.len() + 4);
+    out.put_i32(body.len() as i32);
+    out.extend_from_slice(&body);
+    out
+}
+
+async fn serve(
+    mut s: TcpStream,
+    port: i32,
+    script: Arc<Mutex<Script>>,
+    seen: Arc<Mutex<Seen>>,
+    stalled: Arc<Notify>,
+) {
+    loop {
+        let Ok(len) = s.read_i32().await else { return };
+        let mut buf = vec![0u8; len as usize];
+        if s.read_exact(&mut buf).await.is_err() {
+            return;
+        }
+        let mut b = Bytes::from(buf);
+        let h = kafka_protocol::protocol::decode_request_header_from_buffer(&mut b).unwrap();
+        let (corr, v) = (h.correlation_id, h.request_api_version);
+        let answer = match ApiKey::try_from(h.request_api_key).unwrap() {
+            ApiKey::ApiVersions => {
+                let keys = [
+                    ApiKey::ApiVersions,
+                    ApiKey::Metadata,
+                    ApiKey::Fetch,
+                    ApiKey::ListOffsets,
+                ]
+                .iter()
+                .map(|k| {
+                    let r = k.valid_versions();
+                    ApiVersion::default()
+                        .with_api_key(*k as i16)
+                        .with_min_version(r.min)
+                        .with_max_version(r.max)
+                })
+                .collect();
+                Some(frame(
+                    corr,
+                    v,
+                    &ApiVersionsResponse::default().with_api_keys(keys),
+                ))
+            }
+            ApiKey::Metadata => {
+                let n = {
+                    let mut seen = seen.lock().unwrap();
+                    seen.metadata += 1;
+                    seen.metadata
+                };
+                let script = script.lock().unwrap();
+                (n <= script.answer_metadata).then(|| {
+                    let topics = script
+                        .topics
+                        .iter()
+                        .map(|(name, n)| {
+                            MetadataResponseTopic::default()
+                                .with_name(Some(TopicName(StrBytes::from_string(name.clone()))))
+                                .with_partitions(
+                                    (0..*n)
+                                        .map(|p| {
+                                            MetadataResponsePartition::default()
+                                                .with_partition_index(p)
+                                                .with_leader_id(BrokerId(0))
+                                                .with_leader_epoch(0)
+                                                .with_replica_nodes(vec![BrokerId(0)])
+                                                .with_isr_nodes(vec![BrokerId(0)])
+                                        })
+                                        .collect(),
+                                )
+                        })
+                        .collect();
+                    let resp = MetadataResponse::default()
+                        .with_brokers(vec![MetadataResponseBroker::default()
+                            .with_node_id(BrokerId(0))
+                            .with_host(StrBytes::from_static_str("127.0.0.1"))
+                            .with_port(port)])
+                        .with_controller_id(BrokerId(0))
+                        .with_topics(topics);
+                    frame(corr, v, &resp)
+                })
+            }
+            ApiKey::Fetch => {
+                let req = FetchRequest::decode(&mut b, v).unwrap();
+                let mut asked = Vec::new();
+                let mut responses = Vec::new();
+                let mut script = script.lock().unwrap();
+                for t in &req.topics {
+                    let mut parts = Vec::new();
+                    for p in &t.partitions {
+                        let i = asked.len();
+                        asked.push((t.topic.0.to_string(), p.partition, p.fetch_offset));
+                        parts.push((script.fetch)(&t.topic.0, p.partition, p.fetch_offset, i));
+                    }
+                    responses.push(
+                        FetchableTopicResponse::default()
+                            .with_topic(t.topic.clone())
+                            .with_partitions(parts),
+                    );
+                }
+                seen.lock().unwrap().fetches.push(asked);
+                Some(frame(
+                    corr,
+                    v,
+                    &FetchResponse::default().with_responses(responses),
+                ))
+            }
+            ApiKey::ListOffsets => {
+                let req = ListOffsetsRequest::decode(&mut b, v).unwrap();
+                let mut script = script.lock().unwrap();
+                let mut topics = Vec::new();
+                let mut stall = false;
+                for t in &req.topics {
+                    let mut parts = Vec::new();
+                    for p in &t.partitions {
+                        match (script.list_offsets)(
+                            &t.name.0,
+                            p.partition_index,
+                            p.timestamp,
+                            req.isolation_level,
+                        ) {
+                            Some(offset) => parts.push(
+                                ListOffsetsPartitionResponse::default()
+                                    .with_partition_index(p.partition_index)
+                                    .with_offset(offset)
+                                    .with_timestamp(-1),
+                            ),
+                            None => stall = true,
+                        }
+                    }
+                    topics.push(
+                        ListOffsetsTopicResponse::default()
+                            .with_name(t.name.clone())
+                            .with_partitions(parts),
+                    );
+                }
+                (!stall)
+                    .then(|| frame(corr, v, &ListOffsetsResponse::default().with_topics(topics)))
+            }
+            other => panic!("scripted broker got {other:?}"),
+        };
+        match answer {
+            Some(f) => {
+                if s.write_all(&f).await.is_err() {
+                    return;
+                }
+            }
+            None => stalled.notify_one(),
+        }
+    }
+}
+
+/// Three records at `offset`, as one batch.
+fn batch(offset: i64) -> Bytes {
+    let mut b = BatchBuilder::new(Compression::None).base_offset(offset);
+    for i in 0..3 {
+        b.push(1_700_000_000_000 + i, Some(b"k"), Some(b"value"), &[]);
+    }
+    b.build().unwrap().into_bytes()
+}
+
+fn partition_data(partition: i32, high_watermark: i64, records: Bytes) -> PartitionData {
+    PartitionData::default()
+        .with_partition_index(partition)
+        .with_high_watermark(high_watermark)
+        .with_last_stable_offset(high_watermark)
+        .with_log_start_offset(0)
+        .with_records(Some(records))
+}
+
+/// A partition with a batch at `offset` (high watermark far ahead).
+fn data(partition: i32, offset: i64) -> PartitionData {
+    partition_data(partition, 1_000_000, batch(offset))
+}
+
+/// A partition with nothing new at `offset`.
+fn empty(partition: i32, offset: i64) -> PartitionData {
+    partition_data(partition, offset, Bytes::new())
+}
+
+fn error(partition: i32, e: ResponseError) -> PartitionData {
+    PartitionData::default()
+        .with_partition_index(partition)
+        .with_error_code(e.code())
+        .with_high_watermark(-1)
+        .with_last_stable_offset(-1)
+        .with_log_start_offset(-1)
+}
+
+fn config(reset: OffsetReset, isolation: IsolationLevel) -> FetcherConfig {
+    FetcherConfig {
+        max_wait: Duration::from_millis(10),
+        isolation,
+        reset,
+        ..FetcherConfig::default()
+    }
+}
+
+/// Partition 0 has a batch wherever it is fetched; partition 1 is out of range.
+fn p0_data_p1_out_of_range(_: &str, p: i32, offset: i64, _: usize) -> PartitionData {
+    if p == 0 {
+        data(0, offset)
+    } else {
+        error(p, ResponseError::OffsetOutOfRange)
+    }
+}
+
+/// ListOffsets answering `earliest` and `latest` (read_uncommitted) / `stable` (read_committed).
+fn log(earliest: i64, latest: i64, stable: i64) -> impl FnMut(&str, i32, i64, i8) -> Option<i64> {
+    move |_, _, spec, isolation| {
+        Some(match spec {
+            -2 => earliest,
+            -1 if isolation == 1 => stable,
+            -1 => latest,
+            other => panic!("ListOffsets for timestamp {other}"),
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A. Cancel-safety
+
+/// The replicator races `poll` against timers; dropping it after the Fetch answered (while
+/// ListOffsets for an out-of-range partition is pending) must not move any position, or the
+/// fetched batches would be lost.
+#[tokio::test]
+async fn a_poll_dropped_while_list_offsets_is_pending_moves_nothing() {
+    let broker = Broker::start(&[("t", 2)]).await;
+    broker.on_fetch(p0_data_p1_out_of_range);
+    broker.on_list_offsets(|_, _, _, _| None);
+    let mut f = Fetcher::new(
+        broker.cluster().await,
+        config(OffsetReset::Earliest, IsolationLevel::ReadUncommitted),
+    );
+    f.assign("t", 0, 0);
+    f.assign("t", 1, 100);
+    tokio::select! {
+        r = f.poll() => panic!("poll completed: {r:?}"),
+        _ = broker.stalled.notified() => {}
+    }
+    assert_eq!(broker.fetches().len(), 1, "the Fetch was answered");
+    assert_eq!(f.position("t", 0), Some(0), "no position moved");
+    assert_eq!(f.position("t", 1), Some(100));
+    assert!(f.take_out_of_range().is_empty());
+    assert!(!f.is_paused("t", 1));
+    // The next poll fetches the same records again, and completes.
+    broker.on_list_offsets(log(0, 200, 200));
+    let got = f.poll().await.unwrap();
+    assert_eq!(broker.fetches()[1][..1], [("t".to_string(), 0, 0)]);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].fetch_offset, 0);
+    assert_eq!(f.position("t", 0), Some(3));
+}
+
+/// Same while the metadata refresh a retriable partition error calls for is pending.
+#[tokio::test]
+async fn a_poll_dropped_while_metadata_refresh_is_pending_moves_nothing() {
+    let broker = Broker::start(&[("t", 2)]).await;
+    broker.on_fetch(|_, p, offset, _| {
+        if p == 0 {
+            data(0, offset)
+        } else {
+            error(p, ResponseError::NotLeaderOrFollower)
+        }
+    });
+    let mut f = Fetcher::new(
+        broker.cluster().await,
+        config(OffsetReset::Earliest, IsolationLevel::ReadUncommitted),
+    );
+    f.assign("t", 0, 0);
+    f.assign("t", 1, 100);
+    let answered = broker.seen.lock().unwrap().metadata;
+    broker.script.lock().unwrap().answer_metadata = answered;
+    tokio::select! {
+        r = f.poll() => panic!("poll completed: {r:?}"),
+        _ = broker.stalled.notified() => {}
+    }
+    assert_eq!(broker.fetches().len(), 1);
+    assert_eq!(f.position("t", 0), Some(0), "no position moved");
+    assert_eq!(f.position("t", 1), Some(100));
+}
+
+/// A poll that fails moves nothing either, even for partitions that came back fine before the
+/// failing one.
+#[tokio::test]
+async fn a_failed_poll_moves_nothing() {
+    let broker = Broker::start(&[("t", 2)]).await;
+    broker.on_fetch(|_, p, offset, _| {
+        if p == 0 {
+            data(0, offset)
+        } else {
+            error(p, ResponseError::TopicAuthorizationFailed)
+        }
+    });
+    let mut f = Fetcher::new(
+        broker.cluster().await,
+        config(OffsetReset::Earliest, IsolationLevel::ReadUncommitted),
+    );
+    f.assign("t", 0, 0);
+    f.assign("t", 1, 100);
+    let err = f.poll().await.unwrap_err();
+    assert_eq!(
+        err.response_error(),
+        Some(ResponseError::TopicAuthorizationFailed)
+    );
+    assert!(err.to_string().contains("topic t partition 1"), "{err}");
+    assert_eq!(f.position("t", 0), Some(0), "no position moved");
+    assert_eq!(f.position("t", 1), Some(100));
+}
+
+// ---------------------------------------------------------------------------------------------
+// B. Out of range, observably
+
+#[tokio::test]
+async fn below_the_log_start_is_reset_by_policy_and_reported() {
+    let broker = Broker::start(&[("t", 2)]).await;
+    broker.on_fetch(p0_data_p1_out_of_range);
+    broker.on_list_offsets(log(150, 200, 190));
+    let cluster = broker.cluster().await;
+    let cases = [
+        (OffsetReset::Earliest, IsolationLevel::ReadCommitted, 150),
+        (OffsetReset::Latest, IsolationLevel::ReadUncommitted, 200),
+        // Latest under read_committed is the last stable offset, as Kafka's consumer resets.
+        (OffsetReset::Latest, IsolationLevel::ReadCommitted, 190),
+    ];
+    for (reset, isolation, to) in cases {
+        let mut f = Fetcher::new(cluster.clone(), config(reset, isolation));
+        f.assign("t", 0, 0);
+        f.assign("t", 1, 100);
+        let got = f.poll().await.unwrap();
+        assert_eq!(got.len(), 1, "{reset:?}");
+        assert_eq!(f.position("t", 0), Some(3));
+        assert_eq!(f.position("t", 1), Some(to), "{reset:?} {isolation:?}");
+        assert!(!f.is_paused("t", 1));
+        assert_eq!(
+            f.take_out_of_range(),
+            vec![OutOfRange {
+                topic: Arc::from("t"),
+                partition: 1,
+                fetch_offset: 100,
+                log_start_offset: 150,
+                high_watermark: 200,
+                reset_to: Some(to),
+                kind: OutOfRangeKind::BelowLogStart,
+            }]
+        );
+        assert!(f.take_out_of_range().is_empty(), "drained");
+    }
+}
+
+#[tokio::test]
+async fn past_the_end_of_the_log_pauses_and_reports_without_reset() {
+    let broker = Broker::start(&[("t", 2)]).await;
+    broker.on_fetch(p0_data_p1_out_of_range);
+    broker.on_list_offsets(log(0, 50, 50));
+    let mut f = Fetcher::new(
+        broker.cluster().await,
+        config(OffsetReset::Earliest, IsolationLevel::ReadUncommitted),
+    );
+    f.assign("t", 0, 0);
+    f.assign("t", 1, 100);
+    f.poll().await.unwrap();
+    assert_eq!(f.position("t", 1), Some(100), "not reset");
+    assert!(f.is_paused("t", 1));
+    assert_eq!(
+        f.take_out_of_range(),
+        vec![OutOfRange {
+            topic: Arc::from("t"),
+            partition: 1,
+            fetch_offset: 100,
+            log_start_offset: 0,
+            high_watermark: 50,
+            reset_to: None,
+            kind: OutOfRangeKind::AboveLogEnd,
+        }]
+    );
+    // Paused: no longer fetched, until the caller decides.
+    f.poll().await.unwrap();
+    let last = broker.fetches().pop().unwrap();
+    assert_eq!(last, vec![("t".to_string(), 0, 3)]);
+    broker.on_fetch(|_, p, offset, _| data(p, offset));
+    f.seek("t", 1, 50);
+    f.resume("t", 1);
+    f.poll().await.unwrap();
+    assert_eq!(f.position("t", 1), Some(53));
+}
+
+#[tokio::test]
+async fn out_of_range_but_within_the_log_now_is_fetched_again() {
+    let broker = Broker::start(&[("t", 2)]).await;
+    broker.on_fetch(p0_data_p1_out_of_range);
+    broker.on_list_offsets(log(0, 200, 200));
+    let mut f = Fetcher::new(
+        broker.cluster().await,
+        config(OffsetReset::Earliest, IsolationLevel::ReadUncommitted),
+    );
+    f.assign("t", 0, 0);
+    f.assign("t", 1, 100);
+    f.poll().await.unwrap();
+    assert_eq!(f.position("t", 1), Some(100));
+    assert!(!f.is_paused("t", 1));
+    assert!(f.take_out_of_range().is_empty());
+}
+
+#[tokio::test]
+async fn the_error_policy_fails_the_poll_and_moves_nothing() {
+    let broker = Broker::start(&[("t", 2)]).await;
+    broker.on_fetch(p0_data_p1_out_of_range);
+    broker.on_list_offsets(log(0, 50, 50));
+    let mut f = Fetcher::new(
+        broker.cluster().await,
+        config(OffsetReset::Error, IsolationLevel::ReadUncommitted),
+    );
+    f.assign("t", 0, 0);
+    f.assign("t", 1, 100);
+    let err = f.poll().await.unwrap_err();
+    assert_eq!(err.response_error(), Some(ResponseError::OffsetOutOfRange));
+    let text = err.to_string();
+    assert!(text.contains("topic t partition 1 offset 100"), "{text}");
+    assert!(text.contains("past the end of the log"), "{text}");
+    assert_eq!(f.position("t", 0), Some(0));
+    assert_eq!(f.position("t", 1), Some(100));
+    assert!(!f.is_paused("t", 1));
+}
+
+// ---------------------------------------------------------------------------------------------
+// C. Fairness
+
+/// Responses only have room for two partitions (as with `max_bytes`): every partition, of
+/// every topic, still gets through, round after round. (Requests group partitions by topic,
+/// so the start topic's partitions before the cursor ride along early: fair within a factor
+/// of two here, never starved.)
+#[tokio::test]
+async fn every_partition_gets_through_a_full_response() {
+    let broker = Broker::start(&[("a", 3), ("b", 3)]).await;
+    broker.on_fetch(|_, p, offset, i| {
+        if i < 2 {
+            data(p, offset)
+        } else {
+            partition_data(p, 1_000_000, Bytes::new())
+        }
+    });
+    let mut f = Fetcher::new(
+        broker.cluster().await,
+        config(OffsetReset::Earliest, IsolationLevel::ReadUncommitted),
+    );
+    for t in ["a", "b"] {
+        for p in 0..3 {
+            f.assign(t, p, 0);
+        }
+    }
+    let served = |f: &Fetcher, t: &str, p: i32| f.position(t, p).unwrap() / 3;
+    for _ in 0..4 {
+        f.poll().await.unwrap();
+    }
+    for t in ["a", "b"] {
+        for p in 0..3 {
+            assert!(served(&f, t, p) >= 1, "{t}/{p}: {:?}", broker.fetches());
+        }
+    }
+    for _ in 0..20 {
+        f.poll().await.unwrap();
+    }
+    for t in ["a", "b"] {
+        for p in 0..3 {
+            assert!(served(&f, t, p) >= 6, "{t}/{p}: {}", served(&f, t, p));
+        }
+    }
+}
+
+/// A partition whose first batch does not fit (`partition_max_bytes`) gets a partial batch
+/// unless it leads the request (KIP-74): it is moved to the front and gets through.
+#[tokio::test]
+async fn an_oversized_batch_gets_through_by_leading_the_request() {
+    let broker = Broker::start(&[("t", 4)]).await;
+    broker.on_fetch(|_, p, offset, i| {
+        if p == 2 && i > 0 {
+            let whole = batch(offset);
+            partition_data(p, 1_000_000, whole.slice(..whole.len() / 2))
+        } else {
+            data(p, offset)
+        }
+    });
+    let mut f = Fetcher::new(
+        broker.cluster().await,
+        config(OffsetReset::Earliest, IsolationLevel::ReadUncommitted),
+    );
+    for p in 0..4 {
+        f.assign("t", p, 0);
+    }
+    f.poll().await.unwrap();
+    assert_eq!(f.position("t", 2), Some(0));
+    f.poll().await.unwrap();
+    assert_eq!(f.position("t", 2), Some(3), "{:?}", broker.fetches());
+    assert_eq!(broker.fetches()[1][0], ("t".to_string(), 2, 0));
+}
