@@ -3,6 +3,13 @@
 //! - [`tansu`]: start independent tansu clusters (real Kafka-compatible brokers) as processes on
 //!   free loopback ports, wait until they answer ApiVersions, kill them on drop (also on panic) and
 //!   keep the broker's log of a failed test under `target/test-logs/`.
+//! - [`kafka`]: start Apache Kafka clusters (the real Java broker, KRaft, one or three combined
+//!   broker+controller nodes) on free loopback ports from the jars of `scripts/install-kafka.sh`,
+//!   wait until librdkafka's metadata lists every broker, kill, stop and restart brokers, and run
+//!   MirrorMaker 2 (dedicated mode) next to them; every JVM dies with the test process (watchdog)
+//!   and its log is kept under `target/test-logs/` when a test fails.
+//! - [`TestCluster`]: what a test body needs from a cluster of either kind, so one body can run
+//!   against tansu and Apache Kafka.
 //! - [`reference`]: librdkafka (through the `rdkafka` crate) as the independent reference client.
 //! - [`secure`]: TLS (stunnel in front of tansu), mutual TLS and SASL/SCRAM test brokers, and the
 //!   test certificates.
@@ -11,11 +18,41 @@
 //!
 //! The known gaps of the brokers used here are listed in `tests/README.md`.
 
+pub mod kafka;
 pub mod mock;
 pub mod reference;
 pub mod secure;
 pub mod strait;
 pub mod tansu;
+
+/// Which broker implementation a [`TestCluster`] runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BrokerKind {
+    /// tansu ([`tansu::TansuBroker`]).
+    Tansu,
+    /// Apache Kafka ([`kafka::KafkaCluster`]).
+    Kafka,
+}
+
+impl BrokerKind {
+    /// `"tansu"` or `"kafka"`, for test output and names.
+    pub fn name(self) -> &'static str {
+        match self {
+            BrokerKind::Tansu => "tansu",
+            BrokerKind::Kafka => "kafka",
+        }
+    }
+}
+
+/// A running test cluster of either kind, so one test body can run against both.
+pub trait TestCluster {
+    /// Comma-separated `host:port` to bootstrap from.
+    fn bootstrap(&self) -> String;
+    /// The broker implementation.
+    fn kind(&self) -> BrokerKind;
+    /// The cluster id the brokers report.
+    fn cluster_id(&self) -> &str;
+}
 
 /// Prints why a test does not run its body and returns from the test.
 ///
@@ -55,12 +92,16 @@ pub fn workspace_root() -> std::path::PathBuf {
         .to_path_buf()
 }
 
-/// Where logs of failed tests are kept.
-pub fn log_dir() -> std::path::PathBuf {
+/// Cargo's target directory (`CARGO_TARGET_DIR`, else `target/` of the workspace).
+pub fn target_dir() -> std::path::PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target"))
-        .join("test-logs")
+}
+
+/// Where logs of failed tests are kept.
+pub fn log_dir() -> std::path::PathBuf {
+    target_dir().join("test-logs")
 }
 
 /// A unique name for topics and groups within one test process.

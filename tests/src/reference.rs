@@ -229,6 +229,38 @@ pub fn secure_config(bootstrap: &str, security: &RefSecurity) -> ClientConfig {
 
 /// [`create_topic`] with a client configuration of its own (e.g. from [`secure_config`]).
 pub fn create_topic_with(config: &ClientConfig, topic: &str, partitions: i32) {
+    create_topic_full(config, topic, partitions, 1, &[]);
+}
+
+/// Creates a topic with `replication` replicas per partition and topic configs (e.g.
+/// `min.insync.replicas`), for multi-broker clusters.
+pub fn create_topic_replicated(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    replication: i32,
+    configs: &[(&str, &str)],
+) {
+    create_topic_full(
+        &base_config(bootstrap),
+        topic,
+        partitions,
+        replication,
+        configs,
+    );
+}
+
+fn create_topic_full(
+    config: &ClientConfig,
+    topic: &str,
+    partitions: i32,
+    replication: i32,
+    configs: &[(&str, &str)],
+) {
+    let mut new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication));
+    for (k, v) in configs {
+        new_topic = new_topic.set(k, v);
+    }
     let admin: AdminClient<DefaultClientContext> = config.create().expect("create admin client");
     // A runtime of its own on a thread of its own: callable from sync and async tests alike.
     let res = std::thread::scope(|s| {
@@ -238,7 +270,7 @@ pub fn create_topic_with(config: &ClientConfig, topic: &str, partitions: i32) {
                 .build()
                 .expect("runtime")
                 .block_on(admin.create_topics(
-                    &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+                    &[new_topic],
                     &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
                 ))
         })
@@ -508,5 +540,92 @@ pub fn probe_metadata(config: &ClientConfig, timeout: Duration) -> RefProbe {
         errors,
         logs,
         elapsed,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Offsets and topic settings (what a test checks or arranges on a real broker)
+// ---------------------------------------------------------------------------------------------
+
+/// Runs an admin future on a runtime of its own on a thread of its own (callable from sync and
+/// async tests alike).
+fn admin_call<T: Send>(f: impl std::future::Future<Output = T> + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime")
+                .block_on(f)
+        })
+        .join()
+        .expect("admin thread")
+    })
+}
+
+/// Creates a topic with topic-level configs (e.g. `message.timestamp.before.max.ms`).
+pub fn create_topic_with_configs(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    configs: &[(&str, &str)],
+) {
+    let admin: AdminClient<DefaultClientContext> =
+        base_config(bootstrap).create().expect("admin client");
+    let mut nt = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    for (k, v) in configs {
+        nt = nt.set(k, v);
+    }
+    let res = admin_call(admin.create_topics(
+        &[nt],
+        &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+    ))
+    .expect("create_topics request");
+    for r in res {
+        if let Err((name, err)) = r {
+            panic!("create topic {name}: {err}");
+        }
+    }
+}
+
+/// The partition's log start offset and high watermark, as librdkafka reports them.
+pub fn watermarks(bootstrap: &str, topic: &str, partition: i32) -> (i64, i64) {
+    try_watermarks(bootstrap, topic, partition)
+        .unwrap_or_else(|e| panic!("watermarks of {topic}/{partition}: {e}"))
+}
+
+/// [`watermarks`], or librdkafka's error (e.g. the topic does not exist yet).
+pub fn try_watermarks(
+    bootstrap: &str,
+    topic: &str,
+    partition: i32,
+) -> Result<(i64, i64), rdkafka::error::KafkaError> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer = base_config(bootstrap).create().expect("consumer");
+    c.fetch_watermarks(topic, partition, Duration::from_secs(10))
+}
+
+/// Deletes the records of `topic`/`partition` before `before` (DeleteRecords: the log start
+/// moves as retention would move it). Returns the new log start.
+pub fn delete_records(bootstrap: &str, topic: &str, partition: i32, before: i64) -> i64 {
+    let admin: AdminClient<DefaultClientContext> =
+        base_config(bootstrap).create().expect("admin client");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, rdkafka::Offset::Offset(before))
+        .expect("partition offset");
+    let res = admin_call(admin.delete_records(
+        &tpl,
+        &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+    ))
+    .unwrap_or_else(|e| panic!("delete records of {topic}/{partition}: {e}"));
+    let e = res
+        .find_partition(topic, partition)
+        .unwrap_or_else(|| panic!("no result for {topic}/{partition}"));
+    if let Err(err) = e.error() {
+        panic!("delete records of {topic}/{partition}: {err}");
+    }
+    match e.offset() {
+        rdkafka::Offset::Offset(o) => o,
+        other => panic!("delete records of {topic}/{partition}: low watermark {other:?}"),
     }
 }

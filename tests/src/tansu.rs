@@ -152,6 +152,20 @@ impl Drop for TansuBroker {
     }
 }
 
+impl crate::TestCluster for TansuBroker {
+    fn bootstrap(&self) -> String {
+        TansuBroker::bootstrap(self)
+    }
+
+    fn kind(&self) -> crate::BrokerKind {
+        crate::BrokerKind::Tansu
+    }
+
+    fn cluster_id(&self) -> &str {
+        TansuBroker::cluster_id(self)
+    }
+}
+
 /// Starts `n` independent clusters named `prefix-0`, `prefix-1`, … (in parallel).
 pub fn start_clusters(prefix: &str, n: usize) -> Vec<TansuBroker> {
     std::thread::scope(|s| {

@@ -290,7 +290,7 @@ async fn sequence_errors_bump_the_epoch_and_lose_nothing() {
 
 /// A position past the end is reset by the policy (earliest) instead of failing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn out_of_range_positions_are_reset_by_policy() {
+async fn out_of_range_positions_are_reported_and_past_the_end_is_not_reset() {
     let mock = MockKafka::start(1);
     mock.create_topic("range", 1);
     let cluster = connect(&mock).await;
@@ -306,8 +306,55 @@ async fn out_of_range_positions_are_reset_by_policy() {
             ..FetcherConfig::default()
         },
     );
+    // Past the end of the log (a re-created topic, a truncated log): reported, paused, never
+    // silently reset to the beginning (that would re-replicate the whole partition).
     fetcher.assign("range", 0, 1000);
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let reports = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no out-of-range report"
+        );
+        let got = fetcher
+            .poll()
+            .await
+            .expect("out of range is not an error with Earliest");
+        assert!(
+            got.iter().all(|p| p.records.is_empty()),
+            "nothing fetched past the end"
+        );
+        let r = fetcher.take_out_of_range();
+        if !r.is_empty() {
+            break r;
+        }
+    };
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    let r = &reports[0];
+    assert_eq!(
+        (
+            &*r.topic,
+            r.partition,
+            r.fetch_offset,
+            r.log_start_offset,
+            r.high_watermark,
+            r.reset_to,
+            r.kind
+        ),
+        (
+            "range",
+            0,
+            1000,
+            0,
+            10,
+            None,
+            protocol_client::fetcher::OutOfRangeKind::AboveLogEnd
+        )
+    );
+    assert!(fetcher.is_paused("range", 0));
+    assert_eq!(fetcher.position("range", 0), Some(1000));
+    // The caller decides: here, read from the start again.
+    fetcher.seek("range", 0, 0);
+    fetcher.resume("range", 0);
     let mut first = None;
     while first.is_none() {
         assert!(
@@ -315,11 +362,7 @@ async fn out_of_range_positions_are_reset_by_policy() {
             "position {:?}",
             fetcher.position("range", 0)
         );
-        for p in fetcher
-            .poll()
-            .await
-            .expect("out of range is not an error with Earliest")
-        {
+        for p in fetcher.poll().await.expect("poll") {
             if let Some(b) = split_batches(p.records).next() {
                 first = Some(b.unwrap().base_offset());
             }

@@ -1,0 +1,184 @@
+//! Strait against Apache Kafka brokers: what a real broker does that tansu does not — refuse a
+//! batch, move a partition's log start, report the high watermark exactly.
+
+use std::time::{Duration, Instant};
+
+use strait_tests::kafka::start_clusters;
+use strait_tests::reference::{self, Outgoing};
+use strait_tests::strait::{mm2_properties, StraitProcess};
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn numbered(from: usize, to: usize, timestamp: i64) -> Vec<Outgoing> {
+    (from..to)
+        .map(|i| Outgoing {
+            timestamp: Some(timestamp),
+            ..Outgoing::kv(format!("k{i}"), format!("v{i}"))
+        })
+        .collect()
+}
+
+fn values(recs: &[reference::RefRecord]) -> Vec<String> {
+    recs.iter()
+        .map(|r| String::from_utf8(r.value.clone().unwrap()).unwrap())
+        .collect()
+}
+
+fn wait_for_high_watermark(
+    bootstrap: &str,
+    topic: &str,
+    partition: i32,
+    want: i64,
+    within: Duration,
+) {
+    let deadline = Instant::now() + within;
+    loop {
+        let hi = reference::try_watermarks(bootstrap, topic, partition).map_or(-1, |w| w.1);
+        if hi >= want {
+            assert_eq!(hi, want, "{topic}/{partition}: more records than expected");
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{topic}/{partition}: high watermark {hi}, waited for {want}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The target refuses one batch for good (INVALID_TIMESTAMP: the remote topic only takes records
+/// at most an hour old, and the source holds ten 2020 records between recent ones). The
+/// partition stops right before that batch — no later record reaches the target, so there is
+/// no gap — and Strait exits non-zero naming the topic, partition, source offsets and the
+/// broker's reason. Before the fix the producer wrote the later batches under a new epoch
+/// (a hole in the remote partition) while the process kept running.
+#[test]
+fn a_refused_batch_stops_the_partition_without_a_gap() {
+    let clusters = start_clusters("refuse", 2);
+    let (a, b) = (clusters[0].bootstrap(), clusters[1].bootstrap());
+    reference::create_topic(&a, "events", 1);
+    reference::create_topic_with_configs(
+        &b,
+        "A.events",
+        1,
+        &[("message.timestamp.before.max.ms", "3600000")],
+    );
+    let now = now_ms();
+    // Three produce calls: three separate batches (at least) with their own timestamps.
+    reference::produce(&a, "events", 0, &numbered(0, 100, now), &[]);
+    reference::produce(&a, "events", 0, &numbered(100, 110, 1_580_000_000_000), &[]);
+    reference::produce(&a, "events", 0, &numbered(110, 300, now), &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut strait = StraitProcess::start(&mm2_properties(&a, &b, ""), dir.path());
+    let status = strait
+        .wait_exit(Duration::from_secs(90))
+        .unwrap_or_else(|| {
+            panic!(
+                "strait kept running after the target refused a batch:\n{}",
+                strait.log()
+            )
+        });
+    let log = strait.log();
+    assert!(!status.success(), "exit status {status:?}\n{log}");
+    let last = log
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    for want in [
+        "events/0",
+        "offsets 100..",
+        "A.events",
+        "InvalidTimestamp",
+        "out of range",
+    ] {
+        assert!(
+            log.contains(want),
+            "the error names {want:?}; last line: {last}\n{log}"
+        );
+    }
+    // Exactly the records before the refused batch, nothing after it.
+    let (_, hi) = reference::watermarks(&b, "A.events", 0);
+    assert_eq!(
+        hi, 100,
+        "remote partition holds only what came before the refused batch\n{log}"
+    );
+    let got = reference::consume(&b, "A.events", 0, 0, 100, Duration::from_secs(20));
+    let want: Vec<String> = (0..100).map(|i| format!("v{i}")).collect();
+    assert_eq!(values(&got), want);
+}
+
+/// Resume after the target's log start moved past 0 (retention, here DeleteRecords): Strait
+/// stops, the remote partition's first records are deleted, more source data arrives, Strait
+/// starts again and mirrors exactly the new records. Before the fix the resume probe fetched
+/// the remote partition at offset 0, Apache Kafka answered OFFSET_OUT_OF_RANGE with a high
+/// watermark of -1, and the flow restarted every 30 s replicating nothing.
+#[test]
+fn resumes_after_the_remote_log_start_moved() {
+    let clusters = start_clusters("logstart", 2);
+    let (a, b) = (clusters[0].bootstrap(), clusters[1].bootstrap());
+    reference::create_topic(&a, "logs", 1);
+    let now = now_ms();
+    reference::produce(&a, "logs", 0, &numbered(0, 200, now), &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = mm2_properties(&a, &b, "");
+    let mut first = StraitProcess::start(&config, dir.path());
+    wait_for_high_watermark(&b, "A.logs", 0, 200, Duration::from_secs(60));
+    let status = first
+        .terminate(Duration::from_secs(30))
+        .expect("exits after SIGTERM");
+    assert!(status.success(), "{}", first.log());
+    assert_eq!(reference::delete_records(&b, "A.logs", 0, 150), 150);
+    reference::produce(&a, "logs", 0, &numbered(200, 300, now), &[]);
+    let mut second = StraitProcess::start(&config, dir.path());
+    wait_for_high_watermark(&b, "A.logs", 0, 300, Duration::from_secs(60));
+    let got = reference::consume(&b, "A.logs", 0, 150, 150, Duration::from_secs(20));
+    let want: Vec<String> = (150..300).map(|i| format!("v{i}")).collect();
+    assert_eq!(values(&got), want, "{}", second.log());
+    let status = second
+        .terminate(Duration::from_secs(30))
+        .expect("exits after SIGTERM");
+    assert!(status.success(), "{}", second.log());
+}
+
+/// The source's log start moves past Strait's position while it is stopped (retention; here
+/// DeleteRecords): on restart the lost range is reported loudly with its size, and Strait
+/// continues from the new log start (`auto.offset.reset` = earliest, MM2's default for its
+/// source consumer). Before the fix the fetcher reset the position with a debug line only.
+#[test]
+fn source_records_deleted_before_mirroring_are_reported_as_lost() {
+    let clusters = start_clusters("srclost", 2);
+    let (a, b) = (clusters[0].bootstrap(), clusters[1].bootstrap());
+    reference::create_topic(&a, "t", 1);
+    let now = now_ms();
+    reference::produce(&a, "t", 0, &numbered(0, 100, now), &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = mm2_properties(&a, &b, "");
+    let mut first = StraitProcess::start(&config, dir.path());
+    wait_for_high_watermark(&b, "A.t", 0, 100, Duration::from_secs(60));
+    let status = first
+        .terminate(Duration::from_secs(30))
+        .expect("exits after SIGTERM");
+    assert!(status.success(), "{}", first.log());
+    reference::produce(&a, "t", 0, &numbered(100, 200, now), &[]);
+    assert_eq!(reference::delete_records(&a, "t", 0, 150), 150);
+    let mut second = StraitProcess::start(&config, dir.path());
+    wait_for_high_watermark(&b, "A.t", 0, 150, Duration::from_secs(60));
+    let got = reference::consume(&b, "A.t", 0, 100, 50, Duration::from_secs(20));
+    let want: Vec<String> = (150..200).map(|i| format!("v{i}")).collect();
+    assert_eq!(values(&got), want);
+    let log = second.log();
+    assert!(
+        log.contains("DATA LOSS") && log.contains("lost=50") && log.contains("from=100"),
+        "the loss is reported with its range:\n{log}"
+    );
+    let status = second
+        .terminate(Duration::from_secs(30))
+        .expect("exits after SIGTERM");
+    assert!(status.success(), "{log}");
+}
