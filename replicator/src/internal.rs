@@ -189,7 +189,10 @@ async fn read_partition(
             .map_err(Error::client(alias))
     };
     let (start, end) = tokio::join!(offset(OffsetSpec::Earliest), offset(OffsetSpec::Latest));
-    let (mut position, end) = (start?, end?);
+    let (mut position, mut end) = (start?, end?);
+    // The first fetch's own bound counts too: some brokers (tansu 0.6) answer ListOffsets
+    // "latest" with the last batch's base offset + 1, which would cut the last batch short.
+    let mut bound_checked = false;
     let config = FetcherConfig {
         max_wait: Duration::from_millis(10),
         isolation: ISOLATION,
@@ -236,6 +239,15 @@ async fn read_partition(
                     "cluster {alias}: reading {topic}/{partition}: {e}"
                 )))
             }
+        }
+        if !bound_checked {
+            bound_checked = true;
+            let bound = if fp.last_stable_offset >= 0 {
+                fp.last_stable_offset
+            } else {
+                fp.high_watermark
+            };
+            end = end.max(bound);
         }
         let mut aborts = AbortFilter::new(fp.aborted);
         let mut advanced = false;

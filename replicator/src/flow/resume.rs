@@ -120,7 +120,26 @@ pub async fn resume_partition(
     };
     let (remote_start, remote_end) =
         tokio::join!(bound(OffsetSpec::Earliest), bound(OffsetSpec::Latest));
-    let (remote_start, remote_end) = (remote_start?, remote_end?);
+    let (remote_start, mut remote_end) = (remote_start?, remote_end?);
+    // A Fetch at the log start reports the high watermark too; trust the larger: some brokers
+    // (tansu 0.6) answer ListOffsets "latest" with the last batch's base offset + 1.
+    if remote_end > remote_start {
+        // One byte asked for: brokers still return one whole batch (KIP-74), cheap to resume
+        // many partitions.
+        let config = FetcherConfig {
+            max_wait: Duration::from_millis(10),
+            isolation: IsolationLevel::ReadUncommitted,
+            max_bytes: 1,
+            partition_max_bytes: 1,
+            ..FetcherConfig::default()
+        };
+        let probe = fetch_partition(target, remote, partition, remote_start, &config)
+            .await
+            .map_err(Error::client(&c.target))?;
+        if probe.error.is_none() {
+            remote_end = remote_end.max(probe.high_watermark);
+        }
+    }
     let iso = super::isolation(c.isolation_level);
     let (mut map, upstream, downstream) = match (stored, mm2_progress) {
         (Some(map), _) if map.frontier().is_some() && map.downstream_end().is_some() => {
