@@ -629,3 +629,79 @@ pub fn delete_records(bootstrap: &str, topic: &str, partition: i32, before: i64)
         other => panic!("delete records of {topic}/{partition}: low watermark {other:?}"),
     }
 }
+
+/// Every record of `topic`/`partition` from its log start to its high watermark (offsets with
+/// gaps after compaction are what the consumer sees).
+pub fn consume_until_end(bootstrap: &str, topic: &str, partition: i32) -> Vec<RefRecord> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::Message;
+    let (low, high) = watermarks(bootstrap, topic, partition);
+    let consumer: BaseConsumer = base_config(bootstrap)
+        .set("group.id", crate::unique("ref-reader"))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .create()
+        .expect("create reference consumer");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, rdkafka::Offset::Offset(low))
+        .expect("tpl");
+    consumer.assign(&tpl).expect("assign");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut out = Vec::new();
+    while out.last().map_or(low, |r: &RefRecord| r.offset + 1) < high {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "read {topic}/{partition} up to {:?} of {high}",
+            out.last().map(|r: &RefRecord| r.offset)
+        );
+        match consumer.poll(Duration::from_millis(100)) {
+            None => {}
+            Some(Err(e)) => panic!("reference consume {topic}/{partition}: {e}"),
+            Some(Ok(m)) => out.push(RefRecord {
+                offset: m.offset(),
+                timestamp: m.timestamp().to_millis(),
+                key: m.key().map(<[u8]>::to_vec),
+                value: m.payload().map(<[u8]>::to_vec),
+                headers: m
+                    .headers()
+                    .map(|h| {
+                        use rdkafka::message::Headers;
+                        h.iter()
+                            .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            }),
+        }
+    }
+    out
+}
+
+/// Commits `offsets` (topic, partition, offset) for `group` with librdkafka, retrying while the
+/// broker answers with a retriable error: a freshly started Apache Kafka answers
+/// NOT_COORDINATOR / COORDINATOR_NOT_AVAILABLE until `__consumer_offsets` is ready.
+pub fn commit_offsets(bootstrap: &str, group: &str, offsets: &[(&str, i32, i64)]) {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    let consumer: BaseConsumer = base_config(bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", "6000")
+        .create()
+        .expect("consumer");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for (t, p, o) in offsets {
+        tpl.add_partition_offset(t, *p, rdkafka::Offset::Offset(*o))
+            .expect("tpl");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match consumer.commit(&tpl, CommitMode::Sync) {
+            Ok(()) => return,
+            Err(e) if std::time::Instant::now() < deadline => {
+                eprintln!("commit for {group} failed ({e}); retrying");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => panic!("commit group offsets of {group}: {e}"),
+        }
+    }
+}

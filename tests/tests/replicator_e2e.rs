@@ -7,8 +7,6 @@ use std::time::{Duration, Instant};
 
 use protocol_client::admin::Admin;
 use protocol_client::cluster::{ClientConfig, Cluster};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::{Offset, TopicPartitionList};
 use replicator::config::{Config, SystemSecrets};
 use replicator::formats::{Checkpoint, Heartbeat, OffsetSync};
 use replicator::internal::read_to_end;
@@ -71,19 +69,7 @@ fn records(n: usize, tag: &str) -> Vec<Outgoing> {
 }
 
 fn commit_group(bootstrap: &str, group: &str, offsets: &[(&str, i32, i64)]) {
-    let consumer: BaseConsumer = reference::base_config(bootstrap)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .set("session.timeout.ms", "6000")
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    for (t, p, o) in offsets {
-        tpl.add_partition_offset(t, *p, Offset::Offset(*o)).unwrap();
-    }
-    consumer
-        .commit(&tpl, CommitMode::Sync)
-        .expect("commit group offsets");
+    reference::commit_offsets(bootstrap, group, offsets);
 }
 
 async fn mirrors_byte_identical_with_exact_syncs_checkpoints_and_heartbeats(kind: BrokerKind) {

@@ -7,9 +7,7 @@ use std::time::{Duration, Instant};
 
 use protocol_client::admin::Admin;
 use protocol_client::cluster::{ClientConfig, Cluster};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use rdkafka::{Offset, TopicPartitionList};
 use replicator::config::{Config, SystemSecrets};
 use replicator::formats::Checkpoint;
 use replicator::internal::read_to_end;
@@ -322,24 +320,8 @@ async fn transactions_translate_exactly_and_group_offsets_sync(kind: BrokerKind)
                 .expect("commit");
         }
         // Source offsets: 0-9 data, 10 marker, 11-20 data, 21 marker.
-        let consumer: BaseConsumer = reference::base_config(&a)
-            .set("group.id", "g-txn")
-            .set("enable.auto.commit", "false")
-            .create()
-            .unwrap();
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset("tx", 0, Offset::Offset(10))
-            .unwrap();
-        consumer.commit(&tpl, CommitMode::Sync).unwrap();
-        let consumer2: BaseConsumer = reference::base_config(&a)
-            .set("group.id", "g-end")
-            .set("enable.auto.commit", "false")
-            .create()
-            .unwrap();
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset("tx", 0, Offset::Offset(22))
-            .unwrap();
-        consumer2.commit(&tpl, CommitMode::Sync).unwrap();
+        reference::commit_offsets(&a, "g-txn", &[("tx", 0, 10)]);
+        reference::commit_offsets(&a, "g-end", &[("tx", 0, 22)]);
     });
     let text = mm2_properties(&a, &b, "sync.group.offsets.enabled = true\n");
     let (tx, h) = run_in_process(text).await;

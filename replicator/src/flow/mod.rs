@@ -67,6 +67,10 @@ use crate::offsets::{
 /// How often progress, offset-map runs and offset syncs are made durable.
 pub const COMMIT_INTERVAL: Duration = Duration::from_secs(5);
 
+/// Every this many commits (60 s, MM2's default `offset.flush.interval.ms`) the offset syncs
+/// MM2's rule delayed are flushed, as MM2 does at each offset flush since KAFKA-15906.
+pub const COMMITS_PER_SYNC_FLUSH: u64 = 12;
+
 type AckFuture = Pin<Box<dyn Future<Output = protocol_client::Result<ProduceAck>> + Send>>;
 
 enum AckItem {
@@ -620,6 +624,12 @@ impl Flow {
                 .max(Duration::from_secs(1)),
         );
         config_sync.tick().await;
+        let mut acl_sync = tokio::time::interval(
+            self.config
+                .sync_topic_acls_interval
+                .max(Duration::from_secs(1)),
+        );
+        acl_sync.tick().await;
         let mut topics = topics;
 
         // `Fetcher::poll` is cancel-safe (positions move only when it returns batches), so the
@@ -637,18 +647,32 @@ impl Flow {
                     r = fetcher.poll() => r.map_err(self.src())?,
                     _ = refresh.tick(), if self.config.refresh_topics => {
                         let now = self.select_topics().await?;
+                        // Always: a remote topic deleted meanwhile is created again.
+                        self.sync_topics(&now).await?;
                         if now != topics {
-                            self.sync_topics(&now).await?;
                             self.assign_new(&now, &mut stored, &progress, &mut fetcher, &mut assigned).await?;
+                            // Source topics that are gone: stop fetching them (their maps stay
+                            // for translation).
+                            let gone: Vec<_> = assigned
+                                .iter()
+                                .filter(|(t, p)| now.get(t).is_none_or(|n| p >= n))
+                                .cloned()
+                                .collect();
+                            for (t, p) in gone {
+                                info!(flow = %self.name(), topic = %t, partition = p, "source partition no longer exists; not fetched any more");
+                                fetcher.unassign(&t, p);
+                                assigned.remove(&(t, p));
+                            }
                             topics = now;
                         }
                         continue;
                     }
                     _ = config_sync.tick(), if self.config.sync_topic_configs => {
                         self.sync_topic_configs(&topics).await?;
-                        if self.config.sync_topic_acls {
-                            self.sync_topic_acls(&topics).await?;
-                        }
+                        continue;
+                    }
+                    _ = acl_sync.tick(), if self.config.sync_topic_acls => {
+                        self.sync_topic_acls(&topics).await?;
                         continue;
                     }
                 };
@@ -671,11 +695,20 @@ impl Flow {
                 }
                 for fp in fetched {
                     let key = (fp.topic.to_string(), fp.partition);
-                    let steps = plan::plan(fp.records, fp.fetch_offset, fp.aborted, iso, &self.limits)
-                        .map_err(|source| Error::Record {
-                            context: format!("{}:{}/{} at {}", self.config.source, key.0, key.1, fp.fetch_offset),
-                            source,
-                        })?;
+                    let steps = match plan::plan(fp.records, fp.fetch_offset, fp.aborted, iso, &self.limits) {
+                        Ok(steps) => steps,
+                        Err(source) => {
+                            // A batch Strait cannot read (magic v0/v1, corrupt framing, a
+                            // decompression bomb) stops that partition only, loudly.
+                            let e = Error::Record {
+                                context: format!("{}:{}/{} at {}", self.config.source, key.0, key.1, fp.fetch_offset),
+                                source,
+                            };
+                            error!(flow = %self.name(), topic = %key.0, partition = key.1, offset = fp.fetch_offset, error = %e, "partition stopped: a source batch cannot be forwarded");
+                            fetcher.pause(&key.0, key.1);
+                            continue;
+                        }
+                    };
                     if steps.is_empty() {
                         continue;
                     }
@@ -892,12 +925,17 @@ impl Flow {
         let mut tick = tokio::time::interval(COMMIT_INTERVAL);
         tick.tick().await;
         let mut failing = FailingSince::default();
+        let mut commits = 0u64;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = stop.changed() => return,
             }
-            let r = self.commit(false).await;
+            // MM2 (KAFKA-15906) promotes delayed offset syncs at every offset flush
+            // (`offset.flush.interval.ms`, 60 s): a quiet partition's last sync reaches its end.
+            commits += 1;
+            let flush = commits % COMMITS_PER_SYNC_FLUSH == 0;
+            let r = self.commit(flush).await;
             if let Some(e) = failing.observe(r, tokio::time::Instant::now()) {
                 report(&fail, e.context("progress commits kept failing"));
                 return;
@@ -1027,39 +1065,89 @@ impl Flow {
         if !self.config.emit_checkpoints && !self.config.sync_group_offsets {
             return;
         }
+        let c = &self.config;
         let mut failing = FailingSince::default();
-        let mut tick = tokio::time::interval(
-            self.config
-                .emit_checkpoints_interval
-                .max(Duration::from_millis(100)),
-        );
+        // One tick at the shorter of the two intervals; each job runs when its own is due.
+        let mut period = Duration::MAX;
+        if c.emit_checkpoints {
+            period = period.min(c.emit_checkpoints_interval);
+        }
+        if c.sync_group_offsets {
+            period = period.min(c.sync_group_offsets_interval);
+        }
+        let mut tick = tokio::time::interval(period.max(Duration::from_millis(100)));
         tick.tick().await;
+        let start = tokio::time::Instant::now();
+        let (mut emitted_at, mut synced_at, mut groups_at) = (start, start, None);
+        let mut groups = Vec::new();
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = stop.changed() => return,
             }
-            let r = self.emit_checkpoints().await;
-            if let Some(e) = failing.observe(r, tokio::time::Instant::now()) {
+            let now = tokio::time::Instant::now();
+            let slack = Duration::from_millis(50);
+            let emit =
+                c.emit_checkpoints && now + slack >= emitted_at + c.emit_checkpoints_interval;
+            let sync =
+                c.sync_group_offsets && now + slack >= synced_at + c.sync_group_offsets_interval;
+            if !emit && !sync {
+                continue;
+            }
+            // The source's group list is refreshed every `refresh.groups.interval.seconds`.
+            let refresh = groups_at.is_none_or(|at: tokio::time::Instant| {
+                !c.refresh_groups || now + slack >= at + c.refresh_groups_interval
+            });
+            let r = async {
+                if refresh {
+                    groups = self.replicated_groups().await?;
+                    groups_at = Some(now);
+                }
+                self.checkpoint_groups(&groups, emit || !c.emit_checkpoints, sync)
+                    .await
+            }
+            .await;
+            if r.is_ok() {
+                if emit {
+                    emitted_at = now;
+                }
+                if sync {
+                    synced_at = now;
+                }
+            }
+            if let Some(e) = failing.observe(r, now) {
                 report(&fail, e.context("checkpoints kept failing"));
                 return;
             }
         }
     }
 
-    /// Translates the source groups' committed offsets exactly and writes MM2 checkpoints
-    /// (and, with `sync.group.offsets.enabled`, commits them into idle target groups).
-    pub async fn emit_checkpoints(&self) -> Result<()> {
-        let c = &self.config;
-        let groups: Vec<String> = self
+    /// The source's consumer groups that the group filter replicates.
+    async fn replicated_groups(&self) -> Result<Vec<String>> {
+        Ok(self
             .source_admin
             .list_groups()
             .await
             .map_err(self.src())?
             .into_iter()
             .map(|g| g.group_id)
-            .filter(|g| c.groups.should_replicate_group(g))
-            .collect();
+            .filter(|g| self.config.groups.should_replicate_group(g))
+            .collect())
+    }
+
+    /// Translates the source groups' committed offsets exactly and writes MM2 checkpoints
+    /// (and, with `sync.group.offsets.enabled`, commits them into idle target groups).
+    pub async fn emit_checkpoints(&self) -> Result<()> {
+        let groups = self.replicated_groups().await?;
+        self.checkpoint_groups(&groups, true, self.config.sync_group_offsets)
+            .await
+    }
+
+    /// Checkpoints for `groups` (written when `emit` and `emit.checkpoints.enabled`; the
+    /// translations are always taken), then, when `sync`, group offset sync.
+    async fn checkpoint_groups(&self, groups: &[String], write: bool, sync: bool) -> Result<()> {
+        let c = &self.config;
+        let groups = groups.to_vec();
         let now = now_ms();
         let topic = c.checkpoints_topic();
         let mut emit = Vec::new();
@@ -1093,7 +1181,7 @@ impl Flow {
                 if !c.emit_checkpoints {
                     // Group offset sync alone still needs the translations.
                     cps.offer(cp);
-                } else if cps.decide(&cp).emits() {
+                } else if write && cps.decide(&cp).emits() {
                     emit.push(cp);
                 }
             }
@@ -1121,7 +1209,7 @@ impl Flow {
                 cps.offer(cp);
             }
         }
-        if c.sync_group_offsets {
+        if sync {
             for group in touched {
                 self.sync_group_offsets(&group).await?;
             }
@@ -1143,8 +1231,31 @@ impl Flow {
             .describe_groups(&[group.to_string()])
             .await
             .map_err(self.tgt())?;
+        let not_found = described
+            .first()
+            .is_some_and(|d| d.error == Some(ResponseError::GroupIdNotFound));
         let state = match described.first().map(|d| d.state.as_str()) {
-            None | Some("Dead") | Some("") => TargetGroupState::Absent,
+            None | Some("Dead") | Some("") => {
+                // DescribeGroups also answers GROUP_ID_NOT_FOUND for a group of Kafka 4's
+                // consumer protocol (KIP-848), which may have members: a group with committed
+                // offsets is not absent, and is left alone.
+                let current = self
+                    .target_admin
+                    .fetch_offsets(group, None)
+                    .await
+                    .map_err(self.tgt())?;
+                if current.is_empty() {
+                    TargetGroupState::Absent
+                } else {
+                    if not_found {
+                        self.warn_once(
+                            "kip848-group",
+                            format!("target group {group} is not visible to DescribeGroups but has committed offsets (a KIP-848 consumer group?); group offset sync leaves it alone"),
+                        );
+                    }
+                    TargetGroupState::Active
+                }
+            }
             Some("Empty") => {
                 let current = self
                     .target_admin

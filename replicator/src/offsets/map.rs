@@ -669,6 +669,40 @@ mod tests {
         assert_eq!(m.runs().len(), 0);
     }
 
+    /// A commit whose write failed puts its records back: the next `take_changes` hands out
+    /// everything again (with current values), so restoring from what was finally written
+    /// equals the map — no run lost (before `requeue_changes`, the failed batch was gone).
+    #[test]
+    fn requeued_changes_are_written_again() {
+        let mut m = OffsetMap::new(3);
+        m.record_forwarded(0, 0, 2).unwrap();
+        let written = m.take_changes("t", 0);
+        m.record_forwarded(3, 2, 2).unwrap(); // a new run after a skipped offset
+        let failed = m.take_changes("t", 0);
+        assert!(!failed.is_empty());
+        m.requeue_changes(&failed);
+        m.record_forwarded(6, 4, 1).unwrap(); // another run meanwhile; the failed one is unchanged
+        let retried = m.take_changes("t", 0);
+        let log: Vec<_> = written.into_iter().chain(retried).collect();
+        let restored = OffsetMap::restore(compact(log), 3).unwrap();
+        for u in -1..12 {
+            assert_eq!(restored.translate(u), m.translate(u), "upstream {u}");
+        }
+        assert_eq!(restored.frontier(), m.frontier());
+    }
+
+    /// What a compacted topic keeps of `log`: the last record per key (tombstones remove).
+    fn compact(log: Vec<OffsetMapRecord>) -> Vec<OffsetMapRecord> {
+        let mut by_key: Vec<(bytes::Bytes, Option<OffsetMapRecord>)> = Vec::new();
+        for r in log {
+            let key = r.encode_key().unwrap();
+            let value = r.encode_value().map(|_| r.clone());
+            by_key.retain(|(k, _)| *k != key);
+            by_key.push((key, value));
+        }
+        by_key.into_iter().filter_map(|(_, v)| v).collect()
+    }
+
     #[test]
     fn durable_records_round_trip() {
         let mut m = OffsetMap::new(3);

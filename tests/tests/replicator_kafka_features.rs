@@ -1,0 +1,372 @@
+//! Replicator features that only a real Apache Kafka can show: partition growth while
+//! mirroring, topic config sync with real config sources, a compacted source (the log cleaner
+//! actually run), a remote topic that cannot take a source batch, a remote topic deleted while
+//! running.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use protocol_client::admin::{Admin, AlterOp};
+use protocol_client::cluster::{ClientConfig, Cluster};
+use replicator::formats::OffsetSync;
+use replicator::internal::read_to_end;
+use strait_tests::kafka::start_clusters;
+use strait_tests::reference::{self, Outgoing};
+use strait_tests::strait::{mm2_properties, StraitProcess};
+
+fn numbered(from: usize, to: usize) -> Vec<Outgoing> {
+    (from..to)
+        .map(|i| Outgoing::kv(format!("k{i}"), format!("v{i}")))
+        .collect()
+}
+
+fn values(recs: &[reference::RefRecord]) -> Vec<String> {
+    recs.iter()
+        .map(|r| String::from_utf8(r.value.clone().unwrap_or_default()).unwrap())
+        .collect()
+}
+
+fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn high_watermark(bootstrap: &str, topic: &str, partition: i32) -> i64 {
+    reference::try_watermarks(bootstrap, topic, partition).map_or(-1, |w| w.1)
+}
+
+fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+async fn admin(bootstrap: &str) -> Admin {
+    Admin::new(
+        Cluster::connect(ClientConfig::new(bootstrap))
+            .await
+            .unwrap(),
+    )
+}
+
+/// Non-default topic configs of `topic` as the broker reports them: (value, source).
+fn topic_configs(bootstrap: &str, topic: &str) -> BTreeMap<String, (String, String)> {
+    block_on(async {
+        let a = admin(bootstrap).await;
+        let mut out = BTreeMap::new();
+        for (_, entries) in a
+            .describe_topic_configs(&[topic.to_string()])
+            .await
+            .unwrap()
+        {
+            for e in entries.unwrap() {
+                if let Some(v) = e.value {
+                    out.insert(e.name, (v, format!("{:?}", e.source)));
+                }
+            }
+        }
+        out
+    })
+}
+
+/// The source topic grows from 3 to 6 partitions while Strait mirrors it: the remote topic
+/// grows too and the new partitions are mirrored within the refresh interval, nothing lost.
+#[test]
+fn source_partition_growth_is_mirrored() {
+    let clusters = start_clusters("grow", 2);
+    let (a, b) = (clusters[0].bootstrap(), clusters[1].bootstrap());
+    reference::create_topic(&a, "g", 3);
+    for p in 0..3 {
+        reference::produce(&a, "g", p, &numbered(0, 50), &[]);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut strait = StraitProcess::start(&mm2_properties(&a, &b, ""), dir.path());
+    wait_until("first partitions mirrored", Duration::from_secs(60), || {
+        (0..3).all(|p| high_watermark(&b, "A.g", p) == 50)
+    });
+    block_on(async { admin(&a).await.create_partitions("g", 6).await.unwrap() });
+    for p in 0..6 {
+        reference::produce(&a, "g", p, &numbered(100, 130), &[]);
+    }
+    // refresh.topics.interval.seconds = 2 in the test properties.
+    wait_until("grown partitions mirrored", Duration::from_secs(60), || {
+        (0..6).all(|p| high_watermark(&b, "A.g", p) == if p < 3 { 80 } else { 30 })
+    });
+    for p in 3..6 {
+        let got = reference::consume(&b, "A.g", p, 0, 30, Duration::from_secs(20));
+        let want: Vec<String> = (100..130).map(|i| format!("v{i}")).collect();
+        assert_eq!(values(&got), want, "partition {p}");
+    }
+    let status = strait.terminate(Duration::from_secs(30)).expect("exits");
+    assert!(status.success(), "{}", strait.log());
+}
+
+/// Topic config sync with real config sources: a non-default source config is carried (at
+/// creation and when it changes later), broker defaults are not, MM2's exclude list is honoured.
+#[test]
+fn topic_configs_are_synced_from_real_config_sources() {
+    let clusters = start_clusters("cfg", 2);
+    let (a, b) = (clusters[0].bootstrap(), clusters[1].bootstrap());
+    reference::create_topic_with_configs(
+        &a,
+        "c",
+        1,
+        &[
+            ("retention.ms", "86400000"),
+            ("cleanup.policy", "compact,delete"),
+            // Excluded by MM2's default config.properties.exclude.
+            ("message.timestamp.type", "LogAppendTime"),
+            ("min.insync.replicas", "1"),
+        ],
+    );
+    reference::produce(&a, "c", 0, &numbered(0, 10), &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut strait = StraitProcess::start(
+        &mm2_properties(&a, &b, "sync.topic.configs.interval.seconds = 1\n"),
+        dir.path(),
+    );
+    wait_until("remote topic", Duration::from_secs(60), || {
+        high_watermark(&b, "A.c", 0) == 10
+    });
+    let remote = topic_configs(&b, "A.c");
+    let get = |m: &BTreeMap<String, (String, String)>, k: &str| m.get(k).cloned();
+    assert_eq!(
+        get(&remote, "retention.ms").map(|v| v.0),
+        Some("86400000".into())
+    );
+    assert_eq!(
+        get(&remote, "cleanup.policy").map(|v| v.0),
+        Some("compact,delete".into())
+    );
+    // Not carried: excluded names keep the target's default.
+    assert_eq!(
+        get(&remote, "message.timestamp.type").map(|v| v.0),
+        Some("CreateTime".into()),
+        "{remote:?}"
+    );
+    // A broker default of the source (segment.bytes) is not written as a topic override.
+    let seg = get(&remote, "segment.bytes").expect("segment.bytes described");
+    assert!(
+        !seg.1.contains("DynamicTopic"),
+        "broker default carried as a topic override: {seg:?}"
+    );
+    // A later change on the source reaches the target within the sync interval.
+    block_on(async {
+        admin(&a)
+            .await
+            .incremental_alter_topic_configs(
+                "c",
+                &[("retention.ms".into(), AlterOp::Set, Some("3600000".into()))],
+            )
+            .await
+            .unwrap()
+    });
+    wait_until("changed config synced", Duration::from_secs(30), || {
+        get(&topic_configs(&b, "A.c"), "retention.ms").map(|v| v.0) == Some("3600000".into())
+    });
+    let status = strait.terminate(Duration::from_secs(30)).expect("exits");
+    assert!(status.success(), "{}", strait.log());
+}
+
+/// A compacted source topic whose log cleaner has actually run (offset gaps inside and
+/// between batches, tombstones): records arrive byte-identical in content and order, remote
+/// offsets are contiguous, and every offset sync maps an upstream offset to the downstream
+/// offset of the same record.
+#[test]
+fn compacted_source_with_gaps_mirrors_exactly() {
+    let clusters = start_clusters("compact", 2);
+    let (a, b) = (clusters[0].bootstrap(), clusters[1].bootstrap());
+    reference::create_topic_with_configs(
+        &a,
+        "cmp",
+        1,
+        &[
+            ("cleanup.policy", "compact"),
+            ("segment.ms", "100"),
+            ("min.cleanable.dirty.ratio", "0.01"),
+            ("delete.retention.ms", "86400000"),
+            ("min.compaction.lag.ms", "0"),
+        ],
+    );
+    // 20 keys written 10 times each, plus tombstones for 5 keys; several produce calls so
+    // batches span rewritten keys.
+    for round in 0..10 {
+        let recs: Vec<Outgoing> = (0..20)
+            .map(|k| Outgoing::kv(format!("key{k}"), format!("r{round}-k{k}")))
+            .collect();
+        reference::produce(&a, "cmp", 0, &recs, &[]);
+        std::thread::sleep(Duration::from_millis(120));
+    }
+    let tombstones: Vec<Outgoing> = (0..5)
+        .map(|k| Outgoing {
+            key: Some(format!("key{k}").into_bytes()),
+            value: None,
+            ..Outgoing::default()
+        })
+        .collect();
+    reference::produce(&a, "cmp", 0, &tombstones, &[]);
+    std::thread::sleep(Duration::from_millis(200));
+    // One more record rolls the active segment, so the cleaner can clean everything before.
+    reference::produce(&a, "cmp", 0, &[Outgoing::kv("last", "last")], &[]);
+    let (_, hi) = reference::watermarks(&a, "cmp", 0);
+    assert_eq!(hi, 206);
+    // Wait until the cleaner removed records (fewer records readable than offsets).
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let source = loop {
+        let all = reference::consume_until_end(&a, "cmp", 0);
+        if all.len() < 100 {
+            break all;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the log cleaner did not run ({} records left)",
+            all.len()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut strait =
+        StraitProcess::start(&mm2_properties(&a, &b, "offset.lag.max = 0\n"), dir.path());
+    let n = source.len() as i64;
+    wait_until("compacted topic mirrored", Duration::from_secs(60), || {
+        high_watermark(&b, "A.cmp", 0) == n
+    });
+    let remote = reference::consume(&b, "A.cmp", 0, 0, source.len(), Duration::from_secs(20));
+    let strip = |r: &reference::RefRecord| {
+        (
+            r.key.clone(),
+            r.value.clone(),
+            r.headers.clone(),
+            r.timestamp,
+        )
+    };
+    assert_eq!(
+        remote.iter().map(strip).collect::<Vec<_>>(),
+        source.iter().map(strip).collect::<Vec<_>>()
+    );
+    assert!(
+        remote.iter().enumerate().all(|(i, r)| r.offset == i as i64),
+        "remote offsets are contiguous"
+    );
+    let status = strait.terminate(Duration::from_secs(30)).expect("exits");
+    assert!(status.success(), "{}", strait.log());
+    // Every offset sync names an upstream offset and the downstream offset of the same record
+    // (or the end).
+    let by_upstream: BTreeMap<i64, i64> = source
+        .iter()
+        .zip(&remote)
+        .map(|(s, r)| (s.offset, r.offset))
+        .collect();
+    let syncs = block_on(async {
+        let c = Cluster::connect(ClientConfig::new(&a)).await.unwrap();
+        read_to_end(&c, "A", "mm2-offset-syncs.B.internal")
+            .await
+            .unwrap()
+    });
+    let mut checked = 0;
+    for r in syncs {
+        let s = OffsetSync::decode(&r.key.unwrap(), r.value.as_deref()).unwrap();
+        if s.topic != "cmp" {
+            continue;
+        }
+        let want = by_upstream
+            .range(s.upstream_offset..)
+            .next()
+            .map(|(_, d)| *d)
+            .unwrap_or(n);
+        assert_eq!(s.downstream_offset, want, "sync {s:?}");
+        checked += 1;
+    }
+    assert!(checked > 0, "no offset syncs for the compacted topic");
+}
+
+/// The remote topic's `max.message.bytes` is smaller than a source batch and Strait may not
+/// raise it (the topic exists with that override and config sync is off): the batch is refused
+/// for good, the partition stops right before it, and Strait exits non-zero naming the topic,
+/// the offsets and MESSAGE_TOO_LARGE / RECORD_LIST_TOO_LARGE.
+#[test]
+fn a_remote_topic_too_small_for_a_batch_stops_loudly() {
+    let clusters = start_clusters("toolarge", 2);
+    let (a, b) = (clusters[0].bootstrap(), clusters[1].bootstrap());
+    reference::create_topic(&a, "big", 1);
+    reference::create_topic_with_configs(&b, "A.big", 1, &[("max.message.bytes", "2000")]);
+    reference::produce(&a, "big", 0, &numbered(0, 5), &[]);
+    let large: Vec<Outgoing> = (0..3)
+        .map(|i| Outgoing::kv(format!("big{i}"), "x".repeat(5000)))
+        .collect();
+    reference::produce(&a, "big", 0, &large, &[]);
+    reference::produce(&a, "big", 0, &numbered(10, 15), &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut strait = StraitProcess::start(
+        &mm2_properties(&a, &b, "sync.topic.configs.enabled = false\n"),
+        dir.path(),
+    );
+    let status = strait
+        .wait_exit(Duration::from_secs(90))
+        .unwrap_or_else(|| panic!("strait kept running:\n{}", strait.log()));
+    let log = strait.log();
+    assert!(!status.success(), "{log}");
+    assert!(log.contains("big/0 offsets 5.."), "{log}");
+    assert!(
+        log.contains("MessageTooLarge") || log.contains("RecordListTooLarge"),
+        "{log}"
+    );
+    assert_eq!(high_watermark(&b, "A.big", 0), 5, "{log}");
+}
+
+/// The remote topic is deleted while Strait runs: it is re-created (or the failure is
+/// reported), and what the source holds afterwards arrives; Strait does not look healthy while
+/// replicating nothing.
+#[test]
+fn a_remote_topic_deleted_while_running_is_recreated() {
+    let clusters = start_clusters("deleted", 2);
+    let (a, b) = (clusters[0].bootstrap(), clusters[1].bootstrap());
+    reference::create_topic(&a, "d", 1);
+    reference::produce(&a, "d", 0, &numbered(0, 20), &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut strait = StraitProcess::start(&mm2_properties(&a, &b, ""), dir.path());
+    wait_until("first records", Duration::from_secs(60), || {
+        high_watermark(&b, "A.d", 0) == 20
+    });
+    block_on(async {
+        let r = admin(&b)
+            .await
+            .delete_topics(&["A.d".to_string()])
+            .await
+            .unwrap();
+        for (_, r) in r {
+            r.unwrap();
+        }
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    reference::produce(&a, "d", 0, &numbered(20, 40), &[]);
+    // Re-created and refilled: the new remote partition starts at 0 and holds what the source
+    // held after the deletion (Strait's map says the old remote records are gone).
+    wait_until(
+        "records after the deletion",
+        Duration::from_secs(180),
+        || high_watermark(&b, "A.d", 0) >= 20,
+    );
+    let (lo, hi) = reference::watermarks(&b, "A.d", 0);
+    let got = reference::consume(
+        &b,
+        "A.d",
+        0,
+        lo,
+        (hi - lo) as usize,
+        Duration::from_secs(20),
+    );
+    let vals = values(&got);
+    assert!(
+        vals.ends_with(&(20..40).map(|i| format!("v{i}")).collect::<Vec<_>>()),
+        "{vals:?}\n{}",
+        strait.log()
+    );
+    let status = strait.terminate(Duration::from_secs(30)).expect("exits");
+    assert!(status.success(), "{}", strait.log());
+}
