@@ -1,35 +1,79 @@
 #!/usr/bin/env bash
-# The main job, locally: two real Kafka-compatible brokers (tansu), sample data on the first,
-# Strait mirroring it to the second, and what arrived — remote topics, record counts and a
+# The main job, locally: two Apache Kafka clusters (KRaft, single node each, run from the Maven
+# Central jars of scripts/install-kafka.sh), sample data on the first, Strait mirroring it to the
+# second, and what arrived — remote topics, record counts, MM2's internal records decoded and a
 # consumer group's offsets translated through MM2-format checkpoints.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 scripts/install-deps.sh
-scripts/install-tansu.sh
+libs="$(scripts/install-kafka.sh)"
 echo "== building strait (release)"
 cargo build --release --locked -p replicator --bin strait
 strait="$root/target/release/strait"
-tansu="$root/.tansu/bin/tansu"
 work="$(mktemp -d)"
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 1; rm -rf "$work"; }
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-start_broker() { # name port
-  "$tansu" broker --cluster-id "$1" --listener-url "tcp://127.0.0.1:$2" \
-    --advertised-listener-url "tcp://127.0.0.1:$2" --storage-engine memory://tansu/ \
-    >"$work/$1.log" 2>&1 &
+start_broker() { # name -> sets $addr (not a subshell: its pid must reach $pids)
+  local name="$1" port ctl dir
+  port=$(free_port); ctl=$(free_port); dir="$work/$name"
+  mkdir -p "$dir"
+  cat > "$dir/server.properties" <<PROPS
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$ctl
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$ctl
+advertised.listeners=PLAINTEXT://127.0.0.1:$port
+inter.broker.listener.name=PLAINTEXT
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs=$dir/data
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=5
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=5
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+auto.create.topics.enable=false
+num.network.threads=2
+num.io.threads=2
+background.threads=2
+log.cleaner.dedupe.buffer.size=2097152
+PROPS
+  cat > "$dir/log4j2.properties" <<'PROPS'
+status = warn
+appender.out.type = Console
+appender.out.name = OUT
+appender.out.layout.type = PatternLayout
+appender.out.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = WARN
+rootLogger.appenderRef.out.ref = OUT
+PROPS
+  java -cp "$libs/*" kafka.tools.StorageTool format --config "$dir/server.properties" \
+    --cluster-id "$(python3 -c 'import base64,os; print(base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("="))')" \
+    >"$dir/format.log" 2>&1
+  java -Xms256m -Xmx512m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
+    -Dlog4j2.configurationFile="$dir/log4j2.properties" -cp "$libs/*" kafka.Kafka "$dir/server.properties" \
+    >"$dir/broker.log" 2>&1 &
   pids+=($!)
+  addr="127.0.0.1:$port"
 }
-pa=$(free_port); pb=$(free_port)
-start_broker demo-a "$pa"; start_broker demo-b "$pb"
-A="127.0.0.1:$pa"; B="127.0.0.1:$pb"
+start_broker demo-a; A=$addr
+start_broker demo-b; B=$addr
 for addr in "$A" "$B"; do
-  for _ in $(seq 1 100); do (echo > "/dev/tcp/${addr%:*}/${addr#*:}") 2>/dev/null && break; sleep 0.1; done
+  ok=""
+  for _ in $(seq 1 300); do
+    if "$strait" sample summary --bootstrap "$addr" >/dev/null 2>&1; then ok=1; break; fi
+    sleep 0.2
+  done
+  [ -n "$ok" ] || { echo "Apache Kafka at $addr did not start:"; cat "$work"/demo-*/broker.log; exit 1; }
 done
-echo "== two tansu clusters: A=$A B=$B"
+echo "== two Apache Kafka clusters: A=$A B=$B"
 
 records="${DEMO_RECORDS:-20000}"
 "$strait" sample produce --bootstrap "$A" --records "$records"
