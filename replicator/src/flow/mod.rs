@@ -1393,3 +1393,32 @@ pub fn internal_record(
         timestamp: Some(timestamp),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A periodic task's failures become the flow's only after `PERIODIC_FAILURE_LIMIT`
+    /// without a success; one success resets the clock (time passed in, no sleeping).
+    #[test]
+    fn periodic_failures_escalate_after_the_limit_without_a_success() {
+        let t0 = tokio::time::Instant::now();
+        let fail = || Err(Error::Other("target unavailable".into()));
+        let mut f = FailingSince::default();
+        assert!(f.observe(fail(), t0).is_none());
+        assert!(f.observe(fail(), t0 + PERIODIC_FAILURE_LIMIT / 2).is_none());
+        // A success in between resets the clock.
+        assert!(f.observe(Ok(()), t0 + PERIODIC_FAILURE_LIMIT / 2).is_none());
+        assert!(f.observe(fail(), t0 + PERIODIC_FAILURE_LIMIT).is_none());
+        assert!(f
+            .observe(
+                fail(),
+                t0 + PERIODIC_FAILURE_LIMIT + PERIODIC_FAILURE_LIMIT / 2
+            )
+            .is_none());
+        let e = f
+            .observe(fail(), t0 + PERIODIC_FAILURE_LIMIT * 2)
+            .expect("escalates");
+        assert_eq!(e.to_string(), "target unavailable");
+    }
+}
