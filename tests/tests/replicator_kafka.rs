@@ -182,3 +182,84 @@ fn source_records_deleted_before_mirroring_are_reported_as_lost() {
         .expect("exits after SIGTERM");
     assert!(status.success(), "{log}");
 }
+
+/// The leader of a remote partition (a 3-broker target, replication factor 3, min ISR 2) is
+/// killed with kill -9 while Strait mirrors a stream and comes back later: leadership moves
+/// with appends in flight, the producer retries against the new leader, and every source
+/// record is on the target exactly once, in order (remote high watermark = record count).
+#[test]
+fn target_leader_killed_mid_stream_loses_and_duplicates_nothing() {
+    use strait_tests::kafka::{KafkaCluster, KafkaOptions};
+    let a_cluster = strait_tests::kafka::KafkaCluster::start("lm-src");
+    let mut b_cluster = KafkaCluster::start_with("lm-dst", KafkaOptions::brokers(3));
+    let (a, b) = (a_cluster.bootstrap(), b_cluster.bootstrap());
+    reference::create_topic(&a, "lm", 2);
+    reference::create_topic_replicated(&b, "A.lm", 2, 3, &[("min.insync.replicas", "2")]);
+    let total = 6000usize;
+    let now = now_ms();
+    let a2 = a.clone();
+    let writer = std::thread::spawn(move || {
+        for chunk in 0..30 {
+            let (from, to) = (chunk * total / 30, (chunk + 1) * total / 30);
+            for p in 0..2 {
+                reference::produce(
+                    &a2,
+                    "lm",
+                    p,
+                    &numbered(from, to, now),
+                    &[("linger.ms", "1")],
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let mut strait = StraitProcess::start(&mm2_properties(&a, &b, ""), dir.path());
+    wait_for_some(&b, "A.lm", 0, 500, Duration::from_secs(60));
+    let leader = leader_of(&b, "A.lm", 0);
+    let i = b_cluster
+        .index_of(leader)
+        .expect("leader is a node of the cluster");
+    eprintln!("killing broker {leader} (leader of A.lm/0)");
+    b_cluster.kill_broker(i);
+    std::thread::sleep(Duration::from_secs(4));
+    b_cluster.restart_broker(i);
+    writer.join().unwrap();
+    for p in 0..2 {
+        wait_for_high_watermark(&b, "A.lm", p, total as i64, Duration::from_secs(120));
+        let got = reference::consume(&b, "A.lm", p, 0, total, Duration::from_secs(30));
+        let want: Vec<String> = (0..total).map(|i| format!("v{i}")).collect();
+        assert_eq!(values(&got), want, "partition {p}\n{}", strait.log());
+    }
+    let status = strait
+        .terminate(Duration::from_secs(60))
+        .expect("exits after SIGTERM");
+    assert!(status.success(), "{}", strait.log());
+}
+
+fn wait_for_some(bootstrap: &str, topic: &str, partition: i32, at_least: i64, within: Duration) {
+    let deadline = Instant::now() + within;
+    while reference::try_watermarks(bootstrap, topic, partition).map_or(-1, |w| w.1) < at_least {
+        assert!(
+            Instant::now() < deadline,
+            "{topic}/{partition}: fewer than {at_least} records"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn leader_of(bootstrap: &str, topic: &str, partition: i32) -> i32 {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let c = protocol_client::cluster::Cluster::connect(
+            protocol_client::cluster::ClientConfig::new(bootstrap),
+        )
+        .await
+        .unwrap();
+        let md = c.refresh_all_topics().await.unwrap();
+        md.partition(topic, partition).expect("partition").leader
+    })
+}
