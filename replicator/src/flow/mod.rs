@@ -695,6 +695,19 @@ impl Flow {
                 }
                 for fp in fetched {
                     let key = (fp.topic.to_string(), fp.partition);
+                    if fp.log_start_offset > 0 {
+                        // Retention moved the source's log start: the map forgets what lies
+                        // below it (no consumer can commit there any more), within what it has
+                        // recorded.
+                        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                        if let Some(ps) = st.partitions.get_mut(&key) {
+                            let below = ps.map.start().is_some_and(|s| s < fp.log_start_offset);
+                            let recorded = ps.map.frontier().is_some_and(|f| fp.log_start_offset <= f);
+                            if below && recorded {
+                                ps.map.trim_before(fp.log_start_offset);
+                            }
+                        }
+                    }
                     let steps = match plan::plan(fp.records, fp.fetch_offset, fp.aborted, iso, &self.limits) {
                         Ok(steps) => steps,
                         Err(source) => {

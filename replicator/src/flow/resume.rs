@@ -3,12 +3,10 @@
 //! The offset map stored at the last commit says how far replication was durable: upstream
 //! frontier `F`, downstream end `D`. If the remote partition ends at `D`, replication resumes
 //! at `F`. If it holds more (the target acknowledged appends after the last commit and then
-//! Strait stopped), those extra batches are byte-identical to source batches after `F` (apart
-//! from producer fields in the header, which Strait owns): the remote tail is matched batch by
-//! batch against what the source would forward from `F` — record count, offset delta,
-//! timestamps, codec and the records bytes themselves — and the map is extended with each
-//! match. Replication resumes after the last matched source batch: nothing is lost and nothing
-//! is written twice.
+//! Strait stopped), those extra batches are copies of source batches after `F`: the remote
+//! tail is matched batch by batch against what the source would forward from `F`, and the map
+//! is extended with each match. Replication resumes after the last matched source batch:
+//! nothing is lost and nothing is written twice.
 //!
 //! Without a stored map the partition starts from MM2's progress (`mm2-offsets.*`, the next
 //! offset after the last one MM2 replicated; MM2 may have written past it, so a move from MM2
@@ -20,6 +18,51 @@
 //! OFFSET_OUT_OF_RANGE and -1 for both the high watermark and the log start. Nothing here
 //! assumes a log starts at 0; a remote log start above the stored downstream end is fine (the
 //! map still knows that history), only the remote end matters for matching.
+//!
+//! # What "copy" means: what the broker preserves
+//!
+//! Strait forwards each source batch as one batch, and a v2 Produce request carries exactly
+//! one batch per partition (Apache Kafka refuses more: `LogValidator`
+//! `getFirstBatchAndMaybeValidateNoMoreBatches`, "Compressed outer record has more than one
+//! batch"), so every remote batch is the copy of exactly one forwarded batch, with the same
+//! record count and offset deltas `0..n`. Its header is not ours, and its records may not be
+//! either. Apache Kafka's `LogValidator` changes a batch on append in two ways besides the
+//! offsets, leader epoch and producer fields:
+//!
+//! - a topic with `message.timestamp.type=LogAppendTime` stamps it in place
+//!   (`setMaxTimestamp(LOG_APPEND_TIME, now)`): the timestamp-type attribute bit is set and
+//!   `maxTimestamp` becomes the append time; the records bytes stay (consumers then read every
+//!   record's timestamp as that append time). A `CreateTime` topic sets `maxTimestamp` to the
+//!   largest record timestamp as read and clears the bit: the same max for a batch its source
+//!   broker validated, the bit cleared for a batch from a `LogAppendTime` source topic;
+//! - a topic whose `compression.type` is neither `producer` nor the batch's codec rebuilds the
+//!   batch (`buildRecordsAndAssignOffsets`): every record decoded and appended again, with
+//!   the timestamp Kafka reads for it, into one new batch with the topic's codec,
+//!   `baseTimestamp` = the first record's timestamp, record attributes 0. No records byte is
+//!   the same.
+//!
+//! So matching first compares bytes (no decoding): record count, last offset delta, codec and
+//! the other attributes (transactional and timestamp-type bits aside), base timestamp, max
+//! timestamp (unless the remote batch is `LogAppendTime`) and the records bytes. Only if that
+//! fails are both batches decoded ([`DecodeLimits`] of the flow; an undecodable batch is a
+//! mismatch, never an error) and compared record by record: same count, and for each record
+//! the offset delta, key, value, headers and, unless the remote batch is `LogAppendTime`, the
+//! timestamp as Kafka reads it (base + delta, or the batch's max timestamp in a
+//! `LogAppendTime` source batch). The log line "matched the remote tail" counts the batches
+//! matched this way as `recompressed`.
+//!
+//! # What remote topics get (`message.timestamp.type`, `compression.type`)
+//!
+//! As in MirrorMaker 2. `message.timestamp.type` is in MM2's default
+//! `config.properties.exclude` (`DefaultConfigPropertyFilter.CONFIG_PROPERTIES_EXCLUDE_DEFAULT`;
+//! here [`crate::filter::DEFAULT_CONFIG_PROPERTIES_EXCLUDE`]): by default it is not copied, so
+//! a remote topic has whatever the target gives it (its broker's `log.message.timestamp.type`,
+//! or the operator's setting). `compression.type` is not excluded: a value set on the source
+//! topic is copied to the remote topic; a source default is not (`use.defaults.from=target`),
+//! so the target's default applies (the target broker's `compression.type`, `producer` unless
+//! set). MM2 also DELETEs such a property from an existing remote topic; Strait leaves an
+//! override the operator set there. Either way a remote topic may legitimately stamp or
+//! recompress what Strait forwards, and matching accepts both.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,7 +70,10 @@ use std::time::Duration;
 use protocol_client::fetcher::{
     fetch_partition, list_offset, FetchedPartition, FetcherConfig, IsolationLevel, OffsetSpec,
 };
-use protocol_client::record::{split_batches, RecordBatch, BATCH_HEADER_LEN};
+use protocol_client::record::{
+    split_batches, DecodeLimits, Record, RecordBatch, TimestampType, BATCH_HEADER_LEN,
+    TIMESTAMP_TYPE_MASK, TRANSACTIONAL_FLAG_MASK,
+};
 use tracing::{info, warn};
 
 use super::plan::{plan, Step};
@@ -35,16 +81,90 @@ use super::Flow;
 use crate::error::{Error, Result};
 use crate::offsets::OffsetMap;
 
-/// Whether a remote batch is the forwarded copy of `source` (header fields Strait rewrites —
-/// base offset, leader epoch, CRC, producer id/epoch/sequence, transactional bit — aside).
-pub fn same_batch(source: &RecordBatch, remote: &RecordBatch) -> bool {
-    let attrs = |b: &RecordBatch| b.attributes() & !0x10;
-    source.record_count() == remote.record_count()
-        && source.last_offset_delta() == remote.last_offset_delta()
+/// How a remote batch was recognised as the copy of a source batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Match {
+    /// The records bytes are the source's (header fields Strait or the broker owns aside).
+    Bytes,
+    /// The broker rebuilt the batch (recompression); its decoded records are the source's.
+    Records,
+}
+
+/// Attribute bits a forwarded copy may differ in: the transactional bit (Strait's producer
+/// clears it) and the timestamp type (the target topic's `message.timestamp.type` sets it).
+const IGNORED_ATTRIBUTES: i16 = TRANSACTIONAL_FLAG_MASK | TIMESTAMP_TYPE_MASK;
+
+/// Whether `remote` is the copy of `source` as the target stores it (see the module docs):
+/// byte for byte (header fields Strait rewrites — base offset, leader epoch, CRC, producer
+/// id/epoch/sequence, transactional bit — aside, and the max timestamp and timestamp type a
+/// `LogAppendTime` topic sets), or failing that record by record (a topic recompressing with
+/// its own `compression.type`). Decoding is capped by `limits`; a batch that cannot be decoded
+/// within them is not a copy.
+pub fn same_batch(source: &RecordBatch, remote: &RecordBatch, limits: &DecodeLimits) -> bool {
+    match_batch(source, remote, limits).is_some()
+}
+
+fn match_batch(source: &RecordBatch, remote: &RecordBatch, limits: &DecodeLimits) -> Option<Match> {
+    if source.record_count() != remote.record_count()
+        || source.last_offset_delta() != remote.last_offset_delta()
+        || source.is_control() != remote.is_control()
+    {
+        return None;
+    }
+    if same_bytes(source, remote) {
+        Some(Match::Bytes)
+    } else if same_records(source, remote, limits) {
+        Some(Match::Records)
+    } else {
+        None
+    }
+}
+
+/// The cheap comparison, no decoding: codec and other attributes, base timestamp, max timestamp
+/// (unless the remote batch carries the append time there) and the records bytes.
+fn same_bytes(source: &RecordBatch, remote: &RecordBatch) -> bool {
+    let log_append_time = remote.timestamp_type() == TimestampType::LogAppendTime;
+    source.attributes() & !IGNORED_ATTRIBUTES == remote.attributes() & !IGNORED_ATTRIBUTES
         && source.base_timestamp() == remote.base_timestamp()
-        && source.max_timestamp() == remote.max_timestamp()
-        && attrs(source) == attrs(remote)
+        && (log_append_time || source.max_timestamp() == remote.max_timestamp())
         && source.as_bytes()[BATCH_HEADER_LEN..] == remote.as_bytes()[BATCH_HEADER_LEN..]
+}
+
+/// Both batches decoded and compared record by record: offset delta, key, value, headers and
+/// (unless the remote batch is `LogAppendTime`, whose record timestamps are the broker's) the
+/// timestamp as Kafka reads it. Record attributes are not compared (Kafka writes 0 when it
+/// rebuilds a batch). Any decoding error, or a count that does not add up, is a mismatch.
+fn same_records(source: &RecordBatch, remote: &RecordBatch, limits: &DecodeLimits) -> bool {
+    let compare_timestamps = remote.timestamp_type() == TimestampType::CreateTime;
+    let (Ok(mut ours), Ok(mut theirs)) = (source.records(limits), remote.records(limits)) else {
+        return false;
+    };
+    loop {
+        match (ours.next(), theirs.next()) {
+            (None, None) => return true,
+            (Some(Ok(a)), Some(Ok(b))) => {
+                if a.offset_delta != b.offset_delta
+                    || a.key != b.key
+                    || a.value != b.value
+                    || a.headers != b.headers
+                    || (compare_timestamps && timestamp_of(source, &a) != timestamp_of(remote, &b))
+                {
+                    return false;
+                }
+            }
+            _ => return false,
+        }
+    }
+}
+
+/// A record's timestamp as Kafka reads it (`DefaultRecordBatch`): the batch's max timestamp
+/// in a `LogAppendTime` batch, base timestamp + delta otherwise. A broker rebuilding a batch
+/// writes this value.
+fn timestamp_of(batch: &RecordBatch, record: &Record) -> i64 {
+    match batch.timestamp_type() {
+        TimestampType::LogAppendTime => batch.max_timestamp(),
+        TimestampType::CreateTime => record.timestamp(batch.base_timestamp()),
+    }
 }
 
 async fn fetch_at(
@@ -196,6 +316,8 @@ pub async fn resume_partition(
     // The remote partition holds batches the map does not know: match them.
     let (mut up, mut down) = (upstream, downstream);
     let mut matched = 0i64;
+    // Of those, batches the target rebuilt (recompressed), matched by their decoded records.
+    let mut rewritten = 0i64;
     'outer: while down < remote_end {
         let remote_fetch = fetch_at(
             target,
@@ -255,9 +377,19 @@ pub async fn resume_partition(
                         let Some(r) = remote_iter.peek() else {
                             continue 'outer;
                         };
-                        if r.base_offset() != down || !same_batch(&batch, r) {
-                            warn!(flow = %flow.name(), %topic, partition, upstream = up, downstream = down, "remote partition holds records that do not match the source; resuming at the last known position (records after it may repeat)");
+                        let found = if r.base_offset() == down {
+                            match_batch(&batch, r, flow.limits())
+                        } else {
+                            None
+                        };
+                        let Some(found) = found else {
+                            let codec =
+                                |b: &RecordBatch| b.compression().map_or("unknown", |c| c.name());
+                            warn!(flow = %flow.name(), %topic, partition, upstream = up, downstream = down, source_codec = codec(&batch), remote_codec = codec(r), remote_timestamp_type = ?r.timestamp_type(), "remote partition holds records that do not match the source; resuming at the last known position (records after it may repeat)");
                             break 'outer;
+                        };
+                        if found == Match::Records {
+                            rewritten += 1;
                         }
                         let mut d = down;
                         for (u, n) in stretches {
@@ -282,7 +414,7 @@ pub async fn resume_partition(
         }
     }
     if matched > 0 {
-        info!(flow = %flow.name(), %topic, partition, batches = matched, resume_at = up, "matched the remote tail written after the last commit: no duplicates");
+        info!(flow = %flow.name(), %topic, partition, from = downstream, batches = matched, recompressed = rewritten, resume_at = up, "matched the remote tail written after the last commit: no duplicates");
     }
     Ok((map, up))
 }
@@ -290,8 +422,106 @@ pub async fn resume_partition(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::{Bytes, BytesMut};
     use protocol_client::producer::rewrite_producer_fields;
-    use protocol_client::record::{BatchBuilder, Compression};
+    use protocol_client::record::{BatchBuilder, Compression, RecordHeader, TimestampType};
+
+    const T0: i64 = 1_700_000_000_000;
+
+    fn limits() -> DecodeLimits {
+        DecodeLimits::default()
+    }
+
+    /// One record of a test batch: key (sometimes null), value, a header on every other record,
+    /// timestamps not in order.
+    type Rec = (Option<Vec<u8>>, Option<Vec<u8>>, Vec<RecordHeader>, i64);
+
+    fn records(n: usize) -> Vec<Rec> {
+        (0..n)
+            .map(|i| {
+                let key = (i % 3 != 0).then(|| format!("key-{i}").into_bytes());
+                let value =
+                    (i != 4).then(|| format!("value {i} {}", "x".repeat(i * 7)).into_bytes());
+                let headers = if i % 2 == 0 {
+                    vec![RecordHeader::new("h", Some(format!("{i}").as_bytes()))]
+                } else {
+                    Vec::new()
+                };
+                // Not monotonic: records keep their own timestamps.
+                let ts = T0 + ((i as i64 * 37) % 11) * 1000;
+                (key, value, headers, ts)
+            })
+            .collect()
+    }
+
+    /// A source batch as a producer wrote it (producer fields, transactional), `baseTimestamp`
+    /// below the first record's (allowed; a recompressing broker starts from the first record).
+    fn source(codec: Compression, recs: &[Rec]) -> RecordBatch {
+        let mut b = BatchBuilder::new(codec)
+            .base_offset(1000)
+            .producer(42, 1, 7)
+            .transactional(true)
+            .base_timestamp(T0 - 500);
+        for (k, v, h, ts) in recs {
+            b.push(*ts, k.as_deref(), v.as_deref(), h);
+        }
+        b.build().unwrap()
+    }
+
+    /// What Strait sends and a broker stores without rewriting: producer fields Strait's,
+    /// transactional bit cleared, the broker's base offset.
+    fn forwarded(src: &RecordBatch) -> RecordBatch {
+        let [h, r] = rewrite_producer_fields(src, 9000, 0, 123);
+        let mut joined = BytesMut::from(&h[..]);
+        joined.extend_from_slice(&r);
+        joined[..8].copy_from_slice(&555i64.to_be_bytes());
+        RecordBatch::parse(joined.freeze()).unwrap()
+    }
+
+    /// A broker appending to a `message.timestamp.type=LogAppendTime` topic without
+    /// recompressing (Kafka `LogValidator`, in-place): `setMaxTimestamp(LOG_APPEND_TIME, now)`
+    /// sets the timestamp-type bit and the max timestamp, and recomputes the CRC.
+    fn log_append_time(b: &RecordBatch, now: i64) -> RecordBatch {
+        let mut buf = BytesMut::from(&b.as_bytes()[..]);
+        let attributes = i16::from_be_bytes([buf[21], buf[22]]) | 0x08;
+        buf[21..23].copy_from_slice(&attributes.to_be_bytes());
+        buf[35..43].copy_from_slice(&now.to_be_bytes());
+        let batch = RecordBatch::parse(buf.freeze()).unwrap();
+        let crc = batch.compute_crc();
+        let mut buf = BytesMut::from(&batch.as_bytes()[..]);
+        buf[17..21].copy_from_slice(&crc.to_be_bytes());
+        let batch = RecordBatch::parse(buf.freeze()).unwrap();
+        batch.verify_crc().unwrap();
+        assert_eq!(batch.timestamp_type(), TimestampType::LogAppendTime);
+        batch
+    }
+
+    /// A broker whose topic's `compression.type` differs from the batch's codec (Kafka
+    /// `LogValidator.buildRecordsAndAssignOffsets`): every record appended again, in order,
+    /// with its timestamp as read (`baseTimestamp` = the first record's), offsets from 0,
+    /// producer fields kept, into one new batch with the topic's codec and timestamp type
+    /// (`maxTimestamp` = the append time for LogAppendTime).
+    fn recompressed(b: &RecordBatch, codec: Compression, log_append: Option<i64>) -> RecordBatch {
+        let mut out = BatchBuilder::new(codec)
+            .base_offset(b.base_offset())
+            .producer(b.producer_id(), b.producer_epoch(), b.base_sequence())
+            .transactional(b.is_transactional());
+        if let Some(now) = log_append {
+            out = out
+                .timestamp_type(TimestampType::LogAppendTime)
+                .max_timestamp(now);
+        }
+        for r in b.records(&limits()).unwrap() {
+            let r = r.unwrap();
+            out.push(
+                r.timestamp(b.base_timestamp()),
+                r.key.as_deref(),
+                r.value.as_deref(),
+                &r.headers,
+            );
+        }
+        out.build().unwrap()
+    }
 
     #[test]
     fn forwarded_copy_matches_and_different_data_does_not() {
@@ -302,17 +532,174 @@ mod tests {
             b.push(100 + i, Some(b"k"), Some(&[i as u8; 20]), &[]);
         }
         let src = b.build().unwrap();
-        // What the target holds: producer fields ours, transactional bit cleared, new offset.
-        let [h, r] = rewrite_producer_fields(&src, 9000, 0, 123);
-        let mut joined = bytes::BytesMut::from(&h[..]);
-        joined.extend_from_slice(&r);
-        joined[..8].copy_from_slice(&555i64.to_be_bytes());
-        let remote = RecordBatch::parse(joined.freeze()).unwrap();
-        assert!(same_batch(&src, &remote));
+        assert!(same_batch(&src, &forwarded(&src), &limits()));
         let mut other = BatchBuilder::new(Compression::Lz4);
         for i in 0..10 {
             other.push(100 + i, Some(b"k"), Some(&[i as u8 + 1; 20]), &[]);
         }
-        assert!(!same_batch(&src, &other.build().unwrap()));
+        assert!(!same_batch(&src, &other.build().unwrap(), &limits()));
+    }
+
+    #[test]
+    fn byte_identical_copy_matches_without_decoding() {
+        for codec in Compression::ALL {
+            let src = source(codec, &records(20));
+            // Nothing may be decompressed: an exact copy matches by its bytes alone.
+            let none = DecodeLimits::default().with_max_decompressed_bytes(0);
+            assert!(same_batch(&src, &forwarded(&src), &none), "{codec:?}");
+            // Stamped with the append time in place: same records bytes, no decoding either.
+            let lat = log_append_time(&forwarded(&src), T0 + 99_000);
+            assert!(same_batch(&src, &lat, &none), "{codec:?}");
+        }
+    }
+
+    #[test]
+    fn log_append_time_copy_matches() {
+        for codec in Compression::ALL {
+            let src = source(codec, &records(20));
+            let remote = log_append_time(&forwarded(&src), T0 + 99_000);
+            assert!(same_batch(&src, &remote, &limits()), "{codec:?}");
+        }
+    }
+
+    #[test]
+    fn recompressed_copy_matches() {
+        for codec in Compression::ALL {
+            let src = source(codec, &records(20));
+            for target in Compression::ALL {
+                if target == codec {
+                    continue;
+                }
+                let remote = recompressed(&forwarded(&src), target, None);
+                assert_ne!(
+                    remote.as_bytes()[BATCH_HEADER_LEN..],
+                    src.as_bytes()[BATCH_HEADER_LEN..]
+                );
+                assert!(
+                    same_batch(&src, &remote, &limits()),
+                    "{codec:?} -> {target:?}"
+                );
+                let both = recompressed(&forwarded(&src), target, Some(T0 + 99_000));
+                assert!(
+                    same_batch(&src, &both, &limits()),
+                    "{codec:?} -> {target:?}, LogAppendTime"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn different_batches_do_not_match() {
+        let recs = records(20);
+        for codec in Compression::ALL {
+            let src = source(codec, &recs);
+            let mut changed_value = recs.clone();
+            changed_value[7].1 = Some(b"another value".to_vec());
+            let mut changed_key = recs.clone();
+            changed_key[3].0 = Some(b"key-X".to_vec());
+            let mut changed_header = recs.clone();
+            changed_header[2].2 = vec![RecordHeader::new("h", Some(b"other"))];
+            let mut null_value = recs.clone();
+            null_value[5].1 = None;
+            let mut changed_time = recs.clone();
+            changed_time[9].3 += 1;
+            let mut missing_last = recs.clone();
+            missing_last.pop();
+            let mut missing_middle = recs.clone();
+            missing_middle.remove(10);
+            let with_time = [
+                ("value", &changed_value),
+                ("key", &changed_key),
+                ("header", &changed_header),
+                ("null value", &null_value),
+                ("missing last record", &missing_last),
+                ("missing middle record", &missing_middle),
+            ];
+            for target in Compression::ALL {
+                for (what, other) in with_time.iter().chain([&("timestamp", &changed_time)]) {
+                    let other = forwarded(&source(codec, other));
+                    // As forwarded, recompressed, recompressed with CreateTime.
+                    let remote = if target == codec {
+                        other
+                    } else {
+                        recompressed(&other, target, None)
+                    };
+                    assert!(
+                        !same_batch(&src, &remote, &limits()),
+                        "{what}: {codec:?} -> {target:?}"
+                    );
+                }
+                // LogAppendTime: record timestamps are the broker's, everything else counts.
+                for (what, other) in with_time {
+                    let other = forwarded(&source(codec, other));
+                    let remote = if target == codec {
+                        log_append_time(&other, T0 + 99_000)
+                    } else {
+                        recompressed(&other, target, Some(T0 + 99_000))
+                    };
+                    assert!(
+                        !same_batch(&src, &remote, &limits()),
+                        "{what}: {codec:?} -> {target:?}, LogAppendTime"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn offset_deltas_count() {
+        // Same count, same last offset delta, same records, other offsets inside the batch.
+        let with_deltas = |codec, deltas: [i32; 3]| {
+            let mut b = BatchBuilder::new(codec).base_timestamp(T0);
+            for (i, d) in deltas.into_iter().enumerate() {
+                let r = Record {
+                    attributes: 0,
+                    timestamp_delta: i as i64,
+                    offset_delta: d,
+                    key: None,
+                    value: Some(Bytes::from(format!("v{i}"))),
+                    headers: Vec::new(),
+                };
+                b.push_record_with_offset_delta(T0, &r).unwrap();
+            }
+            b.build().unwrap()
+        };
+        let src = with_deltas(Compression::Gzip, [0, 2, 3]);
+        assert!(same_batch(
+            &src,
+            &with_deltas(Compression::None, [0, 2, 3]),
+            &limits()
+        ));
+        assert!(!same_batch(
+            &src,
+            &with_deltas(Compression::None, [0, 1, 3]),
+            &limits()
+        ));
+    }
+
+    #[test]
+    fn undecodable_or_oversized_remote_is_a_mismatch() {
+        let src = source(Compression::Lz4, &records(50));
+        // A remote batch whose compressed bytes are garbage (CRC recomputed, so only decoding
+        // can tell).
+        let good = recompressed(&forwarded(&src), Compression::Gzip, None);
+        let mut buf = BytesMut::from(&good.as_bytes()[..]);
+        let len = buf.len();
+        for b in &mut buf[BATCH_HEADER_LEN + 10..len - 8] {
+            *b ^= 0x5a;
+        }
+        let bad = RecordBatch::parse(buf.freeze()).unwrap();
+        assert!(!same_batch(&src, &bad, &limits()));
+        // Decompression beyond the limit is refused, not performed.
+        let tiny = DecodeLimits::default().with_max_decompressed_bytes(64);
+        assert!(same_batch(&src, &good, &limits()));
+        assert!(!same_batch(&src, &good, &tiny));
+        // An uncompressed remote batch cut short inside its records.
+        let plain = recompressed(&forwarded(&src), Compression::None, None);
+        let cut = plain.as_bytes().len() - 3;
+        let mut buf = BytesMut::from(&plain.as_bytes()[..cut]);
+        buf[8..12].copy_from_slice(&((cut - 12) as i32).to_be_bytes());
+        let short = RecordBatch::parse(buf.freeze()).unwrap();
+        assert!(!same_batch(&src, &short, &limits()));
     }
 }
