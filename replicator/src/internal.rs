@@ -2,7 +2,7 @@
 //!
 //! Strait keeps its state where MM2 keeps it — offset syncs, checkpoints, heartbeats and
 //! source progress, in MM2's formats — plus its own compacted offset-map topic
-//! `strait-offset-map.<source>.internal` on the target (exact runs, see
+//! `mm2-offset-map.<source>.internal` on the target (exact runs, see
 //! [`crate::formats::OffsetMapRecord`]).
 
 use std::collections::HashSet;
@@ -26,7 +26,18 @@ use crate::error::{Error, Result};
 pub const OFFSET_STORAGE_PARTITIONS: i32 = 25;
 
 /// Name of Strait's offset-map topic for a source cluster.
+///
+/// MM2 4.x's `ReplicationPolicy.isInternalTopic` counts as internal only names starting with
+/// `__` or `.`, checkpoint topics, and names starting with `mm2` and ending with `.internal`;
+/// any other `x.A.internal` is read by MM2's tooling (`MirrorClient.remoteTopics`) as a remote
+/// topic from a cluster `x`. Hence the `mm2-` prefix.
 pub fn offset_map_topic(source_alias: &str) -> String {
+    format!("mm2-offset-map.{source_alias}.internal")
+}
+
+/// The offset-map topic's name before it followed MM2's internal-topic rule: read on start
+/// (below the current topic's records) so a deployment of an earlier Strait resumes exactly.
+pub fn legacy_offset_map_topic(source_alias: &str) -> String {
     format!("strait-offset-map.{source_alias}.internal")
 }
 

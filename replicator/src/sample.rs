@@ -172,7 +172,7 @@ impl Mm2Topic {
             Some(Mm2Topic::OffsetSyncs)
         } else if name.starts_with("mm2-offsets.") {
             Some(Mm2Topic::Progress)
-        } else if name.starts_with("strait-offset-map.") {
+        } else if name.starts_with("mm2-offset-map.") || name.starts_with("strait-offset-map.") {
             Some(Mm2Topic::OffsetMap)
         } else if name.starts_with("mm2-configs.") || name.starts_with("mm2-status.") {
             Some(Mm2Topic::ConnectInternal)

@@ -15,6 +15,14 @@
 //!   archive of the classes a broker loads (created once, by the first broker of the machine,
 //!   with `-XX:ArchiveClassesAtExit`); `STRAIT_KAFKA_CDS=0` turns the archive off.
 //!
+//! Security ([`KafkaOptions::listener`], [`KafkaListener`]): besides the harness's `PLAINTEXT`
+//! listener (inter-broker, readiness) and the `CONTROLLER` one (both always plaintext), a
+//! cluster can have any number of `SSL` (optionally mutual), `SASL_PLAINTEXT` and `SASL_SSL`
+//! listeners, each on a port of its own, with PEM keystores from [`crate::secure::certs`], SCRAM
+//! users created at format time, PLAIN users in the JAAS configuration, per-listener mechanisms
+//! and session lifetimes (KIP-368), and optionally the `StandardAuthorizer`
+//! ([`KafkaOptions::authorizer`]). [`KafkaCluster::bootstrap_for`] gives a listener's addresses.
+//!
 //! Every JVM is watched by a small `sh` loop that SIGKILLs it when the test process is gone, so
 //! no broker outlives a test binary that aborted or was killed; handles also kill on drop.
 
@@ -31,6 +39,7 @@ use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 
+use crate::secure::ScramUser;
 use crate::tansu::{api_versions_ok, free_port};
 use crate::{BrokerKind, TestCluster};
 
@@ -154,57 +163,112 @@ fn cache_dir() -> &'static Path {
 }
 
 /// `bootstrap.checkpoint` as `StorageTool format` writes it (the feature levels of this Kafka
-/// version; no cluster or node id inside), made once per machine.
-fn bootstrap_checkpoint() -> &'static Path {
-    static CKPT: OnceLock<PathBuf> = OnceLock::new();
-    CKPT.get_or_init(|| {
-        let path = cache_dir().join("bootstrap.checkpoint");
-        if path.exists() {
-            return path;
-        }
-        let started = Instant::now();
-        let dir = tempfile::Builder::new()
-            .prefix("strait-kafka-format-")
-            .tempdir()
-            .expect("temp dir");
-        let data = dir.path().join("data");
-        let props = dir.path().join("server.properties");
-        std::fs::write(
-            &props,
+/// version; no cluster or node id inside), made once per machine. With `scram_users`, the format
+/// ran with one `--add-scram` per user, so the checkpoint also holds their salted credentials
+/// (`UserScramCredentialRecord`s, applied when the quorum first starts): each distinct set of
+/// users gets a checkpoint of its own, cached next to the plain one and keyed by a hash of the
+/// users (names, mechanisms and passwords), so no user is ever lost to, or leaked by, the cache.
+fn bootstrap_checkpoint(scram_users: &[ScramUser]) -> PathBuf {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    // One format at a time in this process (the same set asked for twice is formatted once).
+    static MADE: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
+    let mut made = MADE
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let mut lines: Vec<String> = scram_users
+        .iter()
+        .map(|u| {
+            for (what, text) in [("name", &u.name), ("password", &u.password)] {
+                assert!(
+                    !text.is_empty() && !text.contains([',', '[', ']', '=', '"', '\\', '\'']),
+                    "SCRAM user {:?}: the {what} must be non-empty and free of , [ ] = \" \\ ' \
+                     (StorageTool --add-scram syntax)",
+                    u.name
+                );
+            }
             format!(
-                "process.roles=broker,controller\nnode.id=1\n\
-                 controller.quorum.voters=1@127.0.0.1:9093\n\
-                 listeners=PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093\n\
-                 controller.listener.names=CONTROLLER\n\
-                 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT\n\
-                 log.dirs={}\n",
-                data.display()
-            ),
-        )
-        .expect("write format config");
-        let mut cmd = java_command(256, cds_if_present().map_or(Cds::None, Cds::Use), None);
-        cmd.arg("kafka.tools.StorageTool")
-            .args(["format", "--config"])
-            .arg(&props)
-            .args(["--cluster-id", &random_uuid()]);
-        let out = cmd.output().expect("run kafka.tools.StorageTool");
-        assert!(
-            out.status.success(),
-            "kafka.tools.StorageTool format failed ({}):\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let tmp = cache_dir().join(format!("bootstrap.checkpoint.{}", std::process::id()));
-        std::fs::copy(data.join("bootstrap.checkpoint"), &tmp).expect("copy bootstrap.checkpoint");
-        std::fs::rename(&tmp, &path).expect("install bootstrap.checkpoint");
-        eprintln!(
-            "kafka: storage template formatted in {:.1?} ({})",
-            started.elapsed(),
-            path.display()
-        );
-        path
-    })
+                "{}=[name={},password={}]",
+                u.mechanism.name(),
+                u.name,
+                u.password
+            )
+        })
+        .collect();
+    lines.sort();
+    lines.dedup();
+    let file = if lines.is_empty() {
+        "bootstrap.checkpoint".to_string()
+    } else {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        h.write(lines.join("\n").as_bytes());
+        format!("bootstrap-scram-{:016x}.checkpoint", h.finish())
+    };
+    let key = file.clone();
+    if let Some(p) = made.get(&key) {
+        return p.clone();
+    }
+    let path = cache_dir().join(&file);
+    if !path.exists() {
+        format_checkpoint(&path, &lines);
+    }
+    made.insert(key, path.clone());
+    path
+}
+
+/// Runs `kafka.tools.StorageTool format` (with `--add-scram` for each of `scram`) and installs
+/// its `bootstrap.checkpoint` at `path` (atomically: a temporary file renamed).
+fn format_checkpoint(path: &Path, scram: &[String]) {
+    let started = Instant::now();
+    let dir = tempfile::Builder::new()
+        .prefix("strait-kafka-format-")
+        .tempdir()
+        .expect("temp dir");
+    let data = dir.path().join("data");
+    let props = dir.path().join("server.properties");
+    std::fs::write(
+        &props,
+        format!(
+            "process.roles=broker,controller\nnode.id=1\n\
+             controller.quorum.voters=1@127.0.0.1:9093\n\
+             listeners=PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093\n\
+             controller.listener.names=CONTROLLER\n\
+             listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT\n\
+             log.dirs={}\n",
+            data.display()
+        ),
+    )
+    .expect("write format config");
+    let mut cmd = java_command(256, cds_if_present().map_or(Cds::None, Cds::Use), None);
+    cmd.arg("kafka.tools.StorageTool")
+        .args(["format", "--config"])
+        .arg(&props)
+        .args(["--cluster-id", &random_uuid()]);
+    for s in scram {
+        cmd.args(["--add-scram", s]);
+    }
+    let out = cmd.output().expect("run kafka.tools.StorageTool");
+    assert!(
+        out.status.success(),
+        "kafka.tools.StorageTool format failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tmp = path.with_extension(format!("checkpoint.{}", std::process::id()));
+    std::fs::copy(data.join("bootstrap.checkpoint"), &tmp).expect("copy bootstrap.checkpoint");
+    std::fs::rename(&tmp, path).expect("install bootstrap.checkpoint");
+    eprintln!(
+        "kafka: storage template formatted in {:.1?}{} ({})",
+        started.elapsed(),
+        if scram.is_empty() {
+            String::new()
+        } else {
+            format!(" with {} SCRAM credential(s)", scram.len())
+        },
+        path.display()
+    );
 }
 
 fn cds_path() -> PathBuf {
@@ -574,6 +638,183 @@ fn broker_ids(client: &BaseConsumer<Quiet>) -> Result<BTreeSet<i32>, String> {
 // Clusters
 // ---------------------------------------------------------------------------------------------
 
+/// The security protocol of a client listener (Kafka's `SecurityProtocol`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SecurityProtocol {
+    /// `PLAINTEXT`: neither TLS nor SASL.
+    Plaintext,
+    /// `SSL`: TLS (mutual TLS with [`ClientAuth::Required`]).
+    Ssl,
+    /// `SASL_PLAINTEXT`: SASL on a plain TCP connection.
+    SaslPlaintext,
+    /// `SASL_SSL`: SASL inside TLS.
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    /// The protocol's name in Kafka's configuration (`SASL_SSL`, …), also the default name of a
+    /// listener using it.
+    pub fn name(self) -> &'static str {
+        match self {
+            SecurityProtocol::Plaintext => "PLAINTEXT",
+            SecurityProtocol::Ssl => "SSL",
+            SecurityProtocol::SaslPlaintext => "SASL_PLAINTEXT",
+            SecurityProtocol::SaslSsl => "SASL_SSL",
+        }
+    }
+
+    /// Whether the listener speaks TLS.
+    pub fn uses_tls(self) -> bool {
+        matches!(self, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl)
+    }
+
+    /// Whether the listener authenticates with SASL.
+    pub fn uses_sasl(self) -> bool {
+        matches!(
+            self,
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+        )
+    }
+}
+
+/// `ssl.client.auth` of a TLS listener.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// `none`: no client certificate asked for.
+    #[default]
+    None,
+    /// `requested`: asked for, not required.
+    Requested,
+    /// `required`: mutual TLS; the certificate must chain to the listener's client CA.
+    Required,
+}
+
+impl ClientAuth {
+    fn value(self) -> &'static str {
+        match self {
+            ClientAuth::None => "none",
+            ClientAuth::Requested => "requested",
+            ClientAuth::Required => "required",
+        }
+    }
+}
+
+/// SASL mechanisms a SASL listener enables unless told otherwise.
+pub const DEFAULT_SASL_MECHANISMS: [&str; 3] = ["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"];
+
+/// A client listener besides the harness's own `PLAINTEXT` one (which stays the inter-broker
+/// listener and the one readiness is checked on; the controller listener is PLAINTEXT too).
+/// Each listener gets a free port on every node and is advertised, so a client bootstrapping
+/// from it is sent back to the same listener of every broker.
+///
+/// Everything here becomes `listener.name.<name in lower case>.*` settings: TLS listeners get a
+/// PEM keystore (`ssl.keystore.type=PEM`, a file with the key and the certificate chain written
+/// into the cluster's directory) and a PEM truststore of the CA that signs client certificates;
+/// SASL listeners get `sasl.enabled.mechanisms` and one `<mechanism>.sasl.jaas.config` per
+/// mechanism (SCRAM: `ScramLoginModule`, users from [`KafkaOptions::scram_user`]; PLAIN:
+/// `PlainLoginModule` with a `user_<name>="<password>"` option per
+/// [`KafkaOptions::plain_user`]; OAUTHBEARER: `OAuthBearerLoginModule`, Kafka's unsecured
+/// token validator).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KafkaListener {
+    /// Listener name (`[A-Z0-9_]`; the protocol's name by default), unique in the cluster and
+    /// neither `PLAINTEXT` nor `CONTROLLER`.
+    pub name: String,
+    /// Its security protocol.
+    pub protocol: SecurityProtocol,
+    /// TLS: server certificate chain and key (PEM files, unencrypted PKCS#8 key); `None` is
+    /// the test CA's server certificate for `IP:127.0.0.1, DNS:localhost`
+    /// ([`crate::secure::certs`]).
+    pub certificate: Option<(PathBuf, PathBuf)>,
+    /// TLS: `ssl.client.auth`.
+    pub client_auth: ClientAuth,
+    /// TLS: CA certificates (PEM) that client certificates must chain to; `None` is the test
+    /// CA.
+    pub client_ca: Option<PathBuf>,
+    /// SASL: the mechanisms enabled on this listener; `None` is the cluster's
+    /// ([`KafkaOptions::sasl_mechanisms`]).
+    pub sasl_mechanisms: Option<Vec<String>>,
+    /// SASL: `connections.max.reauth.ms` (KIP-368): the broker tells clients this session
+    /// lifetime in SaslAuthenticate and closes connections that do not re-authenticate in time.
+    pub reauth: Option<Duration>,
+    /// Further settings of this listener, written as `listener.name.<name>.<key>=<value>`.
+    pub properties: Vec<(String, String)>,
+}
+
+impl From<SecurityProtocol> for KafkaListener {
+    fn from(protocol: SecurityProtocol) -> KafkaListener {
+        KafkaListener::new(protocol)
+    }
+}
+
+impl KafkaListener {
+    /// A listener named after its protocol, with the defaults above.
+    pub fn new(protocol: SecurityProtocol) -> KafkaListener {
+        KafkaListener {
+            name: protocol.name().to_string(),
+            protocol,
+            certificate: None,
+            client_auth: ClientAuth::None,
+            client_ca: None,
+            sasl_mechanisms: None,
+            reauth: None,
+            properties: Vec::new(),
+        }
+    }
+
+    /// Renames the listener (for several listeners of one protocol), e.g. `SSL_EXPIRED`.
+    pub fn named(mut self, name: &str) -> KafkaListener {
+        self.name = name.to_string();
+        self
+    }
+
+    /// The server certificate chain and key (PEM files) a TLS listener presents.
+    pub fn certificate(mut self, chain: &Path, key: &Path) -> KafkaListener {
+        self.certificate = Some((chain.to_path_buf(), key.to_path_buf()));
+        self
+    }
+
+    /// `ssl.client.auth`.
+    pub fn client_auth(mut self, auth: ClientAuth) -> KafkaListener {
+        self.client_auth = auth;
+        self
+    }
+
+    /// Mutual TLS: `ssl.client.auth=required`.
+    pub fn require_client_certificate(self) -> KafkaListener {
+        self.client_auth(ClientAuth::Required)
+    }
+
+    /// The CA certificates (PEM file) client certificates must chain to.
+    pub fn client_ca(mut self, ca: &Path) -> KafkaListener {
+        self.client_ca = Some(ca.to_path_buf());
+        self
+    }
+
+    /// The SASL mechanisms of this listener (instead of the cluster's).
+    pub fn sasl_mechanisms(mut self, mechanisms: &[&str]) -> KafkaListener {
+        self.sasl_mechanisms = Some(mechanisms.iter().map(|m| m.to_string()).collect());
+        self
+    }
+
+    /// `connections.max.reauth.ms` of this listener: SASL sessions last `lifetime`.
+    pub fn reauthenticate_after(mut self, lifetime: Duration) -> KafkaListener {
+        self.reauth = Some(lifetime);
+        self
+    }
+
+    /// A further `listener.name.<name>.<key>=<value>` setting.
+    pub fn property(mut self, key: impl Into<String>, value: impl Into<String>) -> KafkaListener {
+        self.properties.push((key.into(), value.into()));
+        self
+    }
+
+    /// `listener.name.<name in lower case>.`
+    fn prefix(&self) -> String {
+        format!("listener.name.{}.", self.name.to_lowercase())
+    }
+}
+
 /// How to start a [`KafkaCluster`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KafkaOptions {
@@ -585,6 +826,21 @@ pub struct KafkaOptions {
     pub properties: Vec<(String, String)>,
     /// Maximum heap of each broker JVM (`-Xmx`), in MiB.
     pub heap_mb: u32,
+    /// Client listeners besides `PLAINTEXT` (TLS, SASL), in the order given.
+    pub listeners: Vec<KafkaListener>,
+    /// SCRAM credentials, created when the storage is formatted (`StorageTool format
+    /// --add-scram`), so they exist before the first client connects.
+    pub scram_users: Vec<crate::secure::ScramUser>,
+    /// PLAIN users (name, password): `user_<name>="<password>"` options of the PLAIN login
+    /// module of every SASL listener.
+    pub plain_users: Vec<(String, String)>,
+    /// The SASL mechanisms of SASL listeners that do not set their own
+    /// ([`DEFAULT_SASL_MECHANISMS`] by default).
+    pub sasl_mechanisms: Vec<String>,
+    /// `Some`: authorization on, with Kafka's `StandardAuthorizer` and these `super.users`
+    /// principals besides `User:ANONYMOUS` (which must be one: the inter-broker and controller
+    /// listeners are PLAINTEXT, and readiness is checked on PLAINTEXT).
+    pub super_users: Option<Vec<String>>,
 }
 
 impl Default for KafkaOptions {
@@ -593,6 +849,11 @@ impl Default for KafkaOptions {
             brokers: 1,
             properties: Vec::new(),
             heap_mb: 512,
+            listeners: Vec::new(),
+            scram_users: Vec::new(),
+            plain_users: Vec::new(),
+            sasl_mechanisms: DEFAULT_SASL_MECHANISMS.map(String::from).to_vec(),
+            super_users: None,
         }
     }
 }
@@ -617,6 +878,43 @@ impl KafkaOptions {
         self.heap_mb = mb;
         self
     }
+
+    /// Adds a client listener: a [`SecurityProtocol`] (a listener of that name with the
+    /// defaults of [`KafkaListener`]) or a [`KafkaListener`].
+    pub fn listener(mut self, listener: impl Into<KafkaListener>) -> KafkaOptions {
+        self.listeners.push(listener.into());
+        self
+    }
+
+    /// Adds a SCRAM user (credentials for one mechanism; add the user twice for both).
+    pub fn scram_user(mut self, user: crate::secure::ScramUser) -> KafkaOptions {
+        self.scram_users.push(user);
+        self
+    }
+
+    /// Adds a PLAIN user.
+    pub fn plain_user(mut self, name: &str, password: &str) -> KafkaOptions {
+        self.plain_users
+            .push((name.to_string(), password.to_string()));
+        self
+    }
+
+    /// The SASL mechanisms of every SASL listener that does not set its own.
+    pub fn sasl_mechanisms(mut self, mechanisms: &[&str]) -> KafkaOptions {
+        self.sasl_mechanisms = mechanisms.iter().map(|m| m.to_string()).collect();
+        self
+    }
+
+    /// Turns authorization on (`authorizer.class.name=
+    /// org.apache.kafka.metadata.authorizer.StandardAuthorizer`) with `super.users` =
+    /// `User:ANONYMOUS` plus `super_users` (principals such as `User:admin`, or
+    /// `User:CN=strait-client` for the test client certificate). Everything else needs ACLs;
+    /// since every PLAINTEXT client is `ANONYMOUS`, authorization tests go through a TLS or
+    /// SASL listener.
+    pub fn authorizer(mut self, super_users: &[&str]) -> KafkaOptions {
+        self.super_users = Some(super_users.iter().map(|u| u.to_string()).collect());
+        self
+    }
 }
 
 /// One node of a cluster: node id `index + 1`.
@@ -625,6 +923,8 @@ struct Node {
     id: i32,
     port: u16,
     controller_port: u16,
+    /// The port of each of the cluster's extra listeners, in their order.
+    listener_ports: Vec<u16>,
     dir: PathBuf,
     log: PathBuf,
     process: Option<Supervised>,
@@ -655,6 +955,7 @@ pub struct KafkaCluster {
     heap_mb: u32,
     cds: Cds,
     nodes: Vec<Node>,
+    listeners: Vec<KafkaListener>,
     log4j: PathBuf,
     dir: tempfile::TempDir,
 }
@@ -674,6 +975,7 @@ impl KafkaCluster {
 
     fn start_inner(name: &str, options: &KafkaOptions, cds: Cds) -> KafkaCluster {
         assert!(options.brokers >= 1, "a cluster needs at least one node");
+        check_listeners(options);
         let mut last = String::new();
         for attempt in 1..=START_ATTEMPTS {
             match KafkaCluster::try_start(name, options, cds.clone()) {
@@ -692,7 +994,7 @@ impl KafkaCluster {
 
     fn try_start(name: &str, options: &KafkaOptions, cds: Cds) -> Result<KafkaCluster, StartError> {
         let started = Instant::now();
-        let checkpoint = bootstrap_checkpoint();
+        let checkpoint = bootstrap_checkpoint(&options.scram_users);
         let name = crate::unique(name);
         let dir = tempfile::Builder::new()
             .prefix(&format!("strait-kafka-{name}-"))
@@ -715,6 +1017,7 @@ impl KafkaCluster {
                     id: i as i32 + 1,
                     port: port(),
                     controller_port: port(),
+                    listener_ports: options.listeners.iter().map(|_| port()).collect(),
                     log: node_dir.join("kafka.log"),
                     dir: node_dir,
                     process: None,
@@ -727,12 +1030,13 @@ impl KafkaCluster {
             .map(|n| format!("{}@127.0.0.1:{}", n.id, n.controller_port))
             .collect::<Vec<_>>()
             .join(",");
+        let keystores = write_keystores(dir.path(), &options.listeners);
         for n in &nodes {
             let data = n.dir.join("data");
             std::fs::create_dir_all(&data).expect("create node data dir");
             std::fs::write(
                 n.properties(),
-                server_properties(n, &voters, &data, options),
+                server_properties(n, &voters, &data, options, &keystores),
             )
             .expect("write server.properties");
             // What `StorageTool format` writes (static quorum: no voter checkpoint).
@@ -745,7 +1049,7 @@ impl KafkaCluster {
                 ),
             )
             .expect("write meta.properties");
-            std::fs::copy(checkpoint, data.join("bootstrap.checkpoint"))
+            std::fs::copy(&checkpoint, data.join("bootstrap.checkpoint"))
                 .expect("copy bootstrap.checkpoint");
         }
 
@@ -755,6 +1059,7 @@ impl KafkaCluster {
             heap_mb: options.heap_mb,
             cds,
             nodes,
+            listeners: options.listeners.clone(),
             log4j,
             dir,
         };
@@ -880,6 +1185,56 @@ impl KafkaCluster {
         self.nodes[i].addr()
     }
 
+    /// Comma-separated `host:port` of every broker's listener named `name` (a
+    /// [`KafkaListener`] of [`KafkaOptions::listeners`], or `PLAINTEXT`). Panics when there is
+    /// no such listener.
+    pub fn bootstrap_for_listener(&self, name: &str) -> String {
+        (0..self.nodes.len())
+            .map(|i| self.listener_addr(i, name))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Comma-separated `host:port` of every broker's first listener using `protocol`
+    /// ([`KafkaCluster::bootstrap`] for [`SecurityProtocol::Plaintext`]). Panics when there is
+    /// no such listener.
+    pub fn bootstrap_for(&self, protocol: SecurityProtocol) -> String {
+        if protocol == SecurityProtocol::Plaintext {
+            return self.bootstrap();
+        }
+        let Some(l) = self.listeners.iter().find(|l| l.protocol == protocol) else {
+            panic!(
+                "cluster {} has no {} listener (KafkaOptions::listener)",
+                self.name,
+                protocol.name()
+            );
+        };
+        self.bootstrap_for_listener(&l.name)
+    }
+
+    /// `host:port` of broker `i`'s listener named `name` (or `PLAINTEXT`).
+    pub fn listener_addr(&self, i: usize, name: &str) -> String {
+        if name == "PLAINTEXT" {
+            return self.broker_addr(i);
+        }
+        let Some(at) = self.listeners.iter().position(|l| l.name == name) else {
+            panic!(
+                "cluster {} has no listener {name} (it has PLAINTEXT{})",
+                self.name,
+                self.listeners
+                    .iter()
+                    .map(|l| format!(", {}", l.name))
+                    .collect::<String>()
+            );
+        };
+        format!("127.0.0.1:{}", self.nodes[i].listener_ports[at])
+    }
+
+    /// The extra listeners (as given in [`KafkaOptions::listeners`]).
+    pub fn listeners(&self) -> &[KafkaListener] {
+        &self.listeners
+    }
+
     /// The node id of broker `i` (`i + 1`).
     pub fn broker_id(&self, i: usize) -> i32 {
         self.nodes[i].id
@@ -979,19 +1334,34 @@ impl KafkaCluster {
     }
 }
 
-fn server_properties(node: &Node, voters: &str, data: &Path, options: &KafkaOptions) -> String {
+fn server_properties(
+    node: &Node,
+    voters: &str,
+    data: &Path,
+    options: &KafkaOptions,
+    keystores: &[Option<PathBuf>],
+) -> String {
     let n = options.brokers;
     let rf = n.min(3);
     let min_isr = if n >= 3 { 2 } else { 1 };
+    let mut listeners = format!(
+        "PLAINTEXT://127.0.0.1:{},CONTROLLER://127.0.0.1:{}",
+        node.port, node.controller_port
+    );
+    let mut protocol_map = "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT".to_string();
+    for (l, port) in options.listeners.iter().zip(&node.listener_ports) {
+        listeners.push_str(&format!(",{}://127.0.0.1:{port}", l.name));
+        protocol_map.push_str(&format!(",{}:{}", l.name, l.protocol.name()));
+    }
     let mut s = format!(
         "process.roles=broker,controller\n\
          node.id={id}\n\
          controller.quorum.voters={voters}\n\
-         listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}\n\
-         advertised.listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}\n\
+         listeners={listeners}\n\
+         advertised.listeners={listeners}\n\
          inter.broker.listener.name=PLAINTEXT\n\
          controller.listener.names=CONTROLLER\n\
-         listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT\n\
+         listener.security.protocol.map={protocol_map}\n\
          log.dirs={data}\n\
          offsets.topic.replication.factor={rf}\n\
          transaction.state.log.replication.factor={rf}\n\
@@ -1008,16 +1378,167 @@ fn server_properties(node: &Node, voters: &str, data: &Path, options: &KafkaOpti
          offsets.topic.num.partitions=5\n\
          transaction.state.log.num.partitions=5\n",
         id = node.id,
-        port = node.port,
-        cport = node.controller_port,
         data = data.display(),
     );
     // A killed broker is fenced (its leaderships move) 4 s after its last heartbeat instead of 9,
     // and a broker restarted after SIGKILL can register again once its old session expired
     // (DUPLICATE_BROKER_REGISTRATION until then): 4 s instead of 9 for that too.
     s.push_str("broker.session.timeout.ms=4000\nbroker.heartbeat.interval.ms=500\n");
+    // No time-based retention by default: tests write records with fixed timestamps years in
+    // the past, which the default 7 days would delete mid-test (first check 30 s after start).
+    // A test that wants retention sets it on its topic.
+    s.push_str("log.retention.ms=-1\n");
+    s.push_str(&security_properties(options, keystores));
     for (k, v) in &options.properties {
         s.push_str(&format!("{k}={v}\n"));
+    }
+    s
+}
+
+/// Panics on listener settings Kafka would refuse at startup (three times, after a long wait).
+fn check_listeners(options: &KafkaOptions) {
+    let mut names = BTreeSet::new();
+    for l in &options.listeners {
+        assert!(
+            !l.name.is_empty()
+                && l.name
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'),
+            "listener name {:?}: use [A-Z0-9_]",
+            l.name
+        );
+        assert!(
+            l.name != "PLAINTEXT" && l.name != "CONTROLLER",
+            "listener name {}: taken by the harness (name the listener)",
+            l.name
+        );
+        assert!(names.insert(&l.name), "two listeners named {}", l.name);
+        for m in l.sasl_mechanisms.iter().flatten() {
+            jaas_module(m);
+        }
+    }
+    for m in &options.sasl_mechanisms {
+        jaas_module(m);
+    }
+    for (name, password) in &options.plain_users {
+        assert!(
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                && !password.contains(['"', '\\', '\n']),
+            "PLAIN user {name:?}: names are [A-Za-z0-9-_.], passwords without \" \\ or newlines"
+        );
+    }
+}
+
+/// The server-side JAAS login module of a SASL mechanism.
+fn jaas_module(mechanism: &str) -> &'static str {
+    match mechanism {
+        "SCRAM-SHA-256" | "SCRAM-SHA-512" => "org.apache.kafka.common.security.scram.ScramLoginModule",
+        "PLAIN" => "org.apache.kafka.common.security.plain.PlainLoginModule",
+        "OAUTHBEARER" => "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule",
+        other => panic!("SASL mechanism {other}: the harness serves SCRAM-SHA-256, SCRAM-SHA-512, PLAIN and OAUTHBEARER"),
+    }
+}
+
+/// For each listener, the PEM keystore (private key, then the certificate chain) a TLS listener
+/// presents, written under `<cluster dir>/tls/`; `None` for listeners without TLS.
+fn write_keystores(dir: &Path, listeners: &[KafkaListener]) -> Vec<Option<PathBuf>> {
+    listeners
+        .iter()
+        .map(|l| {
+            if !l.protocol.uses_tls() {
+                return None;
+            }
+            let (chain, key) = match &l.certificate {
+                Some((c, k)) => (c.clone(), k.clone()),
+                None => {
+                    let c = crate::secure::certs();
+                    (c.server_cert.clone(), c.server_key.clone())
+                }
+            };
+            let read = |p: &Path| {
+                std::fs::read_to_string(p)
+                    .unwrap_or_else(|e| panic!("listener {}: read {}: {e}", l.name, p.display()))
+            };
+            let tls = dir.join("tls");
+            std::fs::create_dir_all(&tls).expect("create the cluster's tls directory");
+            let path = tls.join(format!("{}-keystore.pem", l.name.to_lowercase()));
+            let (key, chain) = (read(&key), read(&chain));
+            std::fs::write(&path, format!("{}\n{}", key.trim_end(), chain))
+                .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+            Some(path)
+        })
+        .collect()
+}
+
+/// The `listener.name.*` settings of the extra listeners, SASL users and the authorizer.
+fn security_properties(options: &KafkaOptions, keystores: &[Option<PathBuf>]) -> String {
+    let mut s = String::new();
+    for (l, keystore) in options.listeners.iter().zip(keystores) {
+        let p = l.prefix();
+        if let Some(keystore) = keystore {
+            let ca = l
+                .client_ca
+                .clone()
+                .unwrap_or_else(|| crate::secure::certs().ca.clone());
+            s.push_str(&format!(
+                "{p}ssl.keystore.type=PEM\n\
+                 {p}ssl.keystore.location={}\n\
+                 {p}ssl.truststore.type=PEM\n\
+                 {p}ssl.truststore.location={}\n\
+                 {p}ssl.client.auth={}\n",
+                keystore.display(),
+                ca.display(),
+                l.client_auth.value()
+            ));
+        }
+        if l.protocol.uses_sasl() {
+            let mechanisms = l
+                .sasl_mechanisms
+                .as_ref()
+                .unwrap_or(&options.sasl_mechanisms);
+            assert!(
+                !mechanisms.is_empty(),
+                "listener {}: no SASL mechanism",
+                l.name
+            );
+            s.push_str(&format!(
+                "{p}sasl.enabled.mechanisms={}\n",
+                mechanisms.join(",")
+            ));
+            for m in mechanisms {
+                let mut jaas = format!("{} required", jaas_module(m));
+                if m == "PLAIN" {
+                    for (name, password) in &options.plain_users {
+                        jaas.push_str(&format!(" user_{name}=\"{password}\""));
+                    }
+                }
+                s.push_str(&format!(
+                    "{p}{}.sasl.jaas.config={jaas};\n",
+                    m.to_lowercase()
+                ));
+            }
+            if let Some(lifetime) = l.reauth {
+                s.push_str(&format!(
+                    "{p}connections.max.reauth.ms={}\n",
+                    lifetime.as_millis()
+                ));
+            }
+        }
+        for (k, v) in &l.properties {
+            s.push_str(&format!("{p}{k}={v}\n"));
+        }
+    }
+    if let Some(users) = &options.super_users {
+        let mut principals = vec!["User:ANONYMOUS".to_string()];
+        principals.extend(users.iter().cloned());
+        s.push_str(&format!(
+            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer\n\
+             super.users={}\n",
+            principals.join(";")
+        ));
     }
     s
 }

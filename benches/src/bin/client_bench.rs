@@ -67,9 +67,8 @@ struct Args {
     /// Most records queued but not yet acknowledged (both producers).
     #[arg(long, default_value_t = 100_000)]
     window: usize,
-    /// Listener security, for both clients: `plaintext`, `tls` (tansu behind stunnel) or
-    /// `sasl-ssl` (SCRAM-SHA-512 over TLS; needs scripts/install-tansu-sasl.sh). Ignored with
-    /// `--bootstrap`.
+    /// Listener security, for both clients: `plaintext`, `tls` (Apache Kafka's SSL listener) or
+    /// `sasl-ssl` (SCRAM-SHA-512 over TLS). Ignored with `--bootstrap`.
     #[arg(long, value_enum, default_value = "plaintext")]
     security: Security,
 }
@@ -139,7 +138,7 @@ fn main() -> Result<(), BoxError> {
             } else {
                 let users = [ScramUser::new(ScramMechanism::Sha512, "bench", "bench-pw")];
                 SecureBroker::sasl("client-bench", &users, Some((ServerCert::Good, false)))
-                    .ok_or("the SQLite tansu is missing: run scripts/install-tansu-sasl.sh")?
+                    .ok_or("no SASL broker")?
             };
             let tls = protocol_client::security::tls::TlsConfig {
                 trust: protocol_client::security::tls::TrustAnchors::Pem(c.pem(&c.ca)),

@@ -24,7 +24,7 @@
 //!
 //! # Durability and resume
 //! Every commit interval (and at shutdown) the flow writes, in this order: changed offset-map
-//! runs (`strait-offset-map.<source>.internal`), MM2 offset syncs, then MM2 source progress
+//! runs (`mm2-offset-map.<source>.internal`), MM2 offset syncs, then MM2 source progress
 //! (`mm2-offsets.<source>.internal`). On start each partition resumes from its offset map: if
 //! the remote partition holds more than the map knows (a crash after the target acknowledged
 //! but before the commit), the remote tail is matched batch by batch against the source
@@ -513,9 +513,28 @@ impl Flow {
         HashMap<(String, i32), i64>,
     )> {
         let c = &self.config;
-        let map_topic = offset_map_topic(&c.source);
         let mut by_partition: HashMap<(String, i32), Vec<OffsetMapRecord>> = HashMap::new();
-        for r in internal::read_to_end(&self.target, &c.target, &map_topic).await? {
+        // The legacy topic first (earlier Strait versions), then the current one: later
+        // records win.
+        let mut stored = Vec::new();
+        let legacy = internal::legacy_offset_map_topic(&c.source);
+        let has_legacy = self
+            .target
+            .refresh_all_topics()
+            .await
+            .map_err(self.tgt())?
+            .topics
+            .contains_key(&legacy);
+        let topics = has_legacy
+            .then_some(legacy)
+            .into_iter()
+            .chain([offset_map_topic(&c.source)]);
+        for map_topic in topics {
+            for r in internal::read_to_end(&self.target, &c.target, &map_topic).await? {
+                stored.push((map_topic.clone(), r));
+            }
+        }
+        for (map_topic, r) in stored {
             let Some(key) = r.key else { continue };
             let rec = OffsetMapRecord::decode(&key, r.value.as_deref()).map_err(|source| {
                 Error::Format {
