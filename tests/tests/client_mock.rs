@@ -391,3 +391,139 @@ async fn out_of_range_positions_are_reported_and_past_the_end_is_not_reset() {
         "{err}"
     );
 }
+
+/// Every batch of `topic`/`partition` in log order: (first record's value, producer id, epoch,
+/// base sequence), read raw with protocol-client's fetcher.
+async fn stored_batches(
+    cluster: &Arc<Cluster>,
+    topic: &str,
+    partition: i32,
+) -> Vec<(String, i64, i16, i32)> {
+    let mut fetcher = Fetcher::new(
+        cluster.clone(),
+        FetcherConfig {
+            max_wait: Duration::from_millis(50),
+            isolation: IsolationLevel::ReadUncommitted,
+            ..FetcherConfig::default()
+        },
+    );
+    fetcher.assign(topic, partition, 0);
+    let mut out = Vec::new();
+    let mut next = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(std::time::Instant::now() < deadline, "read only {out:?}");
+        let mut end = None;
+        for p in fetcher.poll().await.expect("fetch") {
+            end = Some(p.high_watermark);
+            for b in split_batches(p.records) {
+                let b = b.unwrap();
+                if b.base_offset() < next {
+                    continue;
+                }
+                next = b.next_offset();
+                let first = b.records(&DecodeLimits::default()).unwrap().next();
+                let value = String::from_utf8(first.unwrap().unwrap().value.unwrap().to_vec());
+                out.push((
+                    value.unwrap(),
+                    b.producer_id(),
+                    b.producer_epoch(),
+                    b.base_sequence(),
+                ));
+            }
+        }
+        if end.is_some_and(|end| next >= end && end > 0) {
+            return out;
+        }
+    }
+}
+
+/// A Produce the broker wrote but whose answer the producer never got: librdkafka's mock
+/// appends at once and holds the answer for the broker's round-trip time, longer than the
+/// client's request timeout. The producer retries. The mock does not deduplicate an idempotent
+/// producer without a transactional id (`rd_kafka_mock_validate_records` checks sequences for
+/// transactional producers only), so each attempt lands in its log; Apache Kafka writes an
+/// attempt with the producer id, epoch and sequence of one it has once and answers the
+/// original offset. So: every attempt must carry its first attempt's producer id, epoch and
+/// sequence — on a plain retry, and when another partition bumps the epoch meanwhile
+/// (OUT_OF_ORDER_SEQUENCE_NUMBER on it while the answer is outstanding): renumbering the lost
+/// write under the new epoch would make Kafka write it twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_whose_answer_was_lost_is_retried_under_its_sequence_even_across_an_epoch_bump() {
+    strait_tests::init_tracing();
+    let mock = MockKafka::start(2);
+    mock.create_topic("lost", 2);
+    mock.cluster().partition_leader("lost", 0, Some(1)).unwrap();
+    mock.cluster().partition_leader("lost", 1, Some(2)).unwrap();
+    let mut cfg = ClientConfig::new(mock.bootstrap());
+    cfg.retry = RetryPolicy {
+        min_backoff: Duration::from_millis(20),
+        max_backoff: Duration::from_millis(200),
+        max_elapsed: Duration::from_secs(30),
+    };
+    cfg.conn.request_timeout = Duration::from_secs(1);
+    let cluster = Cluster::connect(cfg).await.expect("connect to mock");
+    let producer = Producer::new(cluster.clone(), ProducerConfig::default())
+        .await
+        .unwrap();
+    produce_range(&producer, "lost", 0, 0..1).await;
+    produce_range(&producer, "lost", 1, 0..1).await;
+    let slow = Duration::from_millis(1500);
+
+    // 1. Written, answer lost, retried; no sequence error anywhere.
+    let first_identity = producer.producer_id_and_epoch();
+    mock.cluster().broker_round_trip_time(2, slow).unwrap();
+    let lost = producer.send_nowait(record("lost", 1, 1)).await.unwrap();
+    // The first attempt times out after 1 s and is retried (and written again by the mock).
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    mock.cluster()
+        .broker_round_trip_time(2, Duration::ZERO)
+        .unwrap();
+    lost.await.unwrap().expect("v1 acknowledged in the end");
+    assert_eq!(producer.producer_id_and_epoch(), first_identity, "no bump");
+
+    // 2. Written, answer lost, while partition 0 (on broker 1) gets OUT_OF_ORDER_SEQUENCE_NUMBER
+    //    for its next batch and the producer bumps its epoch for it.
+    mock.cluster().broker_round_trip_time(2, slow).unwrap();
+    let lost = producer.send_nowait(record("lost", 1, 2)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    mock.cluster().request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER],
+    );
+    let gap = producer.send_nowait(record("lost", 0, 1)).await.unwrap();
+    // The InitProducerId for the new epoch may have to wait out broker 2's delay.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while producer.producer_id_and_epoch() == first_identity {
+        assert!(std::time::Instant::now() < deadline, "no epoch bump");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // At least one more attempt of the lost write goes out after the bump.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    mock.cluster()
+        .broker_round_trip_time(2, Duration::ZERO)
+        .unwrap();
+    lost.await.unwrap().expect("v2 acknowledged in the end");
+    gap.await.unwrap().expect("partition 0 recovers");
+
+    let log = stored_batches(&cluster, "lost", 1).await;
+    for v in ["v1", "v2"] {
+        let copies: Vec<_> = log.iter().filter(|b| b.0 == v).collect();
+        assert!(
+            copies.len() >= 2,
+            "the mock wrote {v} and at least one retry: {log:?}"
+        );
+        assert!(
+            copies
+                .iter()
+                .all(|c| (c.1, c.2, c.3) == (copies[0].1, copies[0].2, copies[0].3)),
+            "every attempt of {v} under its first producer id, epoch and sequence: {log:?}"
+        );
+    }
+    assert_eq!(log[0].0, "v0");
+    assert_eq!(
+        (log[0].1, log[0].2),
+        first_identity,
+        "partition 1 kept its producer identity"
+    );
+}

@@ -18,16 +18,33 @@
 //! librdkafka's mock only assigns offsets to the first), keeping at most
 //! [`ProducerConfig::max_in_flight_batches`] (≤ 5, the broker's duplicate-detection window)
 //! batches of a partition in flight. One task per broker puts that broker's requests on its
-//! connection strictly in order, so a partition's batches arrive in sequence order. Sequences are assigned when a batch is first sent and kept
-//! across retries. After a retriable failure a partition is *held*: nothing new is sent until
-//! everything in flight has answered, then the failed batches are resent in sequence order. An
-//! `OUT_OF_ORDER_SEQUENCE_NUMBER` or `UNKNOWN_PRODUCER_ID` not explained by an earlier failure
-//! bumps the epoch (InitProducerId with the current id and epoch) and renumbers what is not yet
-//! acknowledged. Every acknowledged batch reports the base offset it was given.
+//! connection strictly in order, so a partition's batches arrive in sequence order.
+//!
+//! Sequences are assigned when a batch is first sent, under the partition's producer identity
+//! (id, epoch), and a batch keeps them for every retry: a batch whose outcome is unknown (a
+//! timeout, NOT_ENOUGH_REPLICAS_AFTER_APPEND, a dropped connection: the broker may have written
+//! it) is only ever resent as it was first sent, so the broker recognises it and answers with
+//! the offset it wrote it at instead of writing it again. After a retriable failure a partition
+//! is *held*: nothing is sent until everything in flight has answered, then the failed batches
+//! are resent in sequence order. Until the broker has acknowledged one batch of a partition
+//! under an identity, only one batch of it is in flight (the broker takes any sequence from a
+//! producer id it has no state for, so a batch behind a refused first one would be written
+//! before it).
+//!
+//! Renumbering follows the Java producer's rule (`TransactionManager.canRetry` /
+//! `handleFailedBatch`, KIP-360): a sequence error (`OUT_OF_ORDER_SEQUENCE_NUMBER`,
+//! `UNKNOWN_PRODUCER_ID`, `INVALID_PRODUCER_EPOCH`) proves a gap only for the lowest batch of the
+//! partition not yet settled, with nothing before it in flight or waiting for a retry; any other
+//! one is retried in order. A proven gap, or a batch refused for good, means the batches from
+//! there on cannot have been written: once those before it are settled (still under their own
+//! sequences), that partition alone moves to a newer identity (InitProducerId, once for the
+//! producer) and renumbers them from 0. Other partitions keep their identity and sequences.
+//! Every acknowledged batch reports the base offset it was given (-1 when an old broker answered
+//! a retry DUPLICATE_SEQUENCE_NUMBER: written, offset not known).
 
 pub mod records;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -66,8 +83,9 @@ pub struct ProducerConfig {
     /// When a batch fails for good (a non-retriable error, or its delivery timeout), fail every
     /// later batch of that partition too — queued, waiting for a retry, in flight, and every
     /// append made afterwards — so the partition's log never gets a gap with later data after
-    /// it. A replicator's data path needs this; a producer of independent records (internal
-    /// topics) does not, and then later batches go on under a new epoch.
+    /// it. (Batches sent before it are still retried under their sequences: they may have been
+    /// written.) A replicator's data path needs this; a producer of independent records
+    /// (internal topics) does not, and then later batches go on under a new epoch.
     pub stop_partition_on_failure: bool,
 }
 
@@ -91,7 +109,9 @@ impl Default for ProducerConfig {
 /// Where a batch landed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ProduceAck {
-    /// Offset the broker gave the batch's first record.
+    /// Offset the broker gave the batch's first record; -1 if the broker answered a retry of it
+    /// with DUPLICATE_SEQUENCE_NUMBER (written by an earlier attempt, offset not reported: only
+    /// brokers older than Kafka 1.0 do that, later ones answer with the offset).
     pub base_offset: i64,
     /// Broker append time when the topic uses `LogAppendTime`, else -1.
     pub log_append_time: i64,
@@ -114,54 +134,104 @@ type BrokerRequests = Vec<(BrokerInfo, Vec<Request>)>;
 
 struct Pending {
     batch: RecordBatch,
-    /// Sequence and epoch assigned at first send.
+    /// Position in the partition's append order.
+    ordinal: u64,
+    /// Sequence and producer identity assigned at first send, kept for every retry.
     seq: Option<SeqAssignment>,
     enqueued: Instant,
     tx: oneshot::Sender<Result<ProduceAck>>,
 }
 
-/// The producer identity a batch's sequence number belongs to.
+/// A producer identity: id and epoch, and the generation that numbers the identities this
+/// producer has had.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Identity {
+    producer_id: i64,
+    epoch: i16,
+    generation: u64,
+}
+
+/// A batch's sequence number and the identity it belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct SeqAssignment {
     seq: i32,
     producer_id: i64,
     epoch: i16,
-    /// Bumped whenever the id or epoch changes: sequences of an older generation are redone.
     generation: u64,
 }
 
 #[derive(Default)]
 struct PartState {
     queue: VecDeque<Pending>,
-    /// Failed batches waiting to be resent, by sequence.
-    retry: BTreeMap<i32, Pending>,
-    in_flight: usize,
+    /// Failed batches waiting to be resent, by append order.
+    retry: BTreeMap<u64, Pending>,
+    /// Append order of the batches in flight.
+    in_flight: BTreeSet<u64>,
+    /// Ordinal of the next append.
+    next_ordinal: u64,
+    /// The identity this partition's sequences belong to (idempotent; set at the first send).
+    ident: Option<Identity>,
     next_seq: i32,
+    /// The broker acknowledged a batch of this partition under `ident`, so it keeps sequence
+    /// state for it; until then one batch is in flight at a time.
+    confirmed: bool,
+    /// A sequence gap (or a batch refused for good) showed that the batches from this ordinal on
+    /// were not written: once everything before it is settled they are renumbered under a newer
+    /// identity.
+    renumber_from: Option<u64>,
     hold: bool,
     not_before: Option<Instant>,
     backoff: Option<Backoff>,
-    /// Producer generation the partition's `next_seq` belongs to.
-    seq_generation: u64,
     /// Why the partition was stopped (`stop_partition_on_failure`): every later batch fails.
     failed: Option<String>,
+    /// Ordinal of the batch that stopped the partition: batches after it fail, batches before
+    /// it (sent earlier, their outcome not yet known) are still retried.
+    stopped_at: u64,
 }
 
 impl PartState {
-    /// Stops the partition after a batch failed for good: what is queued or waiting for a
-    /// retry fails now, what is in flight fails when it answers, later appends fail at once.
-    fn stop(&mut self, tp: &TopicPartition, reason: &str, finished: &mut Vec<Completion>) {
+    /// Stops the partition after the batch `at` failed for good: what is queued or waiting for
+    /// a retry after it fails now, what is in flight after it fails when it answers, later
+    /// appends fail at once.
+    fn stop(&mut self, tp: &TopicPartition, reason: &str, at: u64, finished: &mut Vec<Completion>) {
         if self.failed.is_none() {
             warn!(topic = %tp.0, partition = tp.1, reason, "partition stopped: a batch failed for good, later batches are refused");
             self.failed = Some(reason.to_string());
+            self.stopped_at = at;
         }
-        let err = || stopped_error(tp, reason);
-        for p in self.queue.drain(..) {
+        self.stopped_at = self.stopped_at.min(at);
+        let reason = self.failed.clone().unwrap_or_default();
+        let err = || stopped_error(tp, &reason);
+        let keep = self
+            .queue
+            .iter()
+            .take_while(|p| p.ordinal < self.stopped_at)
+            .count();
+        for p in self.queue.drain(keep..) {
             finished.push((p.tx, Err(err())));
         }
-        for (_, p) in std::mem::take(&mut self.retry) {
+        for (_, p) in self.retry.split_off(&self.stopped_at) {
             finished.push((p.tx, Err(err())));
         }
-        self.hold = false;
+    }
+
+    /// Whether a sequence error for `p` proves a gap (Java's `canRetry`: the batch is the next
+    /// one the broker should take): `p` is the lowest batch of its identity not yet settled,
+    /// with nothing before it in flight, waiting for a retry, or queued for a resend. A sequence
+    /// error for any other batch may just follow an earlier batch that failed on its way.
+    fn proves_gap(&self, p: &Pending) -> bool {
+        let Some(a) = p.seq else { return false };
+        let current = self.ident.map(|i| i.generation) == Some(a.generation);
+        let known = self.renumber_from.is_some_and(|r| p.ordinal >= r);
+        let before = ..p.ordinal;
+        current
+            && !known
+            && self.in_flight.range(before).next().is_none()
+            && self.retry.range(before).next().is_none()
+            && !self
+                .queue
+                .front()
+                .is_some_and(|q| q.seq.is_some() && q.ordinal < p.ordinal)
     }
 }
 
@@ -176,7 +246,10 @@ fn stopped_error(tp: &TopicPartition, reason: &str) -> Error {
 struct State {
     producer_id: i64,
     epoch: i16,
+    /// Numbers the identities (id, epoch) this producer has had; a partition moves to a newer
+    /// one only when it must renumber.
     generation: u64,
+    /// An InitProducerId for a newer identity is under way.
     bumping: bool,
     parts: HashMap<TopicPartition, PartState>,
     unacked: usize,
@@ -286,8 +359,12 @@ impl Producer {
                 if !st.parts.contains_key(&key) {
                     self.inner.cluster.track_topics([topic]);
                 }
-                st.parts.entry(key).or_default().queue.push_back(Pending {
+                let ps = st.parts.entry(key).or_default();
+                let ordinal = ps.next_ordinal;
+                ps.next_ordinal += 1;
+                ps.queue.push_back(Pending {
                     batch,
+                    ordinal,
                     seq: None,
                     enqueued: Instant::now(),
                     tx,
@@ -413,7 +490,10 @@ async fn sender_loop(inner: std::sync::Weak<Inner>, wake_handle: Arc<Notify>) {
         let Some(strong) = inner.upgrade() else {
             return;
         };
-        let (requests, next_wake) = collect_ready(&strong);
+        let (requests, next_wake, bump) = collect_ready(&strong);
+        if bump {
+            tokio::spawn(bump_epoch(strong.clone()));
+        }
         for (broker, reqs) in requests {
             let tx = brokers.entry(broker.id).or_insert_with(|| {
                 let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -466,8 +546,9 @@ async fn broker_sender(
     }
 }
 
-/// Takes what can be sent now, grouped by leader.
-fn collect_ready(inner: &Arc<Inner>) -> (BrokerRequests, Option<Duration>) {
+/// Takes what can be sent now, grouped by leader, and whether a newer producer identity must be
+/// asked for (the caller starts [`bump_epoch`]; `bumping` is already set).
+fn collect_ready(inner: &Arc<Inner>) -> (BrokerRequests, Option<Duration>, bool) {
     let md = inner.cluster.metadata();
     let now = Instant::now();
     let mut next_wake: Option<Duration> = None;
@@ -477,14 +558,17 @@ fn collect_ready(inner: &Arc<Inner>) -> (BrokerRequests, Option<Duration>) {
     #[allow(clippy::type_complexity)]
     let mut by_broker: HashMap<i32, (BrokerInfo, Vec<(Request, usize)>)> = HashMap::new();
     let mut need_metadata = false;
+    let mut need_bump = false;
     let mut st = inner.lock();
     let max_in_flight = inner.config.max_in_flight_batches;
     let max_bytes = inner.config.max_request_bytes;
     let delivery_timeout = inner.config.delivery_timeout;
-    if st.bumping {
-        return (Vec::new(), Some(Duration::from_millis(50)));
-    }
-    let (producer_id, epoch, generation) = (st.producer_id, st.epoch, st.generation);
+    let idempotent = inner.config.idempotent;
+    let current = Identity {
+        producer_id: st.producer_id,
+        epoch: st.epoch,
+        generation: st.generation,
+    };
     let stop_on_failure = inner.config.stop_partition_on_failure;
     let mut expired = Vec::new();
     let mut stopped: Vec<Completion> = Vec::new();
@@ -492,19 +576,20 @@ fn collect_ready(inner: &Arc<Inner>) -> (BrokerRequests, Option<Duration>) {
         // Fail batches that ran out of time while still queued (not in flight).
         while let Some(front) = ps.queue.front() {
             if front.seq.is_none() && now.duration_since(front.enqueued) > delivery_timeout {
-                expired.push(ps.queue.pop_front().expect("front exists"));
+                let p = ps.queue.pop_front().expect("front exists");
                 if stop_on_failure {
                     let reason = format!(
                         "a batch was not sent within the delivery timeout {delivery_timeout:?}"
                     );
-                    ps.stop(tp, &reason, &mut stopped);
+                    ps.stop(tp, &reason, p.ordinal, &mut stopped);
                 }
+                expired.push(p);
             } else {
                 break;
             }
         }
         if ps.hold {
-            if ps.in_flight > 0 {
+            if !ps.in_flight.is_empty() {
                 continue;
             }
             // Everything in flight has answered: put failed batches back in sequence order.
@@ -522,7 +607,47 @@ fn collect_ready(inner: &Arc<Inner>) -> (BrokerRequests, Option<Duration>) {
             }
             ps.not_before = None;
         }
-        if ps.queue.is_empty() || ps.in_flight >= max_in_flight {
+        if ps.queue.is_empty() || ps.in_flight.len() >= max_in_flight {
+            continue;
+        }
+        // Only batches before this ordinal may go (those sent before a proven gap).
+        let mut only_before = None;
+        if idempotent {
+            if let Some(from) = ps.renumber_from {
+                if !ps.in_flight.is_empty() {
+                    continue;
+                }
+                if ps.queue.front().is_some_and(|p| p.ordinal < from) {
+                    // Batches sent before the gap are settled first, under their own sequences.
+                    only_before = Some(from);
+                } else if ps.ident.is_some_and(|i| i.generation >= current.generation) {
+                    // Everything before the gap is settled; a newer identity is needed.
+                    need_bump = true;
+                    continue;
+                } else {
+                    // The broker cannot have written these: number them afresh under the
+                    // current identity.
+                    for p in ps.queue.iter_mut() {
+                        p.seq = None;
+                    }
+                    ps.ident = None;
+                    ps.renumber_from = None;
+                }
+            }
+            if ps.ident.is_none() {
+                ps.ident = Some(current);
+                ps.next_seq = 0;
+                ps.confirmed = false;
+            }
+        }
+        // Until the broker holds sequence state for this identity, it takes any sequence: one
+        // batch at a time, so a later batch cannot be written before a refused earlier one.
+        let limit = if idempotent && !ps.confirmed {
+            1
+        } else {
+            max_in_flight
+        };
+        if ps.in_flight.len() >= limit {
             continue;
         }
         let leader = md
@@ -539,14 +664,12 @@ fn collect_ready(inner: &Arc<Inner>) -> (BrokerRequests, Option<Duration>) {
         let entry = by_broker
             .entry(leader.id)
             .or_insert_with(|| (leader.clone(), Vec::new()));
-        // A new epoch restarts every partition's sequences at 0.
-        if inner.config.idempotent && ps.seq_generation != generation {
-            ps.seq_generation = generation;
-            ps.next_seq = 0;
-        }
         let mut layer = 0;
-        while ps.in_flight < max_in_flight {
+        while ps.in_flight.len() < limit {
             let Some(front) = ps.queue.front() else { break };
+            if only_before.is_some_and(|from| front.ordinal >= from) {
+                break;
+            }
             let size = front.batch.len();
             // Find the first request at or after `layer` with room (requests after a full one
             // keep the order: a partition's k-th batch always goes in a later request than its
@@ -561,20 +684,18 @@ fn collect_ready(inner: &Arc<Inner>) -> (BrokerRequests, Option<Duration>) {
                 entry.1.push((Vec::new(), 0));
             }
             let mut p = ps.queue.pop_front().expect("front exists");
-            if inner.config.idempotent {
-                let stale = p.seq.map(|a| a.generation != generation).unwrap_or(true);
-                if stale {
-                    p.seq = Some(SeqAssignment {
-                        seq: ps.next_seq,
-                        producer_id,
-                        epoch,
-                        generation,
-                    });
-                    let count = p.batch.record_count().max(1);
-                    ps.next_seq = ps.next_seq.wrapping_add(count) & i32::MAX;
-                }
+            if let (true, None, Some(id)) = (idempotent, p.seq, ps.ident) {
+                // First send. A batch with a sequence keeps it: it may have been written.
+                p.seq = Some(SeqAssignment {
+                    seq: ps.next_seq,
+                    producer_id: id.producer_id,
+                    epoch: id.epoch,
+                    generation: id.generation,
+                });
+                let count = p.batch.record_count().max(1);
+                ps.next_seq = ps.next_seq.wrapping_add(count) & i32::MAX;
             }
-            ps.in_flight += 1;
+            ps.in_flight.insert(p.ordinal);
             entry.1[layer].1 += size;
             entry.1[layer].0.push(Outgoing {
                 tp: tp.clone(),
@@ -582,6 +703,10 @@ fn collect_ready(inner: &Arc<Inner>) -> (BrokerRequests, Option<Duration>) {
             });
             layer += 1;
         }
+    }
+    let bump = need_bump && !st.bumping;
+    if bump {
+        st.bumping = true;
     }
     let n_expired = expired.len() + stopped.len();
     st.unacked -= n_expired;
@@ -611,6 +736,7 @@ fn collect_ready(inner: &Arc<Inner>) -> (BrokerRequests, Option<Duration>) {
             .map(|(b, reqs)| (b, reqs.into_iter().map(|(parts, _)| parts).collect()))
             .collect(),
         next_wake,
+        bump,
     )
 }
 
@@ -764,21 +890,42 @@ async fn finish_request(
 }
 
 async fn complete(inner: &Arc<Inner>, outcomes: Vec<(Outgoing, PartitionOutcome)>) {
-    let mut bump = false;
     let mut refresh = false;
     let mut finished: Vec<Completion> = Vec::new();
     {
         let mut st = inner.lock();
         let st_aborting = st.aborting;
         for (out, outcome) in outcomes {
-            let n = out.batches.len();
             let Some(ps) = st.parts.get_mut(&out.tp) else {
                 continue;
             };
-            ps.in_flight -= n;
+            for p in &out.batches {
+                ps.in_flight.remove(&p.ordinal);
+            }
+            let first = out.batches.first().map_or(0, |p| p.ordinal);
+            let outcome = match outcome {
+                // The broker has this sequence from an earlier attempt but no longer its offset
+                // (brokers before Kafka 1.0): written. The Java producer completes it the same
+                // way (`Sender.completeBatch`).
+                Err(e)
+                    if inner.config.idempotent
+                        && e.response_error() == Some(ResponseError::DuplicateSequenceNumber) =>
+                {
+                    debug!(topic = %out.tp.0, partition = out.tp.1, "retry answered DUPLICATE_SEQUENCE_NUMBER: written before");
+                    Ok((-1, -1, -1))
+                }
+                o => o,
+            };
             match outcome {
                 Ok((base, log_append_time, log_start)) => {
                     ps.backoff = None;
+                    if out
+                        .batches
+                        .iter()
+                        .any(|p| p.seq.map(|a| a.generation) == ps.ident.map(|i| i.generation))
+                    {
+                        ps.confirmed = true;
+                    }
                     let mut offset = base;
                     for p in out.batches {
                         let ack = ProduceAck {
@@ -792,9 +939,10 @@ async fn complete(inner: &Arc<Inner>, outcomes: Vec<(Outgoing, PartitionOutcome)
                         finished.push((p.tx, Ok(ack)));
                     }
                 }
-                Err(e) if ps.failed.is_some() || st_aborting => {
-                    // The partition was stopped, or the producer aborted: no retries.
-                    let reason = ps.failed.clone();
+                Err(e) if st_aborting || (ps.failed.is_some() && first > ps.stopped_at) => {
+                    // The producer aborted, or the partition was stopped before this batch: no
+                    // retries.
+                    let reason = ps.failed.clone().filter(|_| first > ps.stopped_at);
                     let mut first = Some(e);
                     for p in out.batches {
                         let err = match (&reason, first.take()) {
@@ -821,11 +969,15 @@ async fn complete(inner: &Arc<Inner>, outcomes: Vec<(Outgoing, PartitionOutcome)
                         .map(|p| p.enqueued.elapsed() > inner.config.delivery_timeout)
                         .unwrap_or(false);
                     if (e.is_retriable() || seq_trouble) && !expired {
-                        if seq_trouble && !ps.hold && ps.retry.is_empty() {
-                            // Not explained by an earlier failure of this partition: the broker
-                            // lost or rejected our sequence state. New epoch, new sequences.
-                            warn!(topic = %out.tp.0, partition = out.tp.1, error = %e, "sequence error, bumping producer epoch");
-                            bump = true;
+                        if seq_trouble && inner.config.idempotent {
+                            if let Some(p) = out.batches.iter().find(|p| ps.proves_gap(p)) {
+                                // The broker refused the next batch it should take: a real gap
+                                // (its state was lost, or an earlier batch given up on was not
+                                // written). Nothing from here on was written; these batches go
+                                // under a newer identity, renumbered.
+                                warn!(topic = %out.tp.0, partition = out.tp.1, error = %e, "sequence gap: the partition's unacknowledged batches will be renumbered under a new producer epoch");
+                                ps.renumber_from = Some(p.ordinal);
+                            }
                         }
                         refresh |= e.needs_metadata_refresh();
                         ps.hold = true;
@@ -837,34 +989,38 @@ async fn complete(inner: &Arc<Inner>, outcomes: Vec<(Outgoing, PartitionOutcome)
                             .unwrap_or(Duration::from_millis(100));
                         ps.not_before = Some(Instant::now() + delay);
                         debug!(topic = %out.tp.0, partition = out.tp.1, error = %e, ?delay, "produce will be retried");
+                        // Kept as sent (same identity and sequence): the broker may have it.
                         for p in out.batches {
-                            let key = p.seq.map(|a| a.seq).unwrap_or(i32::MAX);
-                            ps.retry.insert(key, p);
+                            ps.retry.insert(p.ordinal, p);
                         }
                     } else {
+                        // The broker refused it (nothing written), or it is given up with its
+                        // outcome unknown (it may have been written).
+                        let refused =
+                            (matches!(e, Error::Broker { .. }) && !e.is_retriable()) || seq_trouble;
                         let msg = e.to_string();
-                        let mut first = Some(e);
+                        let mut first_err = Some(e);
+                        let last = out.batches.last().map_or(first, |p| p.ordinal);
                         for p in out.batches {
-                            let err = first.take().unwrap_or_else(|| Error::Producer(msg.clone()));
+                            let err = first_err
+                                .take()
+                                .unwrap_or_else(|| Error::Producer(msg.clone()));
                             finished.push((p.tx, Err(err)));
                         }
                         if inner.config.stop_partition_on_failure {
-                            ps.stop(&out.tp, &msg, &mut finished);
-                        }
-                        // A failed batch leaves a hole in the sequence: start a new epoch.
-                        if inner.config.idempotent {
-                            bump = true;
+                            ps.stop(&out.tp, &msg, first, &mut finished);
+                        } else if inner.config.idempotent && refused {
+                            // A hole in the sequence: the batches after it cannot be written
+                            // under their sequences (an unknown outcome is left to the broker's
+                            // answer to the next batch instead).
+                            let from = last + 1;
+                            ps.renumber_from = Some(ps.renumber_from.map_or(from, |r| r.min(from)));
                         }
                     }
                 }
             }
         }
         st.unacked -= finished.len();
-        if bump && !st.bumping && inner.config.idempotent {
-            st.bumping = true;
-        } else {
-            bump = false;
-        }
     }
     for (tx, r) in finished {
         let _ = tx.send(r);
@@ -875,119 +1031,47 @@ async fn complete(inner: &Arc<Inner>, outcomes: Vec<(Outgoing, PartitionOutcome)
             debug!(error = %e, "metadata refresh after produce error failed");
         }
     }
-    if bump {
-        let (id, epoch) = {
-            let st = inner.lock();
-            (st.producer_id, st.epoch)
-        };
-        // KIP-360 bump of the current id; where the broker cannot (older brokers, or one that
-        // does not track idempotent producers for bumps), a fresh producer id, as Java does.
-        let result = match init_producer_id(&inner.cluster, id, epoch).await {
-            Ok(r) => Ok(r),
-            Err(e) => {
-                debug!(error = %e, "epoch bump refused; asking for a new producer id");
-                init_producer_id(&inner.cluster, -1, -1).await
-            }
-        };
+    inner.wake.notify_one();
+}
+
+/// Obtains a newer producer identity for the partitions that must renumber (`bumping` was set
+/// by [`collect_ready`]). Partitions that need none keep theirs.
+async fn bump_epoch(inner: Arc<Inner>) {
+    let (id, epoch) = {
+        let st = inner.lock();
+        (st.producer_id, st.epoch)
+    };
+    // KIP-360 bump of the current id; where the broker cannot (older brokers, or one that does
+    // not track idempotent producers for bumps), a fresh producer id, as Java does. (Apache
+    // Kafka answers an InitProducerId without a transactional id with a new id anyway.)
+    let result = match init_producer_id(&inner.cluster, id, epoch).await {
+        Ok(r) => Ok(r),
+        Err(e) => {
+            debug!(error = %e, "epoch bump refused; asking for a new producer id");
+            init_producer_id(&inner.cluster, -1, -1).await
+        }
+    };
+    let failed = {
         let mut st = inner.lock();
         match result {
             Ok((id, epoch)) => {
-                // New epoch or new id: every partition's sequences start again at 0, and
-                // unacknowledged batches are renumbered when next sent.
                 st.producer_id = id;
                 st.epoch = epoch;
                 st.generation += 1;
+                false
             }
             Err(e) => {
-                warn!(error = %e, "could not renew the producer id; retrying with the old one")
+                warn!(error = %e, "could not renew the producer id; will try again");
+                true
             }
         }
-        st.bumping = false;
+    };
+    if failed {
+        tokio::time::sleep(inner.cluster.config().retry.max_backoff).await;
     }
+    inner.lock().bumping = false;
     inner.wake.notify_one();
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::record::{BatchBuilder, Compression};
-    use bytes::BytesMut;
-
-    /// A fetched batch carries its source base offset and leader epoch; Apache Kafka 4 refuses
-    /// a client batch whose base offset is not 0. The produced header has 0 and -1, the CRC
-    /// (which does not cover them) stays valid, the records are not copied.
-    #[test]
-    fn produced_header_has_base_offset_zero() {
-        let mut b = BatchBuilder::new(Compression::None);
-        for i in 0..5 {
-            b.push(1_700_000_000_000 + i, Some(b"k"), Some(b"v"), &[]);
-        }
-        let built = b.build().unwrap();
-        let mut raw = BytesMut::from(&built.as_bytes()[..]);
-        raw[0..8].copy_from_slice(&1234i64.to_be_bytes());
-        raw[12..16].copy_from_slice(&7i32.to_be_bytes());
-        let fetched = RecordBatch::parse(raw.freeze()).unwrap();
-        assert_eq!(fetched.base_offset(), 1234);
-        for [head, records] in [
-            fetched.split_with_producer(
-                fetched.producer_id(),
-                fetched.producer_epoch(),
-                fetched.base_sequence(),
-                fetched.is_transactional(),
-            ),
-            rewrite_producer_fields(&fetched, 5, 1, 0),
-        ] {
-            let mut joined = BytesMut::new();
-            joined.extend_from_slice(&head);
-            joined.extend_from_slice(&records);
-            let sent = RecordBatch::parse(joined.freeze()).unwrap();
-            sent.verify_crc().unwrap();
-            assert_eq!(sent.base_offset(), 0);
-            assert_eq!(&sent.as_bytes()[12..16], &(-1i32).to_be_bytes());
-            assert_eq!(
-                records.as_ptr(),
-                fetched.as_bytes()[crate::record::BATCH_HEADER_LEN..].as_ptr()
-            );
-        }
-    }
-
-    #[test]
-    fn zero_copy_rewrite_matches_full_recompute() {
-        for codec in [Compression::None, Compression::Zstd] {
-            let mut b = BatchBuilder::new(codec).producer(77, 3, 1000);
-            for i in 0..50 {
-                b.push(
-                    1_700_000_000_000 + i,
-                    Some(b"key"),
-                    Some(&[i as u8; 100]),
-                    &[],
-                );
-            }
-            let batch = b.build().unwrap();
-            batch.verify_crc().unwrap();
-            let [head, records] = rewrite_producer_fields(&batch, 123_456, 9, 42);
-            assert_eq!(head.len(), crate::record::BATCH_HEADER_LEN);
-            assert_eq!(
-                records.as_ptr(),
-                batch.as_bytes()[crate::record::BATCH_HEADER_LEN..].as_ptr(),
-                "records not copied"
-            );
-            let mut joined = BytesMut::new();
-            joined.extend_from_slice(&head);
-            joined.extend_from_slice(&records);
-            let re = RecordBatch::parse(joined.freeze()).unwrap();
-            re.verify_crc().unwrap();
-            assert_eq!(
-                (re.producer_id(), re.producer_epoch(), re.base_sequence()),
-                (123_456, 9, 42)
-            );
-            assert_eq!(re.record_count(), 50);
-            // Unchanged fields leave the CRC as it was.
-            let [same, _] = rewrite_producer_fields(&batch, 77, 3, 1000);
-            assert_eq!(
-                &same[..],
-                &batch.as_bytes()[..crate::record::BATCH_HEADER_LEN]
-            );
-        }
-    }
-}
+mod tests;
