@@ -88,9 +88,13 @@ pub async fn wait_for_topic(cluster: &Arc<Cluster>, alias: &str, topic: &str) ->
             }
         }
         if Instant::now() > deadline {
-            return Err(Error::Other(format!(
-                "cluster {alias}: topic {topic} has no leaders 30 s after creation"
-            )));
+            // Transient: a restart of the flow tries again.
+            return Err(Error::Client {
+                cluster: alias.to_string(),
+                source: protocol_client::Error::Metadata(format!(
+                    "topic {topic} has no leaders 30 s after creation"
+                )),
+            });
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -54,6 +54,44 @@ pub trait TestCluster {
     fn cluster_id(&self) -> &str;
 }
 
+/// Two independent clusters of `kind` (tansu or Apache Kafka) for one test.
+pub fn start_pair(kind: BrokerKind, name: &str) -> Vec<Box<dyn TestCluster>> {
+    match kind {
+        BrokerKind::Tansu => tansu::start_clusters(name, 2)
+            .into_iter()
+            .map(|c| Box::new(c) as Box<dyn TestCluster>)
+            .collect(),
+        BrokerKind::Kafka => kafka::start_clusters(name, 2)
+            .into_iter()
+            .map(|c| Box::new(c) as Box<dyn TestCluster>)
+            .collect(),
+    }
+}
+
+/// Runs each named scenario (`async fn name(kind: BrokerKind)` in the calling test file) once on
+/// tansu and once on Apache Kafka, as tests `tansu::name` and `kafka::name`.
+#[macro_export]
+macro_rules! on_both_brokers {
+    ($($name:ident),* $(,)?) => {
+        mod tansu {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::BrokerKind::Tansu).await
+                }
+            )*
+        }
+        mod kafka {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::BrokerKind::Kafka).await
+                }
+            )*
+        }
+    };
+}
+
 /// Prints why a test does not run its body and returns from the test.
 ///
 /// Skipped tests are never silently green: the reason is printed on stderr with a `SKIPPED:`

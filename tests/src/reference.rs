@@ -375,23 +375,28 @@ pub fn consume_with(
         match consumer.poll(Duration::from_millis(100)) {
             None => {}
             Some(Err(e)) => panic!("reference consume {topic}/{partition}: {e}"),
-            Some(Ok(m)) => out.push(RefRecord {
-                offset: m.offset(),
-                timestamp: m.timestamp().to_millis(),
-                key: m.key().map(<[u8]>::to_vec),
-                value: m.payload().map(<[u8]>::to_vec),
-                headers: m
-                    .headers()
-                    .map(|h| {
-                        h.iter()
-                            .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-            }),
+            Some(Ok(m)) => out.push(ref_record(&m)),
         }
     }
     out
+}
+
+/// What a test compares of a consumed record.
+fn ref_record(m: &rdkafka::message::BorrowedMessage<'_>) -> RefRecord {
+    RefRecord {
+        offset: m.offset(),
+        timestamp: m.timestamp().to_millis(),
+        key: m.key().map(<[u8]>::to_vec),
+        value: m.payload().map(<[u8]>::to_vec),
+        headers: m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
 }
 
 /// A client context that records librdkafka's global errors and error-level log lines.
@@ -634,7 +639,6 @@ pub fn delete_records(bootstrap: &str, topic: &str, partition: i32, before: i64)
 /// gaps after compaction are what the consumer sees).
 pub fn consume_until_end(bootstrap: &str, topic: &str, partition: i32) -> Vec<RefRecord> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::Message;
     let (low, high) = watermarks(bootstrap, topic, partition);
     let consumer: BaseConsumer = base_config(bootstrap)
         .set("group.id", crate::unique("ref-reader"))
@@ -657,21 +661,7 @@ pub fn consume_until_end(bootstrap: &str, topic: &str, partition: i32) -> Vec<Re
         match consumer.poll(Duration::from_millis(100)) {
             None => {}
             Some(Err(e)) => panic!("reference consume {topic}/{partition}: {e}"),
-            Some(Ok(m)) => out.push(RefRecord {
-                offset: m.offset(),
-                timestamp: m.timestamp().to_millis(),
-                key: m.key().map(<[u8]>::to_vec),
-                value: m.payload().map(<[u8]>::to_vec),
-                headers: m
-                    .headers()
-                    .map(|h| {
-                        use rdkafka::message::Headers;
-                        h.iter()
-                            .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-            }),
+            Some(Ok(m)) => out.push(ref_record(&m)),
         }
     }
     out

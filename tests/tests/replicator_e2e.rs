@@ -11,44 +11,7 @@ use replicator::config::{Config, SystemSecrets};
 use replicator::formats::{Checkpoint, Heartbeat, OffsetSync};
 use replicator::internal::read_to_end;
 use strait_tests::reference::{self, Outgoing, RefRecord};
-use strait_tests::{BrokerKind, TestCluster};
-
-/// Two independent clusters of `kind` (tansu or Apache Kafka) for one test.
-fn start_clusters(kind: BrokerKind, name: &str) -> Vec<Box<dyn TestCluster>> {
-    match kind {
-        BrokerKind::Tansu => strait_tests::tansu::start_clusters(name, 2)
-            .into_iter()
-            .map(|c| Box::new(c) as Box<dyn TestCluster>)
-            .collect(),
-        BrokerKind::Kafka => strait_tests::kafka::start_clusters(name, 2)
-            .into_iter()
-            .map(|c| Box::new(c) as Box<dyn TestCluster>)
-            .collect(),
-    }
-}
-
-/// Runs each named scenario once on tansu and once on Apache Kafka (`tansu::name`,
-/// `kafka::name`).
-macro_rules! on_both_brokers {
-    ($($name:ident),* $(,)?) => {
-        mod tansu {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(strait_tests::BrokerKind::Tansu).await
-                }
-            )*
-        }
-        mod kafka {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(strait_tests::BrokerKind::Kafka).await
-                }
-            )*
-        }
-    };
-}
+use strait_tests::BrokerKind;
 
 fn records(n: usize, tag: &str) -> Vec<Outgoing> {
     (0..n)
@@ -74,7 +37,7 @@ fn commit_group(bootstrap: &str, group: &str, offsets: &[(&str, i32, i64)]) {
 
 async fn mirrors_byte_identical_with_exact_syncs_checkpoints_and_heartbeats(kind: BrokerKind) {
     strait_tests::init_tracing();
-    let clusters = start_clusters(kind, "e2e");
+    let clusters = strait_tests::start_pair(kind, "e2e");
     let (a, b) = (clusters[0].bootstrap(), clusters[1].bootstrap());
     // Source data, written by librdkafka with several codecs and producers.
     let mut expected: BTreeMap<(String, i32), Vec<Outgoing>> = BTreeMap::new();
@@ -301,4 +264,4 @@ async fn mirrors_byte_identical_with_exact_syncs_checkpoints_and_heartbeats(kind
     }
 }
 
-on_both_brokers!(mirrors_byte_identical_with_exact_syncs_checkpoints_and_heartbeats,);
+strait_tests::on_both_brokers!(mirrors_byte_identical_with_exact_syncs_checkpoints_and_heartbeats,);

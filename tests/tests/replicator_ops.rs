@@ -13,44 +13,7 @@ use replicator::formats::Checkpoint;
 use replicator::internal::read_to_end;
 use strait_tests::reference::{self, Outgoing};
 use strait_tests::strait::{mm2_properties, StraitProcess};
-use strait_tests::{BrokerKind, TestCluster};
-
-/// Two independent clusters of `kind` (tansu or Apache Kafka) for one test.
-fn start_clusters(kind: BrokerKind, name: &str) -> Vec<Box<dyn TestCluster>> {
-    match kind {
-        BrokerKind::Tansu => strait_tests::tansu::start_clusters(name, 2)
-            .into_iter()
-            .map(|c| Box::new(c) as Box<dyn TestCluster>)
-            .collect(),
-        BrokerKind::Kafka => strait_tests::kafka::start_clusters(name, 2)
-            .into_iter()
-            .map(|c| Box::new(c) as Box<dyn TestCluster>)
-            .collect(),
-    }
-}
-
-/// Runs each named scenario once on tansu and once on Apache Kafka (`tansu::name`,
-/// `kafka::name`).
-macro_rules! on_both_brokers {
-    ($($name:ident),* $(,)?) => {
-        mod tansu {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(strait_tests::BrokerKind::Tansu).await
-                }
-            )*
-        }
-        mod kafka {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(strait_tests::BrokerKind::Kafka).await
-                }
-            )*
-        }
-    };
-}
+use strait_tests::BrokerKind;
 
 fn numbered(from: usize, to: usize) -> Vec<Outgoing> {
     (from..to)
@@ -113,7 +76,7 @@ async fn stop(
 /// kill -9 in the middle of a stream, restart: every record exactly once.
 async fn kill_9_mid_stream_then_restart_loses_and_duplicates_nothing(kind: BrokerKind) {
     strait_tests::init_tracing();
-    let clusters = start_clusters(kind, "crash");
+    let clusters = strait_tests::start_pair(kind, "crash");
     let (a, b) = (clusters[0].bootstrap(), clusters[1].bootstrap());
     reference::blocking(|| reference::create_topic(&a, "stream", 2));
     let dir = tempfile::tempdir().unwrap();
@@ -183,7 +146,7 @@ async fn kill_9_mid_stream_then_restart_loses_and_duplicates_nothing(kind: Broke
 
 /// SIGTERM: the process stops fetching, finishes, commits, exits 0 within a few seconds.
 async fn sigterm_exits_zero_promptly(kind: BrokerKind) {
-    let clusters = start_clusters(kind, "term");
+    let clusters = strait_tests::start_pair(kind, "term");
     let (a, b) = (clusters[0].bootstrap(), clusters[1].bootstrap());
     reference::blocking(|| {
         reference::create_topic(&a, "t", 1);
@@ -209,7 +172,7 @@ async fn sigterm_exits_zero_promptly(kind: BrokerKind) {
 /// A topic created after start appears on the target; A<->B does not loop; heartbeats travel.
 async fn bidirectional_flows_do_not_loop_and_new_topics_appear(kind: BrokerKind) {
     strait_tests::init_tracing();
-    let clusters = start_clusters(kind, "bidi");
+    let clusters = strait_tests::start_pair(kind, "bidi");
     let (a, b) = (clusters[0].bootstrap(), clusters[1].bootstrap());
     reference::blocking(|| {
         reference::create_topic(&a, "x", 1);
@@ -263,7 +226,7 @@ async fn bidirectional_flows_do_not_loop_and_new_topics_appear(kind: BrokerKind)
 
 /// The identity policy keeps names; data is identical.
 async fn identity_policy_keeps_topic_names(kind: BrokerKind) {
-    let clusters = start_clusters(kind, "ident");
+    let clusters = strait_tests::start_pair(kind, "ident");
     let (a, b) = (clusters[0].bootstrap(), clusters[1].bootstrap());
     reference::blocking(|| {
         reference::create_topic(&a, "same", 2);
@@ -294,7 +257,7 @@ async fn identity_policy_keeps_topic_names(kind: BrokerKind) {
 /// end translates exactly, and group offsets are synced into the (absent) target group.
 async fn transactions_translate_exactly_and_group_offsets_sync(kind: BrokerKind) {
     strait_tests::init_tracing();
-    let clusters = start_clusters(kind, "txn");
+    let clusters = strait_tests::start_pair(kind, "txn");
     let (a, b) = (clusters[0].bootstrap(), clusters[1].bootstrap());
     reference::blocking(|| {
         reference::create_topic(&a, "tx", 1);
@@ -372,7 +335,7 @@ async fn transactions_translate_exactly_and_group_offsets_sync(kind: BrokerKind)
     stop(tx, h).await;
 }
 
-on_both_brokers!(
+strait_tests::on_both_brokers!(
     kill_9_mid_stream_then_restart_loses_and_duplicates_nothing,
     sigterm_exits_zero_promptly,
     bidirectional_flows_do_not_loop_and_new_topics_appear,

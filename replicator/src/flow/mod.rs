@@ -666,24 +666,15 @@ impl Flow {
                     r = fetcher.poll() => r.map_err(self.src())?,
                     _ = refresh.tick(), if self.config.refresh_topics => {
                         let now = self.select_topics().await?;
-                        // Always: a remote topic deleted meanwhile is created again.
+                        // Every tick: a remote topic deleted meanwhile is created again, and
+                        // source partitions whose remote partition exists only now (its growth
+                        // failed or was not yet visible last time) are assigned. Partitions
+                        // already assigned are never resumed again within a run (their live map
+                        // is the truth), and a partition missing from one metadata answer is
+                        // not unassigned (a lagging broker can omit a topic).
                         self.sync_topics(&now).await?;
-                        if now != topics {
-                            self.assign_new(&now, &mut stored, &progress, &mut fetcher, &mut assigned).await?;
-                            // Source topics that are gone: stop fetching them (their maps stay
-                            // for translation).
-                            let gone: Vec<_> = assigned
-                                .iter()
-                                .filter(|(t, p)| now.get(t).is_none_or(|n| p >= n))
-                                .cloned()
-                                .collect();
-                            for (t, p) in gone {
-                                info!(flow = %self.name(), topic = %t, partition = p, "source partition no longer exists; not fetched any more");
-                                fetcher.unassign(&t, p);
-                                assigned.remove(&(t, p));
-                            }
-                            topics = now;
-                        }
+                        self.assign_new(&now, &mut stored, &progress, &mut fetcher, &mut assigned).await?;
+                        topics = now;
                         continue;
                     }
                     _ = config_sync.tick(), if self.config.sync_topic_configs => {
@@ -699,11 +690,9 @@ impl Flow {
                     let key = (oor.topic.to_string(), oor.partition);
                     match (oor.kind, oor.reset_to) {
                         (OutOfRangeKind::BelowLogStart, Some(to)) => {
-                            error!(flow = %self.name(), topic = %key.0, partition = key.1, from = oor.fetch_offset, to, lost = to - oor.fetch_offset, log_start = oor.log_start_offset, "DATA LOSS: source records were deleted (retention or DeleteRecords) before they were mirrored; continuing per auto.offset.reset");
+                            error!(flow = %self.name(), topic = %key.0, partition = key.1, from = oor.fetch_offset, to, lost = to - oor.fetch_offset, log_start = oor.log_start_offset, "DATA LOSS: source records were deleted (retention or DeleteRecords) before they were mirrored; continuing from the log start");
                             if !lanes.send(&self, &key, AckItem::Skip { next: to }) {
-                                return Err(fail_rx.recv().await.unwrap_or_else(|| {
-                                    Error::Other(format!("acknowledgements of {}/{} stopped", key.0, key.1))
-                                }));
+                                return Err(lane_ended(&mut fail_rx, &key).await);
                             }
                         }
                         (OutOfRangeKind::BelowLogStart, None) => {}
@@ -765,9 +754,7 @@ impl Flow {
                         };
                         if !lanes.send(&self, &key, item) {
                             // The partition's lane ended: it failed and said why on `fail_rx`.
-                            return Err(fail_rx.recv().await.unwrap_or_else(|| {
-                                Error::Other(format!("acknowledgements of {}/{} stopped", key.0, key.1))
-                            }));
+                            return Err(lane_ended(&mut fail_rx, &key).await);
                         }
                     }
                 }
@@ -1127,8 +1114,9 @@ impl Flow {
                 continue;
             }
             // The source's group list is refreshed every `refresh.groups.interval.seconds`.
+            // With `refresh.groups.enabled=false` the list is read once, as MM2 does.
             let refresh = groups_at.is_none_or(|at: tokio::time::Instant| {
-                !c.refresh_groups || now + slack >= at + c.refresh_groups_interval
+                c.refresh_groups && now + slack >= at + c.refresh_groups_interval
             });
             let r = async {
                 if refresh {
@@ -1377,6 +1365,18 @@ impl FailingSince {
                 }
             }
         }
+    }
+}
+
+/// The error of a partition's lane that ended: what it reported, or (a lane that panicked
+/// reports nothing) a generic one after a short wait.
+async fn lane_ended(fail_rx: &mut mpsc::UnboundedReceiver<Error>, key: &(String, i32)) -> Error {
+    match tokio::time::timeout(Duration::from_secs(5), fail_rx.recv()).await {
+        Ok(Some(e)) => e,
+        _ => Error::Other(format!(
+            "acknowledgements of {}/{} stopped without an error",
+            key.0, key.1
+        )),
     }
 }
 
