@@ -18,6 +18,8 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 mkdir -p target
+# Skips are listed per run (the file is appended to by every test process).
+rm -f target/test-logs/skipped.txt
 set +e
 cargo test --workspace --locked --no-fail-fast "$@" 2>&1 | tee target/test-output.log
 status=${PIPESTATUS[0]}
