@@ -5,7 +5,6 @@
 //! `mm2-offset-map.<source>.internal` on the target (exact runs, see
 //! [`crate::formats::OffsetMapRecord`]).
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,10 +12,9 @@ use bytes::Bytes;
 use protocol_client::admin::{Admin, NewTopic};
 use protocol_client::cluster::Cluster;
 use protocol_client::fetcher::{
-    fetch_partition, join_all, list_offset, AbortedTransaction, FetcherConfig, IsolationLevel,
-    OffsetSpec,
+    fetch_partition, join_all, list_offset, FetcherConfig, IsolationLevel, OffsetSpec,
 };
-use protocol_client::record::{split_batches, ControlType, DecodeLimits, RecordBatch};
+use protocol_client::record::{split_batches, DecodeLimits};
 use protocol_client::ResponseError;
 use tracing::info;
 
@@ -149,46 +147,6 @@ pub async fn read_to_end(
     Ok(out)
 }
 
-/// Kafka's read_committed rule (the same as `flow::plan`'s): once a batch reaches the first
-/// offset of an aborted transaction listed in the fetch response, that producer's
-/// transactional batches are aborted until its ABORT marker.
-#[derive(Debug)]
-struct AbortFilter {
-    /// Listed aborted transactions not reached yet, latest first.
-    pending: Vec<AbortedTransaction>,
-    /// Producers inside an aborted transaction.
-    aborted: HashSet<i64>,
-}
-
-impl AbortFilter {
-    fn new(mut list: Vec<AbortedTransaction>) -> AbortFilter {
-        list.sort_by_key(|a| std::cmp::Reverse(a.first_offset));
-        AbortFilter {
-            pending: list,
-            aborted: HashSet::new(),
-        }
-    }
-
-    /// Whether `batch` (every batch of the response, in order) is left out: a transaction
-    /// marker, or data of an aborted transaction.
-    fn skips(&mut self, batch: &RecordBatch) -> bool {
-        while let Some(a) = self.pending.last() {
-            if a.first_offset > batch.last_offset() {
-                break;
-            }
-            self.aborted.insert(a.producer_id);
-            self.pending.pop();
-        }
-        if batch.is_control() {
-            if matches!(batch.control_type(), Ok(Some(ControlType::Abort))) {
-                self.aborted.remove(&batch.producer_id());
-            }
-            return true;
-        }
-        batch.is_transactional() && self.aborted.contains(&batch.producer_id())
-    }
-}
-
 /// One partition of [`read_to_end`].
 async fn read_partition(
     cluster: &Arc<Cluster>,
@@ -264,7 +222,7 @@ async fn read_partition(
             };
             end = end.max(bound);
         }
-        let mut aborts = AbortFilter::new(fp.aborted);
+        let mut aborts = crate::flow::plan::AbortTracker::new(fp.aborted);
         let mut advanced = false;
         for batch in split_batches(fp.records) {
             let batch = batch.map_err(|source| Error::Record {
@@ -308,8 +266,10 @@ async fn read_partition(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::flow::plan::AbortTracker;
+    use protocol_client::fetcher::AbortedTransaction;
     use protocol_client::record::{BatchBuilder, Compression};
+    use protocol_client::record::{ControlType, RecordBatch};
 
     fn batch(base: i64, pid: i64, txn: bool) -> RecordBatch {
         let mut b = BatchBuilder::new(Compression::None)
@@ -347,7 +307,7 @@ mod tests {
             (batch(6, 7, true), false),                // a later, committed transaction
             (marker(7, 7, ControlType::Commit), true), // marker
         ];
-        let mut filter = AbortFilter::new(vec![AbortedTransaction {
+        let mut filter = AbortTracker::new(vec![AbortedTransaction {
             producer_id: 7,
             first_offset: 0,
         }]);

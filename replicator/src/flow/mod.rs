@@ -1254,51 +1254,42 @@ impl Flow {
         let not_found = described
             .first()
             .is_some_and(|d| d.error == Some(ResponseError::GroupIdNotFound));
-        let state = match described.first().map(|d| d.state.as_str()) {
-            None | Some("Dead") | Some("") => {
-                // DescribeGroups also answers GROUP_ID_NOT_FOUND for a group of Kafka 4's
-                // consumer protocol (KIP-848), which may have members: a group with committed
-                // offsets is not absent, and is left alone.
-                let current = self
-                    .target_admin
-                    .fetch_offsets(group, None)
-                    .await
-                    .map_err(self.tgt())?;
-                if current.is_empty() {
-                    TargetGroupState::Absent
-                } else {
-                    if not_found {
-                        self.warn_once(
-                            "kip848-group",
-                            format!("target group {group} is not visible to DescribeGroups but has committed offsets (a KIP-848 consumer group?); group offset sync leaves it alone"),
-                        );
-                    }
-                    TargetGroupState::Active
+        let described_state = described.first().map(|d| d.state.as_str());
+        let idle = matches!(described_state, None | Some("Dead" | "" | "Empty"));
+        let current = if idle {
+            self.target_admin
+                .fetch_offsets(group, None)
+                .await
+                .map_err(self.tgt())?
+        } else {
+            Vec::new()
+        };
+        let state = match described_state {
+            _ if !idle => TargetGroupState::Active,
+            _ if current.is_empty() => TargetGroupState::Absent,
+            Some("Empty") => TargetGroupState::Empty(
+                current
+                    .into_iter()
+                    .map(|o| {
+                        (
+                            TopicPartition::new(o.topic, o.partition),
+                            (o.offset >= 0).then_some(o.offset),
+                        )
+                    })
+                    .collect(),
+            ),
+            // DescribeGroups also answers GROUP_ID_NOT_FOUND for a group of Kafka 4's consumer
+            // protocol (KIP-848), which may have members: a group with committed offsets that
+            // DescribeGroups cannot see is not absent, and is left alone.
+            _ => {
+                if not_found {
+                    self.warn_once(
+                        "kip848-group",
+                        format!("target group {group} is not visible to DescribeGroups but has committed offsets (a KIP-848 consumer group?); group offset sync leaves it alone"),
+                    );
                 }
+                TargetGroupState::Active
             }
-            Some("Empty") => {
-                let current = self
-                    .target_admin
-                    .fetch_offsets(group, None)
-                    .await
-                    .map_err(self.tgt())?;
-                if current.is_empty() {
-                    TargetGroupState::Absent
-                } else {
-                    TargetGroupState::Empty(
-                        current
-                            .into_iter()
-                            .map(|o| {
-                                (
-                                    TopicPartition::new(o.topic, o.partition),
-                                    (o.offset >= 0).then_some(o.offset),
-                                )
-                            })
-                            .collect(),
-                    )
-                }
-            }
-            Some(_) => TargetGroupState::Active,
         };
         let commit = decide_group_offset_sync(&state, &converted);
         if commit.is_empty() {

@@ -60,15 +60,17 @@ impl Step {
     }
 }
 
-/// Tracks aborted transactions across the batches of one fetch response.
+/// Tracks aborted transactions across the batches of one fetch response (Kafka's
+/// read_committed rule: once a batch reaches the first offset of a listed aborted
+/// transaction, that producer's transactional batches are aborted until its ABORT marker).
 #[derive(Debug, Default)]
-struct AbortTracker {
+pub(crate) struct AbortTracker {
     pending: Vec<AbortedTransaction>,
     aborted: HashSet<i64>,
 }
 
 impl AbortTracker {
-    fn new(mut list: Vec<AbortedTransaction>) -> AbortTracker {
+    pub(crate) fn new(mut list: Vec<AbortedTransaction>) -> AbortTracker {
         list.sort_by_key(|a| std::cmp::Reverse(a.first_offset));
         AbortTracker {
             pending: list,
@@ -95,6 +97,16 @@ impl AbortTracker {
         if kind == Some(ControlType::Abort) {
             self.aborted.remove(&batch.producer_id());
         }
+    }
+
+    /// Whether `batch` (every batch of the response, in order) is left out by a
+    /// read_committed reader: a transaction marker, or data of an aborted transaction.
+    pub(crate) fn skips(&mut self, batch: &RecordBatch) -> bool {
+        if batch.is_control() {
+            self.on_control(batch, batch.control_type().ok().flatten());
+            return true;
+        }
+        self.is_aborted(batch)
     }
 }
 
