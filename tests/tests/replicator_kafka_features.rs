@@ -1,7 +1,7 @@
 //! Replicator features that only a real Apache Kafka can show: partition growth while
 //! mirroring, topic config sync with real config sources, a compacted source (the log cleaner
 //! actually run), a remote topic that cannot take a source batch, a remote topic deleted while
-//! running.
+//! running, a source topic deleted while running, LogAppendTime topics on both sides.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -10,7 +10,7 @@ use protocol_client::admin::{Admin, AlterOp};
 use protocol_client::cluster::{ClientConfig, Cluster};
 use replicator::formats::OffsetSync;
 use replicator::internal::read_to_end;
-use strait_tests::kafka::start_clusters;
+use strait_tests::kafka::{start_clusters, KafkaCluster, KafkaOptions};
 use strait_tests::reference::{self, Outgoing};
 use strait_tests::strait::{mm2_properties, StraitProcess};
 
@@ -369,4 +369,137 @@ fn a_remote_topic_deleted_while_running_is_recreated() {
     );
     let status = strait.terminate(Duration::from_secs(30)).expect("exits");
     assert!(status.success(), "{}", strait.log());
+}
+
+/// A source topic deleted while Strait runs: its partitions are unassigned (logged once), the
+/// other topics keep flowing, and the process stays healthy and exits cleanly.
+#[test]
+fn a_source_topic_deleted_while_running_is_unassigned() {
+    let clusters = start_clusters("srcdel", 2);
+    let (a, b) = (clusters[0].bootstrap(), clusters[1].bootstrap());
+    reference::create_topic(&a, "keep", 1);
+    reference::create_topic(&a, "gone", 2);
+    reference::produce(&a, "keep", 0, &numbered(0, 10), &[]);
+    reference::produce(&a, "gone", 0, &numbered(0, 10), &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut strait = StraitProcess::start(&mm2_properties(&a, &b, ""), dir.path());
+    wait_until("first records", Duration::from_secs(60), || {
+        high_watermark(&b, "A.keep", 0) == 10 && high_watermark(&b, "A.gone", 0) == 10
+    });
+    block_on(async {
+        let r = admin(&a)
+            .await
+            .delete_topics(&["gone".to_string()])
+            .await
+            .unwrap();
+        for (_, r) in r {
+            r.unwrap();
+        }
+    });
+    wait_until("the deletion noticed", Duration::from_secs(60), || {
+        strait.log().contains("source topic deleted")
+    });
+    reference::produce(&a, "keep", 0, &numbered(10, 30), &[]);
+    wait_until(
+        "records after the deletion",
+        Duration::from_secs(60),
+        || high_watermark(&b, "A.keep", 0) == 30,
+    );
+    let log = strait.log();
+    assert_eq!(
+        log.matches("source topic deleted").count(),
+        1,
+        "logged once for the topic\n{log}"
+    );
+    assert_eq!(
+        high_watermark(&b, "A.gone", 0),
+        10,
+        "the remote topic stays"
+    );
+    let status = strait.terminate(Duration::from_secs(30)).expect("exits");
+    assert!(status.success(), "{}", strait.log());
+}
+
+/// A source topic with `message.timestamp.type=LogAppendTime` mirrored into a target whose
+/// topics default to LogAppendTime too: Kafka refuses a produced batch that claims
+/// LogAppendTime (INVALID_TIMESTAMP), so the forwarded batches go without that flag and the
+/// target stamps its own append time, as it does for MirrorMaker 2's records. Every record
+/// arrives once, in order.
+#[test]
+fn log_append_time_source_into_log_append_time_target() {
+    let source = KafkaCluster::start("lat-src");
+    let target = KafkaCluster::start_with(
+        "lat-tgt",
+        KafkaOptions::brokers(1).property("log.message.timestamp.type", "LogAppendTime"),
+    );
+    let (a, b) = (source.bootstrap(), target.bootstrap());
+    reference::create_topic_with_configs(
+        &a,
+        "stamped",
+        1,
+        &[("message.timestamp.type", "LogAppendTime")],
+    );
+    reference::produce(&a, "stamped", 0, &numbered(0, 50), &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut strait = StraitProcess::start(&mm2_properties(&a, &b, ""), dir.path());
+    wait_until("mirrored", Duration::from_secs(60), || {
+        high_watermark(&b, "A.stamped", 0) >= 50
+    });
+    reference::produce(&a, "stamped", 0, &numbered(50, 60), &[]);
+    wait_until("mirrored after the first", Duration::from_secs(60), || {
+        high_watermark(&b, "A.stamped", 0) >= 60
+    });
+    let got = reference::consume(&b, "A.stamped", 0, 0, 60, Duration::from_secs(20));
+    assert_eq!(
+        values(&got),
+        (0..60).map(|i| format!("v{i}")).collect::<Vec<_>>(),
+        "{}",
+        strait.log()
+    );
+    assert_eq!(high_watermark(&b, "A.stamped", 0), 60, "nothing twice");
+    let status = strait.terminate(Duration::from_secs(30)).expect("exits");
+    assert!(status.success(), "{}", strait.log());
+}
+
+/// A source topic deleted and re-created with fewer records while Strait runs: Strait's
+/// position lies past the new log's end. The partition stops (nothing of the new topic is
+/// forwarded into the old remote partition at the wrong offsets), the rest goes on, and the exit
+/// status says a partition was stopped.
+#[test]
+fn a_recreated_source_topic_stops_its_partitions_and_the_exit_status_says_so() {
+    let clusters = start_clusters("recreate", 2);
+    let (a, b) = (clusters[0].bootstrap(), clusters[1].bootstrap());
+    reference::create_topic(&a, "again", 1);
+    reference::produce(&a, "again", 0, &numbered(0, 20), &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut strait = StraitProcess::start(&mm2_properties(&a, &b, ""), dir.path());
+    wait_until("first records", Duration::from_secs(60), || {
+        high_watermark(&b, "A.again", 0) == 20
+    });
+    block_on(async {
+        let r = admin(&a)
+            .await
+            .delete_topics(&["again".to_string()])
+            .await
+            .unwrap();
+        for (_, r) in r {
+            r.unwrap();
+        }
+    });
+    wait_until("the topic gone", Duration::from_secs(30), || {
+        reference::try_watermarks(&a, "again", 0).is_err()
+    });
+    reference::create_topic(&a, "again", 1);
+    reference::produce(&a, "again", 0, &numbered(100, 105), &[]);
+    wait_until("the partition stopped", Duration::from_secs(90), || {
+        strait.log().contains("partition stopped")
+    });
+    assert_eq!(high_watermark(&b, "A.again", 0), 20, "nothing forwarded");
+    let status = strait.terminate(Duration::from_secs(30)).expect("exits");
+    assert!(!status.success(), "a stopped partition fails the run");
+    assert!(
+        strait.log().contains("partition(s) stopped during the run"),
+        "{}",
+        strait.log()
+    );
 }

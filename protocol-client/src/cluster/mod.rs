@@ -165,6 +165,8 @@ pub struct Cluster {
     coordinators: Mutex<HashMap<(CoordinatorType, String), BrokerInfo>>,
     refresh: tokio::sync::Mutex<()>,
     last_refresh: Mutex<Instant>,
+    /// Per broker id: until when it asked us not to send (quota throttling, KIP-219).
+    throttles: Mutex<HashMap<i32, Instant>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -191,6 +193,7 @@ impl Cluster {
             coordinators: Mutex::new(HashMap::new()),
             refresh: tokio::sync::Mutex::new(()),
             last_refresh: Mutex::new(Instant::now()),
+            throttles: Mutex::new(HashMap::new()),
         });
         cluster
             .retry("bootstrap metadata", || cluster.refresh_metadata())
@@ -203,6 +206,35 @@ impl Cluster {
     /// The settings.
     pub fn config(&self) -> &ClientConfig {
         &self.config
+    }
+
+    /// Records the `throttle_time_ms` of a response from `broker` to `api` at `version`. From
+    /// the versions of KIP-219 on (Produce v6, Fetch v8) a broker over its quota answers at once
+    /// and then stops reading the connection for that long: a request sent meanwhile only waits
+    /// on the broker's side and ages toward its timeout, so senders hold back instead, as the
+    /// Java client does (`NetworkClient.maybeThrottle`). Older versions were delayed by the
+    /// broker itself and are ignored here.
+    pub fn note_throttle(&self, broker: i32, api: ApiKey, version: i16, throttle_ms: i32) {
+        if throttle_ms <= 0 || !client_throttles(api, version) {
+            return;
+        }
+        let until = Instant::now() + Duration::from_millis(throttle_ms as u64);
+        debug!(broker, api = ?api, throttle_ms, "broker throttles this client (quota)");
+        let mut t = self.throttles.lock().unwrap_or_else(|p| p.into_inner());
+        let e = t.entry(broker).or_insert(until);
+        *e = (*e).max(until);
+    }
+
+    /// How long `broker` still asked us to wait before the next request, if at all.
+    pub fn throttled_for(&self, broker: i32) -> Option<Duration> {
+        let mut t = self.throttles.lock().unwrap_or_else(|p| p.into_inner());
+        let until = *t.get(&broker)?;
+        let now = Instant::now();
+        if until <= now {
+            t.remove(&broker);
+            return None;
+        }
+        Some(until - now)
     }
 
     /// The current metadata snapshot.
@@ -563,6 +595,15 @@ impl Cluster {
                 }
             }
         }
+    }
+}
+
+/// Whether responses to `api` at `version` leave throttling to the client (KIP-219).
+fn client_throttles(api: ApiKey, version: i16) -> bool {
+    match api {
+        ApiKey::Produce => version >= 6,
+        ApiKey::Fetch => version >= 8,
+        _ => false,
     }
 }
 

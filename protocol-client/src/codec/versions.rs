@@ -19,6 +19,10 @@ pub struct Supported;
 impl Supported {
     /// Our range for `api`: kafka-protocol's schemas, capped where a newer version changes what we
     /// send (Produce v13 and Fetch v13+ address topics by id only, Metadata v13 is not needed).
+    ///
+    /// Also capped at what the schemas of the request and its response actually encode and
+    /// decode: `ApiKey::valid_versions` can announce more (InitProducerId: 6 announced, 5
+    /// encoded), and a broker offering that version must not make us pick it.
     pub fn range(api: ApiKey) -> (i16, i16) {
         let r = api.valid_versions();
         let cap = match api {
@@ -28,7 +32,49 @@ impl Supported {
             ApiKey::ApiVersions => 3,
             _ => r.max,
         };
-        (r.min, r.max.min(cap))
+        (r.min, r.max.min(cap).min(codable_max(api)))
+    }
+}
+
+/// The highest version both the request and the response schema of `api` handle, for the
+/// APIs this client sends (others: what `valid_versions` says).
+fn codable_max(api: ApiKey) -> i16 {
+    use kafka_protocol::messages::*;
+    macro_rules! max_of {
+        ($($key:ident => $req:ty, $resp:ty;)*) => {
+            match api {
+                $(ApiKey::$key => <$req as Message>::VERSIONS.max.min(<$resp as Message>::VERSIONS.max),)*
+                _ => api.valid_versions().max,
+            }
+        };
+    }
+    max_of! {
+        Produce => ProduceRequest, ProduceResponse;
+        Fetch => FetchRequest, FetchResponse;
+        ListOffsets => ListOffsetsRequest, ListOffsetsResponse;
+        Metadata => MetadataRequest, MetadataResponse;
+        OffsetCommit => OffsetCommitRequest, OffsetCommitResponse;
+        OffsetFetch => OffsetFetchRequest, OffsetFetchResponse;
+        FindCoordinator => FindCoordinatorRequest, FindCoordinatorResponse;
+        JoinGroup => JoinGroupRequest, JoinGroupResponse;
+        Heartbeat => HeartbeatRequest, HeartbeatResponse;
+        LeaveGroup => LeaveGroupRequest, LeaveGroupResponse;
+        SyncGroup => SyncGroupRequest, SyncGroupResponse;
+        DescribeGroups => DescribeGroupsRequest, DescribeGroupsResponse;
+        ListGroups => ListGroupsRequest, ListGroupsResponse;
+        SaslHandshake => SaslHandshakeRequest, SaslHandshakeResponse;
+        ApiVersions => ApiVersionsRequest, ApiVersionsResponse;
+        CreateTopics => CreateTopicsRequest, CreateTopicsResponse;
+        DeleteTopics => DeleteTopicsRequest, DeleteTopicsResponse;
+        DeleteRecords => DeleteRecordsRequest, DeleteRecordsResponse;
+        InitProducerId => InitProducerIdRequest, InitProducerIdResponse;
+        DescribeAcls => DescribeAclsRequest, DescribeAclsResponse;
+        CreateAcls => CreateAclsRequest, CreateAclsResponse;
+        DescribeConfigs => DescribeConfigsRequest, DescribeConfigsResponse;
+        SaslAuthenticate => SaslAuthenticateRequest, SaslAuthenticateResponse;
+        CreatePartitions => CreatePartitionsRequest, CreatePartitionsResponse;
+        IncrementalAlterConfigs => IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse;
+        DescribeCluster => DescribeClusterRequest, DescribeClusterResponse;
     }
 }
 
@@ -91,6 +137,18 @@ impl ApiVersionTable {
 mod tests {
     use super::*;
     use kafka_protocol::messages::api_versions_response::ApiVersion;
+
+    /// A broker offering InitProducerId v6 (KIP-939), which kafka-protocol lists as valid but
+    /// its schema cannot encode: picking it would fail every producer start with an encode error.
+    #[test]
+    fn a_version_the_schema_cannot_encode_is_never_picked() {
+        use kafka_protocol::protocol::Encodable;
+        let t = table(&[(ApiKey::InitProducerId, 0, 6)]);
+        assert_eq!(t.pick(ApiKey::InitProducerId).unwrap(), 5);
+        let req = kafka_protocol::messages::InitProducerIdRequest::default();
+        let mut buf = bytes::BytesMut::new();
+        req.encode(&mut buf, 5).expect("v5 encodes");
+    }
 
     fn table(entries: &[(ApiKey, i16, i16)]) -> ApiVersionTable {
         let resp = ApiVersionsResponse::default().with_api_keys(

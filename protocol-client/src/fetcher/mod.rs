@@ -175,6 +175,7 @@ pub async fn fetch_once(
         .with_session_epoch(-1)
         .with_topics(topics);
     let resp = conn.send_versioned(&req, version).await?;
+    cluster.note_throttle(broker.id, ApiKey::Fetch, version, resp.throttle_time_ms);
     let who = format!("{}@{}", broker.id, broker.addr());
     if let Some(e) = Error::broker(ApiKey::Fetch, who, None, resp.error_code, None) {
         return Err(e);
@@ -600,14 +601,15 @@ impl Fetcher {
         std::mem::take(&mut self.out_of_range)
     }
 
-    /// This round's requests: every assigned, unpaused partition whose leader is known, per
-    /// leader, each broker's list starting at its cursor. Also says whether some partition's
-    /// leader is unknown.
-    fn build_requests(&self) -> (Vec<BrokerRequest>, bool) {
+    /// This round's requests: every assigned, unpaused partition whose leader is known and not
+    /// throttling us, per leader, each broker's list starting at its cursor. Also says whether
+    /// some partition's leader is unknown, and the shortest throttle that held a partition back.
+    fn build_requests(&self) -> (Vec<BrokerRequest>, bool, Option<Duration>) {
         let md = self.cluster.metadata();
         let mut requests: Vec<BrokerRequest> = Vec::new();
         let mut by_broker: HashMap<i32, usize> = HashMap::new();
         let mut missing = false;
+        let mut throttled: Option<Duration> = None;
         for (g, key) in self.order.iter().enumerate() {
             let Some(&offset) = self.positions.get(key) else {
                 continue;
@@ -624,6 +626,10 @@ impl Fetcher {
                 missing = true;
                 continue;
             };
+            if let Some(d) = self.cluster.throttled_for(leader.id) {
+                throttled = Some(throttled.map_or(d, |t| t.min(d)));
+                continue;
+            }
             let i = *by_broker.entry(leader.id).or_insert_with(|| {
                 requests.push(BrokerRequest {
                     broker: leader.clone(),
@@ -648,7 +654,7 @@ impl Fetcher {
             r.positions.rotate_left(k);
             r.order.rotate_left(k);
         }
-        (requests, missing)
+        (requests, missing, throttled)
     }
 
     /// One round: fetches every unpaused partition from its leader (brokers in parallel) and
@@ -665,7 +671,7 @@ impl Fetcher {
     /// in one synchronous step after its last `.await`, right before it returns `Ok`. So it
     /// may be raced in a `select!` against timers.
     pub async fn poll(&mut self) -> Result<Vec<FetchedPartition>> {
-        let (requests, missing) = self.build_requests();
+        let (requests, missing, throttled) = self.build_requests();
         let mut refresh_failed = false;
         if missing {
             if let Err(e) = self.cluster.refresh_metadata().await {
@@ -678,7 +684,9 @@ impl Fetcher {
         }
         if requests.is_empty() {
             if !missing || refresh_failed {
-                tokio::time::sleep(self.config.max_wait.min(Duration::from_millis(100))).await;
+                let idle = self.config.max_wait.min(Duration::from_millis(100));
+                // A throttling broker is asked again as soon as its throttle ends.
+                tokio::time::sleep(throttled.map_or(idle, |t| t.min(self.config.max_wait))).await;
             }
             return Ok(Vec::new());
         }

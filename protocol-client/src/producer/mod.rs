@@ -51,12 +51,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, InitProducerIdRequest, ProduceRequest, ProducerId};
 use tokio::sync::{oneshot, Notify};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::cluster::{BrokerInfo, Cluster, ConnKind};
 use crate::codec::produce::{encode_produce, PartitionRecords, ProduceBody, TopicRecords};
 use crate::error::{Error, ResponseError, Result};
-use crate::record::RecordBatch;
+use crate::record::{RecordBatch, TimestampType};
 use crate::retry::Backoff;
 
 /// Producer settings.
@@ -140,6 +140,8 @@ struct Pending {
     seq: Option<SeqAssignment>,
     enqueued: Instant,
     tx: oneshot::Sender<Result<ProduceAck>>,
+    /// Sent with the LogAppendTime bit cleared (the partition's topic refused it).
+    clear_log_append_time: bool,
 }
 
 /// A producer identity: id and epoch, and the generation that numbers the identities this
@@ -187,6 +189,8 @@ struct PartState {
     /// Ordinal of the batch that stopped the partition: batches after it fail, batches before
     /// it (sent earlier, their outcome not yet known) are still retried.
     stopped_at: u64,
+    /// The topic is `LogAppendTime`: batches go with the LogAppendTime bit cleared.
+    clear_log_append_time: bool,
 }
 
 impl PartState {
@@ -368,6 +372,7 @@ impl Producer {
                     seq: None,
                     enqueued: Instant::now(),
                     tx,
+                    clear_log_append_time: false,
                 });
                 Ok(())
             }
@@ -538,6 +543,14 @@ async fn broker_sender(
                             .map_err(Error::Codec),
                         Err(e) => Err(Error::Conn(e)),
                     };
+                    if let Ok(r) = &resp {
+                        inner.cluster.note_throttle(
+                            broker.id,
+                            ApiKey::Produce,
+                            version,
+                            r.throttle_time_ms,
+                        );
+                    }
                     finish_request(&inner, &broker, parts, resp).await;
                 });
             }
@@ -573,13 +586,18 @@ fn collect_ready(inner: &Arc<Inner>) -> (BrokerRequests, Option<Duration>, bool)
     let mut expired = Vec::new();
     let mut stopped: Vec<Completion> = Vec::new();
     for (tp, ps) in st.parts.iter_mut() {
-        // Fail batches that ran out of time while still queued (not in flight).
+        // Fail batches that ran out of time while queued (not in flight): never sent, or sent
+        // before and waiting for a retry (no leader, throttled). A batch that was sent keeps an
+        // unknown outcome: the broker may have written it. What follows it is left to the
+        // broker's answer to the next batch (a proven gap renumbers), or, stopping on failure,
+        // is failed with it.
         while let Some(front) = ps.queue.front() {
-            if front.seq.is_none() && now.duration_since(front.enqueued) > delivery_timeout {
+            if now.duration_since(front.enqueued) > delivery_timeout {
                 let p = ps.queue.pop_front().expect("front exists");
                 if stop_on_failure {
                     let reason = format!(
-                        "a batch was not sent within the delivery timeout {delivery_timeout:?}"
+                        "a batch was not acknowledged within the delivery timeout \
+                         {delivery_timeout:?}"
                     );
                     ps.stop(tp, &reason, p.ordinal, &mut stopped);
                 }
@@ -661,6 +679,12 @@ fn collect_ready(inner: &Arc<Inner>) -> (BrokerRequests, Option<Duration>, bool)
             }));
             continue;
         };
+        if let Some(d) = inner.cluster.throttled_for(leader.id) {
+            // The leader asked for a pause (quota); sent now, the request would only wait on
+            // the broker's muted connection.
+            next_wake = Some(next_wake.map_or(d, |w| w.min(d)));
+            continue;
+        }
         let entry = by_broker
             .entry(leader.id)
             .or_insert_with(|| (leader.clone(), Vec::new()));
@@ -684,6 +708,7 @@ fn collect_ready(inner: &Arc<Inner>) -> (BrokerRequests, Option<Duration>, bool)
                 entry.1.push((Vec::new(), 0));
             }
             let mut p = ps.queue.pop_front().expect("front exists");
+            p.clear_log_append_time |= ps.clear_log_append_time;
             if let (true, None, Some(id)) = (idempotent, p.seq, ps.ident) {
                 // First send. A batch with a sequence keeps it: it may have been written.
                 p.seq = Some(SeqAssignment {
@@ -712,8 +737,13 @@ fn collect_ready(inner: &Arc<Inner>) -> (BrokerRequests, Option<Duration>, bool)
     st.unacked -= n_expired;
     drop(st);
     for p in expired {
+        let outcome = if p.seq.is_some() {
+            "sent before, so it may have been written"
+        } else {
+            "never sent"
+        };
         let _ = p.tx.send(Err(Error::Producer(format!(
-            "batch not sent within delivery timeout {delivery_timeout:?}"
+            "batch not acknowledged within the delivery timeout {delivery_timeout:?} ({outcome})"
         ))));
     }
     for (tx, r) in stopped {
@@ -751,25 +781,26 @@ async fn start_request(
     for out in parts {
         let mut batches = Vec::with_capacity(out.batches.len() * 2);
         for p in &out.batches {
+            let lat = p.clear_log_append_time;
             match (inner.config.idempotent, p.seq) {
-                (true, Some(a)) => {
-                    batches.extend(rewrite_producer_fields(
-                        &p.batch,
-                        a.producer_id,
-                        a.epoch,
-                        a.seq,
-                    ));
-                }
+                (true, Some(a)) => batches.extend(p.batch.split_for_produce(
+                    a.producer_id,
+                    a.epoch,
+                    a.seq,
+                    false,
+                    lat,
+                )),
                 _ if needs_blank_producer(&p.batch) => {
-                    batches.extend(rewrite_producer_fields(&p.batch, -1, -1, -1));
+                    batches.extend(p.batch.split_for_produce(-1, -1, -1, false, lat));
                 }
                 // Same producer fields: only base offset and leader epoch are reset (no CRC
                 // change; both slices of the batch when they already are 0 and -1).
-                _ => batches.extend(p.batch.split_with_producer(
+                _ => batches.extend(p.batch.split_for_produce(
                     p.batch.producer_id(),
                     p.batch.producer_epoch(),
                     p.batch.base_sequence(),
                     p.batch.is_transactional(),
+                    lat,
                 )),
             }
         }
@@ -968,7 +999,22 @@ async fn complete(inner: &Arc<Inner>, outcomes: Vec<(Outgoing, PartitionOutcome)
                         .first()
                         .map(|p| p.enqueued.elapsed() > inner.config.delivery_timeout)
                         .unwrap_or(false);
-                    if (e.is_retriable() || seq_trouble) && !expired {
+                    // A LogAppendTime topic refuses a batch that claims LogAppendTime itself
+                    // (a mirrored batch from such a source topic); nothing was written. It goes
+                    // again with the bit cleared, as does every later batch of the partition.
+                    let log_append_time_refused = code == Some(ResponseError::InvalidTimestamp)
+                        && out.batches.iter().any(|p| {
+                            !p.clear_log_append_time
+                                && p.batch.timestamp_type() == TimestampType::LogAppendTime
+                        });
+                    if log_append_time_refused {
+                        info!(topic = %out.tp.0, partition = out.tp.1, "the topic stamps LogAppendTime: batches are sent without their own LogAppendTime flag");
+                        ps.clear_log_append_time = true;
+                        for p in ps.queue.iter_mut() {
+                            p.clear_log_append_time = true;
+                        }
+                    }
+                    if (e.is_retriable() || seq_trouble || log_append_time_refused) && !expired {
                         if seq_trouble && inner.config.idempotent {
                             if let Some(p) = out.batches.iter().find(|p| ps.proves_gap(p)) {
                                 // The broker refused the next batch it should take: a real gap
@@ -990,7 +1036,8 @@ async fn complete(inner: &Arc<Inner>, outcomes: Vec<(Outgoing, PartitionOutcome)
                         ps.not_before = Some(Instant::now() + delay);
                         debug!(topic = %out.tp.0, partition = out.tp.1, error = %e, ?delay, "produce will be retried");
                         // Kept as sent (same identity and sequence): the broker may have it.
-                        for p in out.batches {
+                        for mut p in out.batches {
+                            p.clear_log_append_time |= ps.clear_log_append_time;
                             ps.retry.insert(p.ordinal, p);
                         }
                     } else {

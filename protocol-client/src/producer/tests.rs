@@ -40,6 +40,43 @@ use crate::cluster::ClientConfig;
 use crate::record::{BatchBuilder, Compression, DecodeLimits};
 use crate::retry::RetryPolicy;
 
+/// A batch a source broker's cleaner marked with a delete horizon (KIP-534, attribute bit 6,
+/// `baseTimestamp` = the horizon) goes out without the bit: a target broker keeps it as sent,
+/// and its cleaner would then drop the batch's tombstones at its next clean. Timestamps as read
+/// (base + delta) stay, and so does a valid CRC.
+#[test]
+fn the_delete_horizon_bit_is_not_forwarded() {
+    let mut b = BatchBuilder::new(Compression::None);
+    b.push(1_700_000_000_000, Some(b"k"), None, &[]);
+    b.push(1_700_000_000_500, Some(b"j"), Some(b"v"), &[]);
+    let built = b.build().unwrap();
+    let mut raw = BytesMut::from(&built.as_bytes()[..]);
+    raw[22] |= 0x40;
+    let crc = crc32c::crc32c(&raw[21..]);
+    raw[17..21].copy_from_slice(&crc.to_be_bytes());
+    let marked = RecordBatch::parse(raw.freeze()).unwrap();
+    marked.verify_crc().unwrap();
+    assert!(marked.has_delete_horizon());
+    for [head, records] in [
+        marked.split_with_producer(-1, -1, -1, false),
+        rewrite_producer_fields(&marked, 5, 1, 0),
+    ] {
+        let mut joined = BytesMut::new();
+        joined.extend_from_slice(&head);
+        joined.extend_from_slice(&records);
+        let sent = RecordBatch::parse(joined.freeze()).unwrap();
+        sent.verify_crc().unwrap();
+        assert!(!sent.has_delete_horizon());
+        let times = |b: &RecordBatch| -> Vec<i64> {
+            b.records(&DecodeLimits::default())
+                .unwrap()
+                .map(|r| r.unwrap().timestamp(b.base_timestamp()))
+                .collect()
+        };
+        assert_eq!(times(&sent), times(&marked));
+    }
+}
+
 /// A fetched batch carries its source base offset and leader epoch; Apache Kafka 4 refuses
 /// a client batch whose base offset is not 0. The produced header has 0 and -1, the CRC
 /// (which does not cover them) stays valid, the records are not copied.
@@ -122,6 +159,7 @@ fn zero_copy_rewrite_matches_full_recompute() {
 // Scripted broker
 
 const TOPIC: &str = "t";
+const NOT_LEADER_OR_FOLLOWER: i16 = 6;
 const REQUEST_TIMED_OUT: i16 = 7;
 const NOT_ENOUGH_REPLICAS: i16 = 19;
 const NOT_ENOUGH_REPLICAS_AFTER_APPEND: i16 = 20;
@@ -129,6 +167,7 @@ const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
 const DUPLICATE_SEQUENCE_NUMBER: i16 = 46;
 const INVALID_PRODUCER_EPOCH: i16 = 47;
 const INVALID_RECORD: i16 = 87;
+const INVALID_TIMESTAMP: i16 = 32;
 /// `Attempt::answer` of a request whose connection was closed instead of answered.
 const NO_ANSWER: i16 = -1;
 
@@ -144,6 +183,10 @@ struct Fault {
     written_then_drop: bool,
     /// The request's answer waits this long (answers to later requests go out before it).
     late: Option<Duration>,
+    /// Handled as above, then the partitions lose their leader (Metadata answers leader -1).
+    then_leaderless: bool,
+    /// The answer asks the client to hold back this long (quota throttling, KIP-219).
+    throttle_ms: i32,
 }
 
 fn ok() -> Fault {
@@ -172,6 +215,20 @@ fn written_then_drop() -> Fault {
 }
 
 impl Fault {
+    fn then_leaderless(self) -> Fault {
+        Fault {
+            then_leaderless: true,
+            ..self
+        }
+    }
+
+    fn throttle(self, ms: i32) -> Fault {
+        Fault {
+            throttle_ms: ms,
+            ..self
+        }
+    }
+
     fn late(self, after: Duration) -> Fault {
         Fault {
             late: Some(after),
@@ -190,6 +247,8 @@ struct Attempt {
     seq: i32,
     /// The code answered (0: written now or before), or [`NO_ANSWER`].
     answer: i16,
+    /// When the broker read it.
+    at: Instant,
 }
 
 impl Attempt {
@@ -274,6 +333,11 @@ struct BrokerState {
     attempts: Vec<Attempt>,
     init_producer_ids: usize,
     faults: FaultScript,
+    /// Metadata answers every partition without a leader.
+    leaderless: bool,
+    /// The topic is `message.timestamp.type=LogAppendTime`: like Kafka's `LogValidator`, a
+    /// batch claiming LogAppendTime is refused with INVALID_TIMESTAMP.
+    log_append_time: bool,
 }
 
 struct Broker {
@@ -294,6 +358,8 @@ impl Broker {
             attempts: Vec::new(),
             init_producer_ids: 0,
             faults: Box::new(faults),
+            leaderless: false,
+            log_append_time: false,
         }));
         let st = state.clone();
         tokio::spawn(async move {
@@ -442,11 +508,12 @@ fn handle(
             ))
         }
         ApiKey::Metadata => {
+            let leader = if st.leaderless { -1 } else { 0 };
             let partitions = (0..st.partitions)
                 .map(|p| {
                     MetadataResponsePartition::default()
                         .with_partition_index(p)
-                        .with_leader_id(BrokerId(0))
+                        .with_leader_id(BrokerId(leader))
                         .with_leader_epoch(0)
                         .with_replica_nodes(vec![BrokerId(0)])
                         .with_isr_nodes(vec![BrokerId(0)])
@@ -477,7 +544,7 @@ fn handle(
         }
         ApiKey::Produce => {
             let req = ProduceRequest::decode(&mut b, v).unwrap();
-            let (mut drop, mut late) = (false, None::<Duration>);
+            let (mut drop, mut late, mut throttle) = (false, None::<Duration>, 0);
             let mut topics = Vec::new();
             for t in &req.topic_data {
                 let mut parts = Vec::new();
@@ -490,13 +557,19 @@ fn handle(
                         epoch: batch.producer_epoch(),
                         seq: batch.base_sequence(),
                         answer: 0,
+                        at: Instant::now(),
                     };
                     let before = st
                         .attempts
                         .iter()
                         .filter(|a| a.partition == attempt.partition && a.value == attempt.value)
                         .count();
-                    let fault = (st.faults)(&attempt, before);
+                    let mut fault = (st.faults)(&attempt, before);
+                    if st.log_append_time
+                        && batch.timestamp_type() == crate::record::TimestampType::LogAppendTime
+                    {
+                        fault.refuse = Some(INVALID_TIMESTAMP);
+                    }
                     let log = st.logs.entry(p.index).or_default();
                     let (mut code, mut base) = match fault.refuse {
                         Some(code) => (code, -1),
@@ -518,6 +591,8 @@ fn handle(
                     }
                     drop |= fault.written_then_drop;
                     late = late.max(fault.late);
+                    throttle = throttle.max(fault.throttle_ms);
+                    st.leaderless |= fault.then_leaderless;
                     attempt.answer = if fault.written_then_drop {
                         NO_ANSWER
                     } else {
@@ -539,7 +614,13 @@ fn handle(
                         .with_partition_responses(parts),
                 );
             }
-            let resp = frame(corr, v, &ProduceResponse::default().with_responses(topics));
+            let resp = frame(
+                corr,
+                v,
+                &ProduceResponse::default()
+                    .with_responses(topics)
+                    .with_throttle_time_ms(throttle),
+            );
             match (drop, late) {
                 (true, _) => Answer::Drop,
                 (false, Some(after)) => Answer::Late(resp, after),
@@ -922,4 +1003,89 @@ async fn abort_waits_for_what_is_in_flight_and_retries_nothing() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(broker.attempts(0, "v0").len(), 1, "not retried");
     assert!(broker.attempts(0, "v1").is_empty(), "never sent");
+}
+
+/// A batch is answered NOT_LEADER_OR_FOLLOWER and the partition then has no leader for longer
+/// than the delivery timeout. The batch waits for a retry with its sequence; it must still fail
+/// when its time is up (saying it may have been written), not wait forever.
+#[tokio::test]
+async fn a_batch_waiting_for_a_leader_to_retry_fails_at_the_delivery_timeout() {
+    let broker = Broker::start(1, |a, before| match (a.value.as_str(), before) {
+        ("v1", 0) => refuse(NOT_LEADER_OR_FOLLOWER).then_leaderless(),
+        _ => ok(),
+    })
+    .await;
+    let producer = broker
+        .producer(ProducerConfig {
+            delivery_timeout: Duration::from_millis(800),
+            ..config()
+        })
+        .await;
+    let warm = outcomes(append_all(&producer, 0, &names("v", 0..1))).await;
+    assert_eq!(*warm[0].as_ref().expect("v0 produced"), 0);
+    let acks = outcomes(append_all(&producer, 0, &names("v", 1..3))).await;
+    let msg = acks[0].as_ref().expect_err("v1 expired").to_string();
+    assert!(msg.contains("may have been written"), "{msg}");
+    assert!(acks[1].is_err(), "v2 expired too: {:?}", acks[1]);
+    assert_eq!(broker.attempts(0, "v1").len(), 1, "no leader to retry on");
+    broker.assert_log(0, &names("v", 0..1));
+}
+
+/// A Produce answer carries throttle_time_ms (the broker is over its quota, KIP-219): the next
+/// request to that broker waits until the throttle has passed.
+#[tokio::test]
+async fn a_throttled_answer_holds_back_the_next_request_to_that_broker() {
+    let broker = Broker::start(1, |a, _| match a.value.as_str() {
+        "v0" => ok().throttle(400),
+        _ => ok(),
+    })
+    .await;
+    let producer = broker.producer(config()).await;
+    let first = outcomes(append_all(&producer, 0, &names("v", 0..1))).await;
+    assert_eq!(*first[0].as_ref().expect("v0 produced"), 0);
+    let second = outcomes(append_all(&producer, 0, &names("v", 1..2))).await;
+    assert_eq!(*second[0].as_ref().expect("v1 produced"), 1);
+    let gap = broker.attempts(0, "v1")[0].at - broker.attempts(0, "v0")[0].at;
+    assert!(
+        gap >= Duration::from_millis(350),
+        "sent {gap:?} after the throttled answer"
+    );
+}
+
+/// Mirrored batches from a `LogAppendTime` source topic carry the LogAppendTime bit; a
+/// `LogAppendTime` target topic refuses them (INVALID_TIMESTAMP, nothing written). The producer
+/// sends the refused batch again without the bit, and every later batch of the partition
+/// without it from the start: all land once, in order, under their sequences.
+#[tokio::test]
+async fn a_log_append_time_topic_gets_batches_without_the_log_append_time_bit() {
+    let broker = Broker::start(1, |_, _| ok()).await;
+    broker.lock().log_append_time = true;
+    let producer = broker.producer(config()).await;
+    let values = names("v", 0..4);
+    let pending: Vec<_> = values
+        .iter()
+        .map(|v| {
+            let mut b = BatchBuilder::new(Compression::None)
+                .timestamp_type(crate::record::TimestampType::LogAppendTime);
+            b.push(1_700_000_000_000, Some(b"k"), Some(v.as_bytes()), &[]);
+            producer.append(TOPIC, 0, b.build().unwrap())
+        })
+        .collect();
+    let acks: Vec<i64> = outcomes(pending)
+        .await
+        .into_iter()
+        .map(|r| r.expect("produced"))
+        .collect();
+    assert_eq!(acks, vec![0, 1, 2, 3]);
+    broker.assert_log(0, &values);
+    for v in &values {
+        broker.assert_sent_under_one_identity(0, v);
+    }
+    let refused = broker
+        .lock()
+        .attempts
+        .iter()
+        .filter(|a| a.answer == INVALID_TIMESTAMP)
+        .count();
+    assert!(refused <= 1, "only the first batch is refused: {refused}");
 }

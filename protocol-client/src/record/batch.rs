@@ -329,6 +329,11 @@ impl RecordBatch {
     /// refuses a client batch whose base offset is not 0 (`InvalidRecordException` from
     /// `LogValidator`), and a fetched batch carries its source offset there. When nothing
     /// changes, both parts are slices of this batch.
+    ///
+    /// The delete-horizon bit (KIP-534, set by a source broker's log cleaner) is cleared: a
+    /// producer never sends it, and a target broker keeps it, so its cleaner would drop the
+    /// batch's tombstones at its next clean instead of `delete.retention.ms` after they reached
+    /// the target. Record timestamps are `baseTimestamp + delta` either way.
     pub fn split_with_producer(
         &self,
         producer_id: i64,
@@ -336,17 +341,43 @@ impl RecordBatch {
         base_sequence: i32,
         transactional: bool,
     ) -> [Bytes; 2] {
+        self.split_for_produce(
+            producer_id,
+            producer_epoch,
+            base_sequence,
+            transactional,
+            false,
+        )
+    }
+
+    /// [`split_with_producer`](Self::split_with_producer), optionally also clearing the
+    /// LogAppendTime bit: a `LogAppendTime` topic refuses a produced batch that carries it
+    /// (`INVALID_TIMESTAMP`, "Producer should not set timestamp type to LogAppendTime") and
+    /// stamps its own time once it is cleared.
+    pub fn split_for_produce(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        base_sequence: i32,
+        transactional: bool,
+        clear_log_append_time: bool,
+    ) -> [Bytes; 2] {
         let all = &self.bytes;
         let mut head = [0u8; BATCH_HEADER_LEN];
         head.copy_from_slice(&all[..BATCH_HEADER_LEN]);
         head[BASE_OFFSET_AT..BASE_OFFSET_AT + 8].copy_from_slice(&0i64.to_be_bytes());
         head[PARTITION_LEADER_EPOCH_AT..PARTITION_LEADER_EPOCH_AT + 4]
             .copy_from_slice(&(-1i32).to_be_bytes());
-        let attributes = read_i16(&head, ATTRIBUTES_AT);
+        let attributes = read_i16(&head, ATTRIBUTES_AT) & !super::DELETE_HORIZON_FLAG_MASK;
         let attributes = if transactional {
             attributes | TRANSACTIONAL_FLAG_MASK
         } else {
             attributes & !TRANSACTIONAL_FLAG_MASK
+        };
+        let attributes = if clear_log_append_time {
+            attributes & !TIMESTAMP_TYPE_MASK
+        } else {
+            attributes
         };
         head[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
         head[PRODUCER_ID_AT..PRODUCER_ID_AT + 8].copy_from_slice(&producer_id.to_be_bytes());

@@ -38,7 +38,7 @@
 pub mod plan;
 pub mod resume;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -151,6 +151,9 @@ pub struct FlowState {
     /// Per source partition.
     pub partitions: HashMap<(String, i32), PartitionState>,
     pending_syncs: Vec<OffsetSync>,
+    /// Partitions stopped during this run, and why: the run then ends with an error naming
+    /// them (the exit status shows it), whatever else happened.
+    pub stopped: BTreeMap<(String, i32), String>,
 }
 
 /// A running flow.
@@ -171,6 +174,9 @@ pub struct Flow {
     checkpoints: Mutex<CheckpointState>,
     limits: DecodeLimits,
     warned: Mutex<HashSet<&'static str>>,
+    /// Target groups whose offset sync failed last time (logged when they start and stop
+    /// failing).
+    group_sync_failing: Mutex<HashSet<String>>,
 }
 
 impl std::fmt::Debug for Flow {
@@ -218,6 +224,7 @@ impl Flow {
             checkpoints: Mutex::new(CheckpointState::new()),
             limits: DecodeLimits::default(),
             warned: Mutex::new(HashSet::new()),
+            group_sync_failing: Mutex::new(HashSet::new()),
         }
     }
 
@@ -235,6 +242,15 @@ impl Flow {
 
     fn tgt(&self) -> impl FnOnce(protocol_client::Error) -> Error + '_ {
         Error::client(&self.config.target)
+    }
+
+    /// Records that a partition stopped (it is paused, the rest of the flow goes on).
+    fn record_stopped(&self, key: &(String, i32), why: String) {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .stopped
+            .insert(key.clone(), why);
     }
 
     fn warn_once(&self, what: &'static str, message: String) {
@@ -670,8 +686,25 @@ impl Flow {
                         // source partitions whose remote partition exists only now (its growth
                         // failed or was not yet visible last time) are assigned. Partitions
                         // already assigned are never resumed again within a run (their live map
-                        // is the truth), and a partition missing from one metadata answer is
-                        // not unassigned (a lagging broker can omit a topic).
+                        // is the truth). A source topic gone from two metadata answers in a row
+                        // (one lagging broker can omit a topic) was deleted: its partitions are
+                        // unassigned; if it comes back, it resumes from its live map, as after
+                        // a restart.
+                        let gone = deleted_topics(&assigned, &now);
+                        if !gone.is_empty() {
+                            let again = self.select_topics().await?;
+                            for topic in deleted_topics(&assigned, &again) {
+                                if !gone.contains(&topic) {
+                                    continue;
+                                }
+                                let keys: Vec<_> = assigned.iter().filter(|k| k.0 == topic).cloned().collect();
+                                for key in &keys {
+                                    fetcher.unassign(&key.0, key.1);
+                                    assigned.remove(key);
+                                }
+                                warn!(flow = %self.name(), %topic, partitions = keys.len(), "source topic deleted: no longer mirrored (its remote topic, offset map and checkpoints stay)");
+                            }
+                        }
                         self.sync_topics(&now).await?;
                         self.assign_new(&now, &mut stored, &progress, &mut fetcher, &mut assigned).await?;
                         topics = now;
@@ -698,6 +731,7 @@ impl Flow {
                         (OutOfRangeKind::BelowLogStart, None) => {}
                         (OutOfRangeKind::AboveLogEnd, _) => {
                             error!(flow = %self.name(), topic = %key.0, partition = key.1, position = oor.fetch_offset, log_end = oor.high_watermark, "partition stopped: the source partition ends before Strait's position (topic re-created, or the log truncated by an unclean election); it is not re-replicated into the same remote partition");
+                            self.record_stopped(&key, format!("the source log ends at {} before position {}", oor.high_watermark, oor.fetch_offset));
                         }
                     }
                 }
@@ -726,6 +760,7 @@ impl Flow {
                                 source,
                             };
                             error!(flow = %self.name(), topic = %key.0, partition = key.1, offset = fp.fetch_offset, error = %e, "partition stopped: a source batch cannot be forwarded");
+                            self.record_stopped(&key, e.to_string());
                             fetcher.pause(&key.0, key.1);
                             continue;
                         }
@@ -784,11 +819,35 @@ impl Flow {
                 warn!(flow = %self.name(), error = %e, "final checkpoints failed");
             }
         }
+        if result.is_err() {
+            // The flow's error is returned; what else failed while it drained is only logged.
+            for e in &late {
+                warn!(flow = %self.name(), error = %e, "also failed while stopping");
+            }
+        }
         result?;
-        if let Some(e) = late.into_iter().next() {
+        let mut late = late.into_iter();
+        if let Some(e) = late.next() {
+            for other in late {
+                warn!(flow = %self.name(), error = %other, "also failed while stopping");
+            }
             return Err(e);
         }
-        committed
+        committed?;
+        let stopped =
+            std::mem::take(&mut self.state.lock().unwrap_or_else(|p| p.into_inner()).stopped);
+        if !stopped.is_empty() {
+            let list: Vec<String> = stopped
+                .iter()
+                .map(|((t, p), why)| format!("{t}/{p} ({why})"))
+                .collect();
+            return Err(Error::Other(format!(
+                "{} partition(s) stopped during the run: {}",
+                stopped.len(),
+                list.join("; ")
+            )));
+        }
+        Ok(())
     }
 
     async fn assign_new(
@@ -813,7 +872,11 @@ impl Flow {
             for partition in 0..partitions.min(remote_partitions) {
                 let key = (topic.clone(), partition);
                 if !assigned.contains(&key) {
-                    let stored = stored.remove(&key);
+                    // Stored at start, or live from before the topic was deleted and re-created.
+                    let stored = stored.remove(&key).or_else(|| {
+                        let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                        st.partitions.get(&key).map(|ps| ps.map.clone())
+                    });
                     let mm2 = progress.get(&key).copied();
                     todo.push((key, remote.clone(), stored, mm2));
                 }
@@ -875,6 +938,7 @@ impl Flow {
                 let FlowState {
                     partitions,
                     pending_syncs,
+                    ..
                 } = &mut *st;
                 let Some(ps) = partitions.get_mut(key) else {
                     return Ok(());
@@ -972,6 +1036,7 @@ impl Flow {
             let FlowState {
                 partitions,
                 pending_syncs,
+                ..
             } = &mut *st;
             let mut map_records = Vec::new();
             let mut progress = Vec::new();
@@ -1230,8 +1295,29 @@ impl Flow {
             }
         }
         if sync {
+            // Each group on its own: one group the target refuses (its ACLs, a live consumer
+            // of the other protocol) neither stops the others nor the flow. Like MM2, the
+            // failure is logged (once when it starts, once when it ends) and retried next round.
             for group in touched {
-                self.sync_group_offsets(&group).await?;
+                let r = self.sync_group_offsets(&group).await;
+                let mut failing = self
+                    .group_sync_failing
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                match r {
+                    Ok(()) => {
+                        if failing.remove(&group) {
+                            info!(flow = %self.name(), %group, "group offset sync works again");
+                        }
+                    }
+                    Err(e) => {
+                        if failing.insert(group.clone()) {
+                            warn!(flow = %self.name(), %group, error = %e, "group offset sync failed for this group; retried every round, other groups go on");
+                        } else {
+                            debug!(flow = %self.name(), %group, error = %e, "group offset sync still failing");
+                        }
+                    }
+                }
             }
         }
         Ok(())
@@ -1357,6 +1443,18 @@ impl FailingSince {
             }
         }
     }
+}
+
+/// Topics of assigned partitions that `topics` (one metadata answer) no longer lists.
+fn deleted_topics(
+    assigned: &HashSet<(String, i32)>,
+    topics: &BTreeMap<String, i32>,
+) -> BTreeSet<String> {
+    assigned
+        .iter()
+        .filter(|(t, _)| !topics.contains_key(t))
+        .map(|(t, _)| t.clone())
+        .collect()
 }
 
 /// The error of a partition's lane that ended: what it reported, or (a lane that panicked

@@ -72,7 +72,7 @@ use protocol_client::fetcher::{
 };
 use protocol_client::record::{
     split_batches, DecodeLimits, Record, RecordBatch, TimestampType, BATCH_HEADER_LEN,
-    TIMESTAMP_TYPE_MASK, TRANSACTIONAL_FLAG_MASK,
+    DELETE_HORIZON_FLAG_MASK, TIMESTAMP_TYPE_MASK, TRANSACTIONAL_FLAG_MASK,
 };
 use tracing::{info, warn};
 
@@ -90,9 +90,11 @@ enum Match {
     Records,
 }
 
-/// Attribute bits a forwarded copy may differ in: the transactional bit (Strait's producer
-/// clears it) and the timestamp type (the target topic's `message.timestamp.type` sets it).
-const IGNORED_ATTRIBUTES: i16 = TRANSACTIONAL_FLAG_MASK | TIMESTAMP_TYPE_MASK;
+/// Attribute bits a forwarded copy may differ in: the transactional and delete-horizon bits
+/// (Strait's producer clears them) and the timestamp type (the target topic's
+/// `message.timestamp.type` sets it).
+const IGNORED_ATTRIBUTES: i16 =
+    TRANSACTIONAL_FLAG_MASK | TIMESTAMP_TYPE_MASK | DELETE_HORIZON_FLAG_MASK;
 
 /// Whether `remote` is the copy of `source` as the target stores it (see the module docs):
 /// byte for byte (header fields Strait rewrites — base offset, leader epoch, CRC, producer
