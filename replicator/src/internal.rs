@@ -20,9 +20,6 @@ use tracing::info;
 
 use crate::error::{Error, Result};
 
-/// Partitions Kafka Connect gives its offsets topic (`offset.storage.partitions`).
-pub const OFFSET_STORAGE_PARTITIONS: i32 = 25;
-
 /// Name of Strait's offset-map topic for a source cluster.
 ///
 /// MM2 4.x's `ReplicationPolicy.isInternalTopic` counts as internal only names starting with

@@ -250,6 +250,25 @@ pub fn create_topic_replicated(
     );
 }
 
+/// Creates `topic` with one partition per entry of `assignment`, each on the given broker ids
+/// (the first is the preferred leader).
+pub fn create_topic_assigned(
+    bootstrap: &str,
+    topic: &str,
+    assignment: &[&[i32]],
+    configs: &[(&str, &str)],
+) {
+    let mut new_topic = NewTopic::new(
+        topic,
+        assignment.len() as i32,
+        TopicReplication::Variable(assignment),
+    );
+    for (k, v) in configs {
+        new_topic = new_topic.set(k, v);
+    }
+    create_new_topic(&base_config(bootstrap), new_topic);
+}
+
 fn create_topic_full(
     config: &ClientConfig,
     topic: &str,
@@ -261,6 +280,10 @@ fn create_topic_full(
     for (k, v) in configs {
         new_topic = new_topic.set(k, v);
     }
+    create_new_topic(config, new_topic);
+}
+
+fn create_new_topic(config: &ClientConfig, new_topic: NewTopic<'_>) {
     let admin: AdminClient<DefaultClientContext> = config.create().expect("create admin client");
     // A runtime of its own on a thread of its own: callable from sync and async tests alike.
     let res = std::thread::scope(|s| {

@@ -263,3 +263,73 @@ fn leader_of(bootstrap: &str, topic: &str, partition: i32) -> i32 {
         md.partition(topic, partition).expect("partition").leader
     })
 }
+
+/// One remote partition cannot take appends (its replicas: nodes 1 and 3, min ISR 2, node 3
+/// stopped: NOT_ENOUGH_REPLICAS, retried) while its source partition holds twice the in-flight
+/// budget and another partition of the same flow carries three times the budget.
+/// Acknowledgements are applied per partition and a partition holds at most an eighth of the
+/// budget, so the stuck partition stops being fetched and the other is mirrored completely
+/// meanwhile (before, the stuck one took the whole budget and everything stalled). Then node 3
+/// returns and the stuck partition catches up from where its fetches were dropped, exactly
+/// once.
+#[test]
+fn a_stuck_target_partition_does_not_stall_the_others() {
+    use strait_tests::kafka::{KafkaCluster, KafkaOptions};
+    let a_cluster = KafkaCluster::start("lane-src");
+    let mut b_cluster = KafkaCluster::start_with("lane-dst", KafkaOptions::brokers(3));
+    let (a, b) = (a_cluster.bootstrap(), b_cluster.bootstrap());
+    reference::create_topic(&a, "lanes", 2);
+    reference::create_topic_assigned(
+        &b,
+        "A.lanes",
+        &[&[1, 3], &[1, 2]],
+        &[("min.insync.replicas", "2")],
+    );
+    let budget = 4 << 20;
+    b_cluster.stop_broker(2);
+    let big = "x".repeat(1000);
+    let records = |from: usize, to: usize| -> Vec<Outgoing> {
+        (from..to)
+            .map(|i| Outgoing::kv(format!("k{i}"), format!("v{i}:{big}")))
+            .collect()
+    };
+    let stuck = 2 * budget / 1000;
+    reference::produce(&a, "lanes", 0, &records(0, stuck), &[]);
+    let free = 3 * budget / 1000;
+    reference::produce(&a, "lanes", 1, &records(0, free), &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut strait = StraitProcess::start(
+        &mm2_properties(&a, &b, &format!("strait.inflight.bytes = {budget}\n")),
+        dir.path(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while reference::try_watermarks(&b, "A.lanes", 1).map_or(-1, |w| w.1) < free as i64 {
+        assert!(
+            Instant::now() < deadline,
+            "partition 1 not mirrored while partition 0 is stuck\n{}",
+            strait.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        reference::watermarks(&b, "A.lanes", 0).1,
+        0,
+        "partition 0 cannot take appends while node 3 is down"
+    );
+    b_cluster.restart_broker(2);
+    wait_for_high_watermark(&b, "A.lanes", 0, stuck as i64, Duration::from_secs(120));
+    for (p, n) in [(0, stuck), (1, free)] {
+        let got = reference::consume(&b, "A.lanes", p, 0, n, Duration::from_secs(30));
+        let want: Vec<String> = (0..n).map(|i| format!("v{i}:{big}")).collect();
+        assert_eq!(values(&got), want, "partition {p}\n{}", strait.log());
+        assert_eq!(
+            reference::watermarks(&b, "A.lanes", p).1,
+            n as i64,
+            "nothing twice"
+        );
+    }
+    let status = strait
+        .terminate(Duration::from_secs(60))
+        .expect("exits after SIGTERM");
+    assert!(status.success(), "{}", strait.log());
+}

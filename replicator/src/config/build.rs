@@ -60,6 +60,7 @@ const FLOW_KEYS: &[&str] = &[
     "offset-syncs.topic.replication.factor",
     "offset.storage.replication.factor",
     "offset.storage.topic",
+    "offset.storage.partitions",
     "offset-syncs.topic.location",
     "emit.offset-syncs.enabled",
     "refresh.topics.enabled",
@@ -93,7 +94,6 @@ const IGNORED_PREFIXES: &[&str] = &[
     "header.converter",
     "config.storage.",
     "status.storage.",
-    "offset.storage.partitions",
     "offset.flush.",
     "rest.",
     "listeners",
@@ -452,6 +452,7 @@ pub(crate) fn build(
                 admin.insert(s.to_owned(), e.value.clone());
             } else if setting == "offset.storage.replication.factor"
                 || setting == "offset.storage.topic"
+                || setting == "offset.storage.partitions"
             {
                 worker.insert(setting, e);
             } else if is_ignored(setting) {
@@ -828,15 +829,23 @@ fn build_flow(
             .or_else(|| s.get(name))
     };
     let worker_settings = Settings {
-        map: ["offset.storage.replication.factor", "offset.storage.topic"]
-            .into_iter()
-            .filter_map(|k| worker(k).map(|e| (k, e)))
-            .collect(),
+        map: [
+            "offset.storage.replication.factor",
+            "offset.storage.topic",
+            "offset.storage.partitions",
+        ]
+        .into_iter()
+        .filter_map(|k| worker(k).map(|e| (k, e)))
+        .collect(),
     };
     let offset_storage_replication_factor =
         worker_settings.replication_factor("offset.storage.replication.factor", 3)?;
     let offset_storage_topic =
         worker_settings.string("offset.storage.topic", &policy.offsets_topic(source));
+    // Used when Strait creates the topic (Connect's default, 25); progress records go to
+    // partitions by key hash over the topic's actual partition count, as Connect writes them.
+    let offset_storage_partitions =
+        worker_settings.long_in("offset.storage.partitions", 25, 1, i64::from(i32::MAX))? as i32;
 
     let flow_override = |prefix: &str| -> BTreeMap<String, String> {
         own.iter()
@@ -935,6 +944,7 @@ fn build_flow(
             .replication_factor("offset-syncs.topic.replication.factor", 3)?,
         offset_storage_replication_factor,
         offset_storage_topic,
+        offset_storage_partitions,
         offset_syncs_location,
         isolation_level,
         exactly_once,

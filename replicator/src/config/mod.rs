@@ -221,6 +221,8 @@ pub struct FlowConfig {
     pub offset_storage_replication_factor: i16,
     /// `offset.storage.topic` (default `mm2-offsets.<source>.internal`).
     pub offset_storage_topic: String,
+    /// Partitions of the progress topic when Strait creates it (`offset.storage.partitions`).
+    pub offset_storage_partitions: i32,
     /// `offset-syncs.topic.location`.
     pub offset_syncs_location: OffsetSyncsLocation,
     /// Source consumer isolation level.

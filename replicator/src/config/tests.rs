@@ -43,6 +43,7 @@ fn basic_flow_with_mm2_defaults() {
     assert_eq!(f.checkpoints_topic_replication_factor, 3);
     assert_eq!(f.offset_storage_replication_factor, 3);
     assert_eq!(f.offset_storage_topic, "mm2-offsets.A.internal");
+    assert_eq!(f.offset_storage_partitions, 25);
     assert_eq!(f.offset_syncs_location, OffsetSyncsLocation::Source);
     assert_eq!(
         f.offset_syncs_topic(),
@@ -237,6 +238,17 @@ fn worker_settings_from_target_cluster_prefix() {
         c.flow("A", "B").unwrap().offset_storage_replication_factor,
         2
     );
+}
+
+/// `offset.storage.partitions` was ignored (always 25); it sizes the progress topic Strait
+/// creates, from the top level or the target cluster's prefix, and a bad value is refused.
+#[test]
+fn offset_storage_partitions_is_honoured() {
+    let c = props(&format!("{BASIC}B.offset.storage.partitions=5\n")).unwrap();
+    let f = c.flow("A", "B").unwrap();
+    assert_eq!(f.offset_storage_partitions, 5);
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    assert!(props(&format!("{BASIC}offset.storage.partitions=0\n")).is_err());
 }
 
 #[test]

@@ -41,6 +41,7 @@ pub mod resume;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -58,7 +59,7 @@ use tracing::{debug, error, info, warn};
 use crate::config::{self, FlowConfig};
 use crate::error::{Error, Result};
 use crate::formats::{Checkpoint, OffsetMapRecord, OffsetSync, SourceProgress, SourceProgressKey};
-use crate::internal::{self, offset_map_topic, OFFSET_STORAGE_PARTITIONS};
+use crate::internal::{self, offset_map_topic};
 use crate::offsets::{
     decide_group_offset_sync, CheckpointState, CommittedOffset, OffsetMap, SyncEmitter,
     TargetGroupState, TopicPartition,
@@ -80,11 +81,25 @@ enum AckItem {
         stretches: Vec<(i64, i64)>,
         next: i64,
         ack: AckFuture,
-        _permit: OwnedSemaphorePermit,
+        _permit: Held,
     },
     Skip {
         next: i64,
     },
+}
+
+/// Budget a partition holds for one batch in flight: released (to the flow's budget and the
+/// partition's own count) when its lane has applied the acknowledgement.
+struct Held {
+    _permit: OwnedSemaphorePermit,
+    bytes: usize,
+    partition: Arc<AtomicUsize>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.partition.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
 }
 
 /// One acknowledgement lane (a task) per partition, so a slow or retrying partition holds up
@@ -494,7 +509,7 @@ impl Flow {
             &self.target_admin,
             &c.target,
             &c.offset_storage_topic,
-            OFFSET_STORAGE_PARTITIONS,
+            c.offset_storage_partitions,
             c.offset_storage_replication_factor,
         )
         .await?;
@@ -635,6 +650,12 @@ impl Flow {
 
         let budget_total = self.config.inflight_bytes.clamp(1 << 20, u32::MAX as u64) as usize;
         let budget = Arc::new(Semaphore::new(budget_total));
+        // No partition holds more than an eighth of the budget (beyond its first batch): a
+        // target partition that cannot take appends (below min ISR, no leader) stops being
+        // fetched once it holds its share, and the others keep the rest.
+        let partition_cap = budget_total / 8;
+        let mut held: HashMap<(String, i32), Arc<AtomicUsize>> = HashMap::new();
+        let mut starved: HashSet<(String, i32)> = HashSet::new();
         // Every task of the flow reports a failure here; the fetch loop stops at the first.
         let (fail_tx, mut fail_rx) = mpsc::unbounded_channel::<Error>();
         let mut lanes = Lanes::new(fail_tx.clone());
@@ -675,6 +696,13 @@ impl Flow {
                 if *stop.borrow() {
                     return Ok(());
                 }
+                starved.retain(|key| {
+                    let busy = held.get(key).is_some_and(|h| h.load(Ordering::Acquire) >= partition_cap);
+                    if !busy {
+                        fetcher.resume(&key.0, key.1);
+                    }
+                    busy
+                });
                 let fetched = tokio::select! {
                     biased;
                     Some(e) = fail_rx.recv() => return Err(e),
@@ -769,18 +797,33 @@ impl Flow {
                         continue;
                     }
                     let remote = self.remote_topic(&key.0);
+                    let in_flight = held.entry(key.clone()).or_default().clone();
+                    // The upstream position before each step (where a re-fetch starts).
+                    let mut position = fp.fetch_offset;
                     for step in steps {
+                        let step_next = step.next();
                         let item = match step {
                             plan::Step::Forward { batch, stretches, next, .. } => {
-                                let need = batch.len().clamp(1, budget_total) as u32;
+                                let need = batch.len().clamp(1, budget_total);
+                                let holding = in_flight.load(Ordering::Acquire);
+                                if holding > 0 && holding + need > partition_cap {
+                                    // This partition holds its share: the rest of this fetch is
+                                    // dropped, fetched again from here once its lane catches up.
+                                    fetcher.seek(&key.0, key.1, position);
+                                    fetcher.pause(&key.0, key.1);
+                                    starved.insert(key.clone());
+                                    break;
+                                }
                                 let permit = tokio::select! {
                                     biased;
                                     Some(e) = fail_rx.recv() => return Err(e),
                                     _ = stop.changed() => return Ok(()),
-                                    p = budget.clone().acquire_many_owned(need) => {
+                                    p = budget.clone().acquire_many_owned(need as u32) => {
                                         p.map_err(|_| Error::Other("budget closed".into()))?
                                     }
                                 };
+                                in_flight.fetch_add(need, Ordering::AcqRel);
+                                let permit = Held { _permit: permit, bytes: need, partition: in_flight.clone() };
                                 let first = stretches.first().map(|s| s.0).unwrap_or(next);
                                 let ack = Box::pin(self.data_producer.append(&remote, key.1, batch));
                                 AckItem::Forward { first, stretches, next, ack, _permit: permit }
@@ -791,6 +834,7 @@ impl Flow {
                             // The partition's lane ended: it failed and said why on `fail_rx`.
                             return Err(lane_ended(&mut fail_rx, &key).await);
                         }
+                        position = step_next;
                     }
                 }
             }
