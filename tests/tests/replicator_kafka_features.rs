@@ -503,3 +503,48 @@ fn a_recreated_source_topic_stops_its_partitions_and_the_exit_status_says_so() {
         strait.log()
     );
 }
+
+/// A `LogAppendTime` source topic mirrored into a `CreateTime` remote topic: the remote's
+/// consumers read the same timestamp for every record as the source's consumers (the source's
+/// append time), as with MirrorMaker 2, not the producers' create times the records hold (what a
+/// remote topic showed when the batch was forwarded as is and the broker cleared its flag).
+#[test]
+fn log_append_time_source_into_create_time_target_keeps_the_timestamps_read() {
+    let clusters = start_clusters("latct", 2);
+    let (a, b) = (clusters[0].bootstrap(), clusters[1].bootstrap());
+    reference::create_topic_with_configs(
+        &a,
+        "stamped",
+        1,
+        &[("message.timestamp.type", "LogAppendTime")],
+    );
+    let old = 1_600_000_000_000;
+    let records: Vec<Outgoing> = (0..30)
+        .map(|i| Outgoing {
+            timestamp: Some(old + i),
+            ..Outgoing::kv(format!("k{i}"), format!("v{i}"))
+        })
+        .collect();
+    reference::produce(&a, "stamped", 0, &records, &[("compression.type", "lz4")]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut strait = StraitProcess::start(&mm2_properties(&a, &b, ""), dir.path());
+    wait_until("mirrored", Duration::from_secs(60), || {
+        high_watermark(&b, "A.stamped", 0) >= 30
+    });
+    let source = reference::consume(&a, "stamped", 0, 0, 30, Duration::from_secs(20));
+    let remote = reference::consume(&b, "A.stamped", 0, 0, 30, Duration::from_secs(20));
+    assert_eq!(values(&remote), values(&source), "{}", strait.log());
+    let times = |rs: &[reference::RefRecord]| -> Vec<Option<i64>> {
+        rs.iter().map(|r| r.timestamp).collect()
+    };
+    assert!(
+        times(&source)
+            .iter()
+            .all(|t| t.is_some_and(|t| t > old + 1000)),
+        "the source stamped its append time: {:?}",
+        times(&source)
+    );
+    assert_eq!(times(&remote), times(&source), "timestamps as read");
+    let status = strait.terminate(Duration::from_secs(30)).expect("exits");
+    assert!(status.success(), "{}", strait.log());
+}

@@ -12,6 +12,8 @@
 //!   records at or after the position;
 //! - a batch with offset gaps (`lastOffsetDelta + 1 != recordCount`, left by compaction) is
 //!   renumbered, since brokers reject such batches from clients;
+//! - a `LogAppendTime` batch is rebuilt as a `CreateTime` batch whose records carry the append
+//!   time its consumers read (see [`rebuild_from`]);
 //! - everything else is forwarded byte for byte (the producer rewrites producer fields in the
 //!   header only).
 //!
@@ -23,7 +25,8 @@ use std::collections::HashSet;
 use bytes::Bytes;
 use protocol_client::fetcher::{AbortedTransaction, IsolationLevel};
 use protocol_client::record::{
-    split_batches, BatchBuilder, ControlType, DecodeLimits, RecordBatch, RecordError,
+    split_batches, BatchBuilder, ControlType, DecodeLimits, Record, RecordBatch, RecordError,
+    TimestampType,
 };
 
 /// Upstream offset stretches `(first offset, count)` covered by a forwarded batch, in order.
@@ -145,6 +148,7 @@ pub fn plan(
             steps.push(Step::Skip { next });
         } else if batch.base_offset() < position
             || batch.last_offset_delta() + 1 != batch.record_count()
+            || batch.timestamp_type() == TimestampType::LogAppendTime
         {
             match rebuild_from(&batch, position, limits)? {
                 Some((rebuilt, stretches)) => steps.push(Step::Forward {
@@ -170,13 +174,24 @@ pub fn plan(
 }
 
 /// Rebuilds `batch` with the records at or after `from`, renumbered consecutively, keeping
-/// codec, timestamps, attributes and producer fields. Returns the new batch and the upstream
-/// stretches of its records, or `None` when no record is left.
+/// codec, attributes, producer fields and every record's timestamp as a consumer reads it.
+/// Returns the new batch and the upstream stretches of its records, or `None` when no record is
+/// left.
+///
+/// A `LogAppendTime` batch (from a source topic with `message.timestamp.type=LogAppendTime`) is
+/// always rebuilt: its consumers read the batch's max timestamp (the source's append time) for
+/// every record, while the records hold their producers' create times. Forwarded as is, a
+/// `CreateTime` remote topic would clear the flag in place and its consumers would read the
+/// create times, and a `LogAppendTime` remote topic refuses the flag. So the copy is a
+/// `CreateTime` batch whose records all carry the append time, which is what MirrorMaker 2
+/// writes (it produces each record with the timestamp its consumer read); a `LogAppendTime`
+/// remote topic stamps its own time over it, as it does for MM2.
 fn rebuild_from(
     batch: &RecordBatch,
     from: i64,
     limits: &DecodeLimits,
 ) -> Result<Option<(RecordBatch, Stretches)>, RecordError> {
+    let log_append_time = batch.timestamp_type() == TimestampType::LogAppendTime;
     let mut builder = BatchBuilder::new(batch.compression()?)
         .producer(
             batch.producer_id(),
@@ -184,7 +199,6 @@ fn rebuild_from(
             batch.base_sequence(),
         )
         .transactional(batch.is_transactional())
-        .timestamp_type(batch.timestamp_type())
         .partition_leader_epoch(batch.partition_leader_epoch());
     let mut stretches: Stretches = Vec::new();
     for r in batch.records(limits)? {
@@ -193,7 +207,15 @@ fn rebuild_from(
         if offset < from {
             continue;
         }
-        builder.push_record(batch.base_timestamp(), &r);
+        if log_append_time {
+            let r = Record {
+                timestamp_delta: 0,
+                ..r
+            };
+            builder.push_record(batch.max_timestamp(), &r);
+        } else {
+            builder.push_record(batch.base_timestamp(), &r);
+        }
         match stretches.last_mut() {
             Some((start, count)) if *start + *count == offset => *count += 1,
             _ => stretches.push((offset, 1)),
@@ -413,6 +435,53 @@ mod tests {
                     .map(|r| r.unwrap().timestamp(batch.base_timestamp()))
                     .collect();
                 assert_eq!(ts, vec![1000, 1001, 1004, 1007], "timestamps kept");
+            }
+            s => panic!("{s:?}"),
+        }
+    }
+
+    /// A batch from a `LogAppendTime` source topic: its consumers read the append time (the
+    /// batch's max timestamp) for every record. The forwarded copy is a `CreateTime` batch whose
+    /// records carry that time (what MM2 writes), never the producers' create times hidden in the
+    /// records, and never the LogAppendTime flag (a LogAppendTime target refuses it).
+    #[test]
+    fn log_append_time_batches_carry_the_append_time_as_create_time() {
+        let appended = 1_800_000_000_000;
+        let mut b = BatchBuilder::new(Compression::Lz4)
+            .base_offset(40)
+            .timestamp_type(TimestampType::LogAppendTime)
+            .max_timestamp(appended);
+        for i in 0..3 {
+            b.push(1000 + i, Some(b"k"), Some(format!("v{i}").as_bytes()), &[]);
+        }
+        let source = b.build().unwrap();
+        let steps = plan(
+            concat(&[source]),
+            40,
+            vec![],
+            IsolationLevel::ReadCommitted,
+            &DecodeLimits::default(),
+        )
+        .unwrap();
+        match &steps[..] {
+            [Step::Forward {
+                batch,
+                stretches,
+                next: 43,
+                rebuilt: true,
+            }] => {
+                assert_eq!(stretches, &vec![(40, 3)]);
+                assert_eq!(batch.timestamp_type(), TimestampType::CreateTime);
+                assert_eq!(batch.compression().unwrap(), Compression::Lz4);
+                assert_eq!(values(batch), vec!["v0", "v1", "v2"]);
+                let ts: Vec<i64> = batch
+                    .records(&DecodeLimits::default())
+                    .unwrap()
+                    .map(|r| r.unwrap().timestamp(batch.base_timestamp()))
+                    .collect();
+                assert_eq!(ts, vec![appended; 3]);
+                assert_eq!(batch.max_timestamp(), appended);
+                batch.verify_crc().unwrap();
             }
             s => panic!("{s:?}"),
         }

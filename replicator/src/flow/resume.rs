@@ -33,8 +33,9 @@
 //!   (`setMaxTimestamp(LOG_APPEND_TIME, now)`): the timestamp-type attribute bit is set and
 //!   `maxTimestamp` becomes the append time; the records bytes stay (consumers then read every
 //!   record's timestamp as that append time). A `CreateTime` topic sets `maxTimestamp` to the
-//!   largest record timestamp as read and clears the bit: the same max for a batch its source
-//!   broker validated, the bit cleared for a batch from a `LogAppendTime` source topic;
+//!   largest record timestamp as read: the same max for a batch its source broker validated
+//!   (Strait sends only `CreateTime` batches: [`super::plan`] rebuilds a `LogAppendTime` source
+//!   batch with the append time in every record);
 //! - a topic whose `compression.type` is neither `producer` nor the batch's codec rebuilds the
 //!   batch (`buildRecordsAndAssignOffsets`): every record decoded and appended again, with
 //!   the timestamp Kafka reads for it, into one new batch with the topic's codec,
