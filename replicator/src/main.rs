@@ -11,7 +11,7 @@ use protocol_client::admin::Admin;
 use replicator::config::Config;
 use replicator::flow::Flow;
 use replicator::formats::Checkpoint;
-use replicator::run::{aliases, run, Clusters};
+use replicator::run::{aliases, run, writers, Clusters};
 use tokio::sync::watch;
 
 #[derive(Parser, Debug)]
@@ -186,7 +186,7 @@ async fn cmd_check(path: PathBuf) -> anyhow::Result<()> {
             );
         }
     }
-    let clusters = Clusters::connect(&config, &aliases(&config)).await?;
+    let clusters = Clusters::connect(&config, &aliases(&config), &writers(&config)).await?;
     let mut problems = 0;
     for (alias, cluster) in &clusters.clusters {
         match Admin::new(cluster.clone()).describe_cluster().await {
@@ -259,7 +259,8 @@ async fn cmd_translate(
     };
     let mut only = std::collections::BTreeSet::new();
     only.insert(target.clone());
-    let clusters = Clusters::connect(&config, &only).await?;
+    // Read only: no producer (a principal that may only read the target can translate).
+    let clusters = Clusters::connect(&config, &only, &std::collections::BTreeSet::new()).await?;
     let records =
         replicator::internal::read_to_end(&clusters.clusters[&target], &target, &topic).await?;
     let mut latest: BTreeMap<(String, i32), i64> = BTreeMap::new();

@@ -36,13 +36,19 @@ pub fn client_config(cluster: &ClusterConfig) -> Result<ClientConfig> {
 pub struct Clusters {
     /// Clusters.
     pub clusters: BTreeMap<String, Arc<Cluster>>,
-    /// One idempotent producer per cluster.
+    /// One idempotent producer per cluster written to.
     pub producers: BTreeMap<String, Producer>,
 }
 
 impl Clusters {
-    /// Connects to every alias in `aliases`.
-    pub async fn connect(config: &Config, aliases: &BTreeSet<String>) -> Result<Clusters> {
+    /// Connects to every alias in `aliases`, with a producer for those also in `writers`
+    /// (making one asks the cluster for a producer id, which a principal that may only read
+    /// is refused).
+    pub async fn connect(
+        config: &Config,
+        aliases: &BTreeSet<String>,
+        writers: &BTreeSet<String>,
+    ) -> Result<Clusters> {
         let mut out = Clusters::default();
         for alias in aliases {
             let cc = config
@@ -52,17 +58,19 @@ impl Clusters {
             let cluster = Cluster::connect(client_config(cc)?)
                 .await
                 .map_err(Error::client(alias))?;
-            let producer = Producer::new(
-                cluster.clone(),
-                ProducerConfig {
-                    linger: Duration::from_millis(2),
-                    ..ProducerConfig::default()
-                },
-            )
-            .await
-            .map_err(Error::client(alias))?;
+            if writers.contains(alias) {
+                let producer = Producer::new(
+                    cluster.clone(),
+                    ProducerConfig {
+                        linger: Duration::from_millis(2),
+                        ..ProducerConfig::default()
+                    },
+                )
+                .await
+                .map_err(Error::client(alias))?;
+                out.producers.insert(alias.clone(), producer);
+            }
             out.clusters.insert(alias.clone(), cluster);
-            out.producers.insert(alias.clone(), producer);
         }
         Ok(out)
     }
@@ -96,6 +104,22 @@ pub fn aliases(config: &Config) -> BTreeSet<String> {
     out
 }
 
+/// Every alias the configuration writes to: flow targets, heartbeat targets, and where a
+/// flow's offset syncs go (a source is written to only for those).
+pub fn writers(config: &Config) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for f in &config.flows {
+        out.insert(f.target.clone());
+        if f.emit_offset_syncs {
+            out.insert(f.offset_syncs_topic().1.to_string());
+        }
+    }
+    for h in &config.heartbeat_only {
+        out.insert(h.target.clone());
+    }
+    out
+}
+
 /// Runs until `stop` turns true, then finishes in-flight work and returns. If a flow or
 /// heartbeat task fails for good, every other task is stopped too and the error is returned.
 pub async fn run(config: Config, external_stop: watch::Receiver<bool>) -> Result<()> {
@@ -105,7 +129,7 @@ pub async fn run(config: Config, external_stop: watch::Receiver<bool>) -> Result
     if config.flows.is_empty() {
         warn!("no enabled flow (set A->B.enabled = true); only heartbeats will be emitted");
     }
-    let clusters = Clusters::connect(&config, &aliases(&config)).await?;
+    let clusters = Clusters::connect(&config, &aliases(&config), &writers(&config)).await?;
     // Tasks watch an internal stop signal: the caller's, or a fatal error of any task.
     let (stop_tx, stop) = watch::channel(false);
     let mut external = external_stop;
@@ -124,7 +148,13 @@ pub async fn run(config: Config, external_stop: watch::Receiver<bool>) -> Result
         let source = clusters.clusters[&fc.source].clone();
         let target = clusters.clusters[&fc.target].clone();
         let producer = clusters.producers[&fc.target].clone();
+        // Without offset syncs the sync producer is never used (and the source may have none).
         let (_, sync_alias) = fc.offset_syncs_topic();
+        let sync_alias = if fc.emit_offset_syncs {
+            sync_alias
+        } else {
+            fc.target.as_str()
+        };
         let sync_producer = clusters.producers[sync_alias].clone();
         let flow_stop = stop.clone();
         tasks.spawn(async move {

@@ -189,9 +189,36 @@ pub struct Flow {
     checkpoints: Mutex<CheckpointState>,
     limits: DecodeLimits,
     warned: Mutex<HashSet<&'static str>>,
-    /// Target groups whose offset sync failed last time (logged when they start and stop
-    /// failing).
-    group_sync_failing: Mutex<HashSet<String>>,
+    /// Groups whose offsets could not be read on the source last time.
+    group_read_failing: GroupFailures,
+    /// Target groups whose offset sync failed last time.
+    group_sync_failing: GroupFailures,
+}
+
+/// Per-group failures of a periodic job, logged when a group starts failing (warning, with the
+/// error) and when it works again, not every round: one group the cluster refuses (its ACLs)
+/// never stops the others or the flow.
+#[derive(Default)]
+struct GroupFailures(Mutex<HashSet<String>>);
+
+impl GroupFailures {
+    fn observe<T>(&self, flow: &str, group: &str, what: &str, r: &Result<T>) {
+        let mut failing = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match r {
+            Ok(_) => {
+                if failing.remove(group) {
+                    info!(flow, group, "{what} works again");
+                }
+            }
+            Err(e) => {
+                if failing.insert(group.to_string()) {
+                    warn!(flow, group, error = %e, "{what} failed for this group; retried every round, other groups go on");
+                } else {
+                    debug!(flow, group, error = %e, "{what} still failing");
+                }
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Flow {
@@ -239,7 +266,8 @@ impl Flow {
             checkpoints: Mutex::new(CheckpointState::new()),
             limits: DecodeLimits::default(),
             warned: Mutex::new(HashSet::new()),
-            group_sync_failing: Mutex::new(HashSet::new()),
+            group_read_failing: GroupFailures::default(),
+            group_sync_failing: GroupFailures::default(),
         }
     }
 
@@ -1282,12 +1310,19 @@ impl Flow {
         let mut emit = Vec::new();
         let mut touched = Vec::new();
         for group in groups {
-            let offsets = match self.source_admin.fetch_offsets(&group, None).await {
-                Ok(o) => o,
-                Err(e) => {
-                    debug!(flow = %self.name(), %group, error = %e, "cannot read group offsets");
-                    continue;
-                }
+            let offsets = self
+                .source_admin
+                .fetch_offsets(&group, None)
+                .await
+                .map_err(self.src());
+            self.group_read_failing.observe(
+                &self.name(),
+                &group,
+                "reading the source group's committed offsets (for checkpoints)",
+                &offsets,
+            );
+            let Ok(offsets) = offsets else {
+                continue;
             };
             let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
             let mut cps = self.checkpoints.lock().unwrap_or_else(|p| p.into_inner());
@@ -1344,24 +1379,8 @@ impl Flow {
             // failure is logged (once when it starts, once when it ends) and retried next round.
             for group in touched {
                 let r = self.sync_group_offsets(&group).await;
-                let mut failing = self
-                    .group_sync_failing
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner());
-                match r {
-                    Ok(()) => {
-                        if failing.remove(&group) {
-                            info!(flow = %self.name(), %group, "group offset sync works again");
-                        }
-                    }
-                    Err(e) => {
-                        if failing.insert(group.clone()) {
-                            warn!(flow = %self.name(), %group, error = %e, "group offset sync failed for this group; retried every round, other groups go on");
-                        } else {
-                            debug!(flow = %self.name(), %group, error = %e, "group offset sync still failing");
-                        }
-                    }
-                }
+                self.group_sync_failing
+                    .observe(&self.name(), &group, "group offset sync", &r);
             }
         }
         Ok(())
