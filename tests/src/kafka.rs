@@ -1582,6 +1582,18 @@ impl TestCluster for KafkaCluster {
     }
 }
 
+/// Starts a source and a target cluster (each as its closure says) in parallel.
+pub fn start_source_and_target(
+    source: impl FnOnce() -> KafkaCluster + Send,
+    target: impl FnOnce() -> KafkaCluster + Send,
+) -> (KafkaCluster, KafkaCluster) {
+    std::thread::scope(|s| {
+        let t = s.spawn(target);
+        let src = source();
+        (src, t.join().expect("start the target cluster"))
+    })
+}
+
 /// Starts `n` independent single-node clusters named `prefix-0`, `prefix-1`, … in parallel.
 pub fn start_clusters(prefix: &str, n: usize) -> Vec<KafkaCluster> {
     // Made before the threads, so they do not all wait on it at once with nothing to do.

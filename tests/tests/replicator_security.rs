@@ -58,18 +58,6 @@ fn mtls_target(name: &str) -> KafkaCluster {
     )
 }
 
-/// Starts a source and a target in parallel.
-fn source_and_target(
-    source: impl FnOnce() -> KafkaCluster + Send,
-    target: impl FnOnce() -> KafkaCluster + Send,
-) -> (KafkaCluster, KafkaCluster) {
-    std::thread::scope(|s| {
-        let t = s.spawn(target);
-        let src = source();
-        (src, t.join().expect("start the target cluster"))
-    })
-}
-
 fn records(n: usize) -> Vec<Outgoing> {
     (0..n)
         .map(|i| Outgoing {
@@ -149,7 +137,7 @@ fn flow_settings() -> &'static str {
 fn sasl_ssl_scram_512_source_to_mutual_tls_target_via_mm2_properties() {
     strait_tests::init_tracing();
     let c = certs();
-    let (source, target) = source_and_target(
+    let (source, target) = strait_tests::kafka::start_source_and_target(
         || {
             source(
                 "e2e-sasl-ssl",
@@ -231,7 +219,7 @@ fn sasl_ssl_scram_512_source_to_mutual_tls_target_via_mm2_properties() {
 fn sasl_plaintext_scram_256_source_to_mutual_tls_target_via_strimzi_yaml() {
     strait_tests::init_tracing();
     let c = certs();
-    let (source, target) = source_and_target(
+    let (source, target) = strait_tests::kafka::start_source_and_target(
         || {
             source(
                 "e2e-sasl-plain",
@@ -394,7 +382,7 @@ fn misconfigurations_fail_fast_with_distinct_errors_and_write_nothing() {
     strait_tests::init_tracing();
     let c = certs();
     // Cluster A: every listener a case needs; SASL with SCRAM only (PLAIN is "not enabled").
-    let (source, target) = source_and_target(
+    let (source, target) = strait_tests::kafka::start_source_and_target(
         || {
             source(
                 "neg-source",
