@@ -461,9 +461,10 @@ fn log_append_time_source_into_log_append_time_target() {
     assert!(status.success(), "{}", strait.log());
 }
 
-/// A source topic deleted and re-created with fewer records while Strait runs: Strait's
-/// position lies past the new log's end. The partition stops (nothing of the new topic is
-/// forwarded into the old remote partition at the wrong offsets), the rest goes on, and the exit
+/// A source topic deleted and re-created while Strait runs, once with fewer records than
+/// Strait's position and once with more (where a fetch at the old position succeeds in the new
+/// log). Either way the partition stops: the topic id changed, and nothing of the new topic is
+/// forwarded into the old remote partition at the wrong offsets. The rest goes on, and the exit
 /// status says a partition was stopped.
 #[test]
 fn a_recreated_source_topic_stops_its_partitions_and_the_exit_status_says_so() {
@@ -471,30 +472,51 @@ fn a_recreated_source_topic_stops_its_partitions_and_the_exit_status_says_so() {
     let (a, b) = (clusters[0].bootstrap(), clusters[1].bootstrap());
     reference::create_topic(&a, "again", 1);
     reference::produce(&a, "again", 0, &numbered(0, 20), &[]);
+    reference::create_topic(&a, "longer", 1);
+    reference::produce(&a, "longer", 0, &numbered(0, 20), &[]);
+    reference::create_topic(&a, "other", 1);
     let dir = tempfile::tempdir().unwrap();
     let mut strait = StraitProcess::start(&mm2_properties(&a, &b, ""), dir.path());
     wait_until("first records", Duration::from_secs(60), || {
-        high_watermark(&b, "A.again", 0) == 20
+        high_watermark(&b, "A.again", 0) == 20 && high_watermark(&b, "A.longer", 0) == 20
     });
     block_on(async {
         let r = admin(&a)
             .await
-            .delete_topics(&["again".to_string()])
+            .delete_topics(&["again".to_string(), "longer".to_string()])
             .await
             .unwrap();
         for (_, r) in r {
             r.unwrap();
         }
     });
-    wait_until("the topic gone", Duration::from_secs(30), || {
+    wait_until("the topics gone", Duration::from_secs(30), || {
         reference::try_watermarks(&a, "again", 0).is_err()
+            && reference::try_watermarks(&a, "longer", 0).is_err()
     });
     reference::create_topic(&a, "again", 1);
     reference::produce(&a, "again", 0, &numbered(100, 105), &[]);
-    wait_until("the partition stopped", Duration::from_secs(90), || {
-        strait.log().contains("partition stopped")
+    reference::create_topic(&a, "longer", 1);
+    reference::produce(&a, "longer", 0, &numbered(100, 140), &[]);
+    wait_until("both partitions stopped", Duration::from_secs(90), || {
+        let log = strait.log();
+        ["again", "longer"].iter().all(|t| {
+            log.lines()
+                .any(|l| l.contains("partition stopped") && l.contains(t))
+        })
     });
-    assert_eq!(high_watermark(&b, "A.again", 0), 20, "nothing forwarded");
+    reference::produce(&a, "other", 0, &numbered(0, 10), &[]);
+    wait_until("the rest goes on", Duration::from_secs(60), || {
+        high_watermark(&b, "A.other", 0) == 10
+    });
+    for t in ["A.again", "A.longer"] {
+        assert_eq!(
+            high_watermark(&b, t, 0),
+            20,
+            "{t}: nothing forwarded\n{}",
+            strait.log()
+        );
+    }
     let status = strait.terminate(Duration::from_secs(30)).expect("exits");
     assert!(!status.success(), "a stopped partition fails the run");
     assert!(

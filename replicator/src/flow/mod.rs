@@ -37,6 +37,7 @@
 
 pub mod plan;
 pub mod resume;
+mod topic_ids;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::Future;
@@ -285,6 +286,35 @@ impl Flow {
 
     fn tgt(&self) -> impl FnOnce(protocol_client::Error) -> Error + '_ {
         Error::client(&self.config.target)
+    }
+
+    /// Unassigns the partitions of source topics deleted and re-created under the same name
+    /// (a new topic id) and records them as stopped: their records are never mixed into the
+    /// old remote partitions.
+    fn stop_recreated(
+        &self,
+        ids: &mut topic_ids::TopicIds,
+        fetcher: &mut Fetcher,
+        assigned: &mut HashSet<(String, i32)>,
+    ) {
+        let md = self.source.metadata();
+        for topic in ids.changed(&md) {
+            let mut keys: Vec<_> = assigned.iter().filter(|k| k.0 == topic).cloned().collect();
+            if keys.is_empty() {
+                // Unassigned when it was deleted: the re-created topic's partitions.
+                let n = md
+                    .topics
+                    .get(&topic)
+                    .map_or(0, |t| t.partitions.len() as i32);
+                keys = (0..n).map(|p| (topic.clone(), p)).collect();
+            }
+            for key in &keys {
+                fetcher.unassign(&key.0, key.1);
+                assigned.remove(key);
+                error!(flow = %self.name(), topic = %key.0, partition = key.1, "partition stopped: the source topic was deleted and re-created (its topic id changed); its records are not mixed into the old remote partition");
+                self.record_stopped(key, "the source topic was re-created (new topic id)".into());
+            }
+        }
     }
 
     /// Records that a partition stopped (it is paused, the rest of the flow goes on).
@@ -674,6 +704,11 @@ impl Flow {
         let mut assigned: HashSet<(String, i32)> = HashSet::new();
         self.assign_new(&topics, &mut stored, &progress, &mut fetcher, &mut assigned)
             .await?;
+        let mut ids = topic_ids::TopicIds::default();
+        ids.remember(
+            &self.source.metadata(),
+            assigned.iter().map(|k| k.0.as_str()),
+        );
         info!(flow = %self.name(), topics = topics.len(), partitions = assigned.len(), "replicating");
 
         let budget_total = self.config.inflight_bytes.clamp(1 << 20, u32::MAX as u64) as usize;
@@ -744,8 +779,9 @@ impl Flow {
                         // already assigned are never resumed again within a run (their live map
                         // is the truth). A source topic gone from two metadata answers in a row
                         // (one lagging broker can omit a topic) was deleted: its partitions are
-                        // unassigned; if it comes back, it resumes from its live map, as after
-                        // a restart.
+                        // unassigned. A topic back under a new topic id was re-created: it is
+                        // stopped, never assigned again; back under its old id, it resumes from
+                        // its live map, as after a restart.
                         let gone = deleted_topics(&assigned, &now);
                         if !gone.is_empty() {
                             let again = self.select_topics().await?;
@@ -761,8 +797,11 @@ impl Flow {
                                 warn!(flow = %self.name(), %topic, partitions = keys.len(), "source topic deleted: no longer mirrored (its remote topic, offset map and checkpoints stay)");
                             }
                         }
+                        self.stop_recreated(&mut ids, &mut fetcher, &mut assigned);
+                        let now: BTreeMap<String, i32> = now.into_iter().filter(|(t, _)| !ids.is_recreated(t)).collect();
                         self.sync_topics(&now).await?;
                         self.assign_new(&now, &mut stored, &progress, &mut fetcher, &mut assigned).await?;
+                        ids.remember(&self.source.metadata(), assigned.iter().map(|k| k.0.as_str()));
                         topics = now;
                         continue;
                     }
@@ -791,7 +830,13 @@ impl Flow {
                         }
                     }
                 }
+                // Checked against the metadata the fetcher used: a re-created topic's records
+                // are dropped before anything of them is forwarded.
+                self.stop_recreated(&mut ids, &mut fetcher, &mut assigned);
                 for fp in fetched {
+                    if ids.is_recreated(&fp.topic) {
+                        continue;
+                    }
                     let key = (fp.topic.to_string(), fp.partition);
                     if fp.log_start_offset > 0 {
                         // Retention moved the source's log start: the map forgets what lies
