@@ -620,18 +620,39 @@ pub(crate) fn to_entries(
                 .or_insert_with(|| (v.to_string(), path.clone()));
         };
         default("enabled", source_on);
-        default(
-            "emit.heartbeats.enabled",
-            present.get("heartbeatConnector").copied().unwrap_or(false),
-        );
+        let heartbeats = present.get("heartbeatConnector").copied().unwrap_or(false);
+        default("emit.heartbeats.enabled", heartbeats);
         let checkpoints = present.get("checkpointConnector").copied().unwrap_or(false);
         default("emit.checkpoints.enabled", checkpoints);
         default("sync.group.offsets.enabled", false);
-        if !checkpoints {
-            settings.insert(
-                "sync.group.offsets.enabled".into(),
-                ("false".into(), path.clone()),
-            );
+        // What a connector does happens only where Strimzi deploys that connector (present and
+        // running), whatever another connector's config says.
+        for (on, connector, keys) in [
+            (
+                heartbeats,
+                "heartbeatConnector",
+                &["emit.heartbeats.enabled"][..],
+            ),
+            (
+                checkpoints,
+                "checkpointConnector",
+                &["emit.checkpoints.enabled", "sync.group.offsets.enabled"][..],
+            ),
+        ] {
+            if on {
+                continue;
+            }
+            for key in keys {
+                if let Some((v, p)) = settings.get(*key) {
+                    if v.trim().eq_ignore_ascii_case("true") {
+                        ctx.warn(
+                            p,
+                            format!("`{key}` ignored: Strimzi runs no (running) {connector} for this mirror"),
+                        );
+                    }
+                }
+                settings.insert((*key).into(), ("false".into(), path.clone()));
+            }
         }
         if !source_on {
             settings.insert("enabled".into(), ("false".into(), path.clone()));

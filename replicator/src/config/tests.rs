@@ -313,6 +313,36 @@ fn strimzi_secrets() -> FakeSecrets {
         .with_file("/etc/strait/secrets/mm2-user/password", "s3cret\n")
 }
 
+/// Checkpoints (and group offset sync) and heartbeats run only where Strimzi deploys their
+/// connector: without a `checkpointConnector`, `emit.checkpoints.enabled: true` in the source
+/// connector's config turned checkpoints on (Strimzi would run none); now it is ignored with a
+/// warning.
+#[test]
+fn strimzi_functions_need_their_connector() {
+    let yaml = STRIMZI
+        .replace(
+            "          sync.topic.acls.enabled: \"false\"\n",
+            "          sync.topic.acls.enabled: \"false\"\n          emit.checkpoints.enabled: true\n          emit.heartbeats.enabled: true\n",
+        )
+        .replace(
+            "      checkpointConnector:\n        config:\n          checkpoints.topic.replication.factor: 1\n          sync.group.offsets.enabled: true\n",
+            "",
+        );
+    assert!(
+        yaml.contains("emit.checkpoints.enabled: true") && !yaml.contains("checkpointConnector")
+    );
+    let c = Config::from_strimzi_yaml_str(&yaml, "mm2.yaml", &strimzi_secrets()).unwrap();
+    let f = c.flow("source", "target").unwrap();
+    assert!(!f.emit_checkpoints && !f.sync_group_offsets && !f.emit_heartbeats);
+    for key in ["emit.checkpoints.enabled", "emit.heartbeats.enabled"] {
+        assert!(
+            c.warnings.iter().any(|w| w.to_string().contains(key)),
+            "{key}: {:?}",
+            c.warnings
+        );
+    }
+}
+
 #[test]
 fn strimzi_resource() {
     let c = Config::from_strimzi_yaml_str(STRIMZI, "mm2.yaml", &strimzi_secrets()).unwrap();
