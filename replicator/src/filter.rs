@@ -12,8 +12,9 @@
 //! - `groups` = `.*`; `groups.exclude` = `console-consumer-.*, connect-.*, __.*`
 //! - `config.properties.exclude` = the throttling, timestamp, unclean-election and
 //!   `min.insync.replicas` properties listed in [`DEFAULT_CONFIG_PROPERTIES_EXCLUDE`];
-//!   `use.defaults.from` = `target` (KIP-950 era: properties whose source value is a
-//!   default are not replicated, so the target cluster's defaults apply).
+//!   `use.defaults.from` = `target` (KIP-894: properties whose source value is a default are
+//!   not replicated, and config sync deletes their overrides on the remote topic, so the
+//!   target cluster's defaults apply).
 //!
 //! Patterns are compiled with Rust's `regex` crate, which has no look-around or
 //! back-references; such Java patterns are rejected when the configuration is loaded.

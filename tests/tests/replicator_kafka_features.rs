@@ -107,7 +107,8 @@ fn source_partition_growth_is_mirrored() {
 }
 
 /// Topic config sync with real config sources: a non-default source config is carried (at
-/// creation and when it changes later), broker defaults are not, MM2's exclude list is honoured.
+/// creation and when it changes later), broker defaults are not, MM2's exclude list is honoured,
+/// and an override removed on the source is removed on the target.
 #[test]
 fn topic_configs_are_synced_from_real_config_sources() {
     let clusters = start_clusters("cfg", 2);
@@ -169,6 +170,25 @@ fn topic_configs_are_synced_from_real_config_sources() {
     wait_until("changed config synced", Duration::from_secs(30), || {
         get(&topic_configs(&b, "A.c"), "retention.ms").map(|v| v.0) == Some("3600000".into())
     });
+    // An override removed on the source is removed on the target (use.defaults.from=target,
+    // as MM2 4.x DELETEs it): the remote topic falls back to the target's default. Before, the
+    // stale override stayed forever.
+    block_on(async {
+        admin(&a)
+            .await
+            .incremental_alter_topic_configs("c", &[("retention.ms".into(), AlterOp::Delete, None)])
+            .await
+            .unwrap()
+    });
+    wait_until("removed override synced", Duration::from_secs(30), || {
+        get(&topic_configs(&b, "A.c"), "retention.ms")
+            .is_some_and(|v| !v.1.contains("DynamicTopic"))
+    });
+    assert_eq!(
+        get(&topic_configs(&b, "A.c"), "cleanup.policy").map(|v| v.0),
+        Some("compact,delete".into()),
+        "other overrides stay"
+    );
     let status = strait.terminate(Duration::from_secs(30)).expect("exits");
     assert!(status.success(), "{}", strait.log());
 }

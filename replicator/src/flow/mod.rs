@@ -373,33 +373,54 @@ impl Flow {
     /// Source topic configs to carry to the remote topic: MM2's filtered set, plus the source's
     /// effective `max.message.bytes`.
     async fn replicated_configs(&self, topic: &str) -> Result<Vec<(String, String)>> {
+        Ok(self.config_changes(topic).await?.0)
+    }
+
+    /// [`replicated_configs`](Self::replicated_configs), and the properties the source topic
+    /// does not override: with `use.defaults.from=target` (MM2's default) config sync DELETEs
+    /// them on the remote topic, so an override removed on the source is removed on the target
+    /// too and the target's default applies (MM2 4.x, incremental config sync: it DELETEs the
+    /// entries whose source value is a default).
+    async fn config_changes(&self, topic: &str) -> Result<(Vec<(String, String)>, Vec<String>)> {
         let described = self
             .source_admin
             .describe_topic_configs(&[topic.to_string()])
             .await
             .map_err(self.src())?;
         let mut out = Vec::new();
+        let mut delete = Vec::new();
+        let defaults_from_target =
+            self.config.config_properties.defaults_from() == crate::filter::DefaultsFrom::Target;
         for (_, entries) in described {
             let entries = match entries {
                 Ok(e) => e,
                 Err(e) => {
                     self.warn_once("describe-configs", format!("cannot describe configs of source topics ({e}); remote topics get broker defaults"));
-                    return Ok(Vec::new());
+                    return Ok((Vec::new(), Vec::new()));
                 }
             };
             for e in entries {
-                let Some(value) = e.value else { continue };
                 if e.read_only || e.is_sensitive {
                     continue;
                 }
+                let broker_level = matches!(
+                    e.source,
+                    protocol_client::admin::ConfigSource::StaticBroker
+                        | protocol_client::admin::ConfigSource::DynamicBroker
+                        | protocol_client::admin::ConfigSource::DynamicDefaultBroker
+                );
                 if e.name != "max.message.bytes"
-                    && matches!(
-                        e.source,
-                        protocol_client::admin::ConfigSource::StaticBroker
-                            | protocol_client::admin::ConfigSource::DynamicBroker
-                            | protocol_client::admin::ConfigSource::DynamicDefaultBroker
-                    )
+                    && defaults_from_target
+                    && (broker_level || e.is_default)
+                    && self
+                        .config
+                        .config_properties
+                        .should_replicate_config_property(&e.name)
                 {
+                    delete.push(e.name.clone());
+                }
+                let Some(value) = e.value else { continue };
+                if e.name != "max.message.bytes" && broker_level {
                     continue;
                 }
                 // A remote topic must accept every batch the source accepted: its
@@ -414,7 +435,7 @@ impl Flow {
                 }
             }
         }
-        Ok(out)
+        Ok((out, delete))
     }
 
     /// Creates missing remote topics (source partition count, `replication.factor`, filtered
@@ -466,16 +487,38 @@ impl Flow {
         Ok(())
     }
 
-    /// MM2's topic config sync: SET the filtered source configs on existing remote topics.
+    /// MM2's topic config sync: SET the filtered source configs on existing remote topics, and
+    /// DELETE the overrides of what the source leaves at its default (`use.defaults.from=target`).
     pub async fn sync_topic_configs(&self, topics: &BTreeMap<String, i32>) -> Result<()> {
         for topic in topics.keys() {
-            let configs = self.replicated_configs(topic).await?;
-            if configs.is_empty() {
+            let (configs, mut delete) = self.config_changes(topic).await?;
+            if !delete.is_empty() {
+                // Only overrides the remote topic has (a property the target does not know
+                // would fail the whole request).
+                let remote = self.remote_topic(topic);
+                let overridden: HashSet<String> = match self
+                    .target_admin
+                    .describe_topic_configs(std::slice::from_ref(&remote))
+                    .await
+                {
+                    Ok(described) => described
+                        .into_iter()
+                        .filter_map(|(_, r)| r.ok())
+                        .flatten()
+                        .filter(|e| e.source == protocol_client::admin::ConfigSource::DynamicTopic)
+                        .map(|e| e.name)
+                        .collect(),
+                    Err(_) => HashSet::new(),
+                };
+                delete.retain(|k| overridden.contains(k));
+            }
+            if configs.is_empty() && delete.is_empty() {
                 continue;
             }
             let ops: Vec<_> = configs
                 .into_iter()
                 .map(|(k, v)| (k, AlterOp::Set, Some(v)))
+                .chain(delete.into_iter().map(|k| (k, AlterOp::Delete, None)))
                 .collect();
             if let Err(e) = self
                 .target_admin
