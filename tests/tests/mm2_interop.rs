@@ -782,6 +782,8 @@ fn mm2_to_strait(name: &str, kill: bool) {
 
 /// Strait mirrors while a writer produces, is stopped (SIGTERM), and MM2 continues from Strait's
 /// `mm2-offsets.A.internal`: nothing lost, nothing repeated (Strait commits at shutdown).
+/// Strait mirrors, stops; MM2 takes over from Strait's progress (nothing lost); then Strait
+/// takes over again from MM2's progress, writing nothing MM2 wrote.
 #[test]
 fn hand_over_from_strait_to_mm2() {
     let t0 = Instant::now();
@@ -861,10 +863,48 @@ fn hand_over_from_strait_to_mm2() {
         );
         total_dups += h.duplicates;
     }
+
+    // And back to Strait (Strait -> MM2 -> Strait): MM2's progress is ahead of Strait's stored
+    // offset map, so Strait resumes there. Before, Strait trusted its own map, failed to match
+    // MM2's re-batched records and wrote everything MM2 had written a second time.
+    let before: Vec<i64> = (0..2).map(|p| high_watermark(&b, "A.h", p)).collect();
+    for p in 0..2 {
+        let from = source[p as usize];
+        let recs: Vec<_> = (from..from + 50)
+            .map(|i| Outgoing::kv(format!("k{i}"), format!("{p}-{i}")))
+            .collect();
+        reference::produce(&a, "h", p, &recs, &[]);
+    }
+    let mut back = StraitProcess::start(&config, dir.path());
+    for p in 0..2 {
+        wait_caught_up(
+            &b,
+            "A.h",
+            p,
+            source[p as usize] + 50,
+            Duration::from_secs(60),
+        );
+    }
+    let status = back.terminate(Duration::from_secs(30));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "strait exit {status:?}:\n{}",
+        back.log()
+    );
+    for p in 0..2 {
+        let after = high_watermark(&b, "A.h", p);
+        assert_eq!(
+            after - before[p as usize],
+            50,
+            "A.h/{p}: back on Strait, only the 50 new records are written (MM2's are not \
+             repeated)\n{}",
+            back.log()
+        );
+    }
     eprintln!(
-        "hand_over_from_strait_to_mm2: MM2 exit {mm2_status}, duplicates {total_dups}; clusters \
-         {t_clusters:.1?}, Strait to 300/partition {t_strait:.1?}, MM2 to caught up {t_mm2:.1?}, \
-         total {:.1?}",
+        "hand_over_from_strait_to_mm2 (and back): MM2 exit {mm2_status}, duplicates \
+         {total_dups}; clusters {t_clusters:.1?}, Strait to 300/partition {t_strait:.1?}, MM2 to \
+         caught up {t_mm2:.1?}, total {:.1?}",
         t0.elapsed()
     );
 }

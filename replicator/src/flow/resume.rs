@@ -8,6 +8,11 @@
 //! is extended with each match. Replication resumes after the last matched source batch:
 //! nothing is lost and nothing is written twice.
 //!
+//! If MM2's progress (`mm2-offsets.*`) is ahead of the stored map's frontier, MM2 ran after
+//! Strait (Strait → MM2 → Strait): its batches cannot be matched (MM2 re-batches), so the
+//! partition resumes at MM2's progress and the map restarts there (what MM2 wrote has no exact
+//! map; its old runs are tombstoned).
+//!
 //! Without a stored map the partition starts from MM2's progress (`mm2-offsets.*`, the next
 //! offset after the last one MM2 replicated; MM2 may have written past it, so a move from MM2
 //! can repeat what MM2 wrote after its last commit) or, failing that, from the source's log
@@ -264,18 +269,27 @@ pub async fn resume_partition(
         }
     }
     let iso = super::isolation(c.isolation_level);
+    let map_error = |source| Error::OffsetMap {
+        context: format!("{topic}/{partition}"),
+        source,
+    };
     let (mut map, upstream, downstream) = match (stored, mm2_progress) {
-        (Some(map), _) if map.frontier().is_some() && map.downstream_end().is_some() => {
+        (Some(mut map), Some(p)) if map.frontier().is_some_and(|f| p > f) => {
+            // MM2 ran after Strait (Strait -> MM2 -> Strait) and replicated further than the
+            // map knows: its batches are not Strait's (MM2 re-batches), so matching them would
+            // fail and everything MM2 wrote would be written again. MM2's progress wins; what
+            // MM2 wrote has no exact map, so the map restarts there.
+            info!(flow = %flow.name(), %topic, partition, position = p, frontier = map.frontier(), "resuming from MM2 source progress, ahead of Strait's offset map (MM2 ran after Strait); offsets below it are no longer translated");
+            map.restart_at(p, remote_end).map_err(map_error)?;
+            return Ok((map, p));
+        }
+        (Some(mut map), _) if map.frontier().is_some() && map.downstream_end().is_some() => {
             let f = map.frontier().unwrap_or(0);
             let d = map.downstream_end().unwrap_or(0);
             if remote_end < d {
                 warn!(flow = %flow.name(), %topic, partition, remote_end, expected = d, "remote partition is shorter than recorded (truncated or recreated); resuming at the recorded source position, older offsets are no longer translatable");
-                let fresh = OffsetMap::starting_at(f, Some(remote_end), c.offset_map_max_runs)
-                    .map_err(|source| Error::OffsetMap {
-                        context: format!("{topic}/{partition}"),
-                        source,
-                    })?;
-                return Ok((fresh, f));
+                map.restart_at(f, remote_end).map_err(map_error)?;
+                return Ok((map, f));
             }
             (map, f, d)
         }

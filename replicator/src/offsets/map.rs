@@ -320,6 +320,21 @@ impl OffsetMap {
         }
     }
 
+    /// Forgets what the map knew and starts it again at `upstream` (next offset to replicate)
+    /// with the remote partition ending at `downstream_end`: when the remote partition no
+    /// longer continues from the recorded end (truncated or re-created), or another writer
+    /// (MM2) replicated further. Existing run records are tombstoned by the next
+    /// [`take_changes`](Self::take_changes), and the new head is written.
+    pub fn restart_at(&mut self, upstream: i64, downstream_end: i64) -> Result<(), OffsetMapError> {
+        let fresh = Self::starting_at(upstream, Some(downstream_end), self.max_runs)?;
+        self.reset();
+        self.start = fresh.start;
+        self.frontier = fresh.frontier;
+        self.downstream_end = fresh.downstream_end;
+        self.head_dirty = true;
+        Ok(())
+    }
+
     /// Forgets everything (e.g. after the remote partition was truncated). Existing run
     /// records are tombstoned by the next [`take_changes`](Self::take_changes).
     pub fn reset(&mut self) {
@@ -564,6 +579,30 @@ impl OffsetMap {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// Restarting drops every run durably (tombstones, then the new head): read back, the map
+    /// knows only the new start, and translates nothing below it.
+    #[test]
+    fn restart_at_tombstones_the_old_runs() {
+        let mut m = OffsetMap::starting_at(0, Some(0), 16).unwrap();
+        m.record_forwarded(0, 0, 10).unwrap();
+        m.record_forwarded(12, 10, 5).unwrap();
+        let mut written = m.take_changes("t", 0);
+        m.restart_at(40, 30).unwrap();
+        let changes = m.take_changes("t", 0);
+        assert!(changes
+            .iter()
+            .any(|r| matches!(r, OffsetMapRecord::RunTombstone { .. })));
+        written.extend(changes);
+        let back = OffsetMap::restore(written, 16).unwrap();
+        assert_eq!(back.runs().len(), 0);
+        assert_eq!(
+            (back.start(), back.frontier(), back.downstream_end()),
+            (Some(40), Some(40), Some(30))
+        );
+        assert_eq!(back.translate(5), None);
+        assert_eq!(back.translate(40), Some(30));
+    }
 
     #[test]
     fn design_notes_example() {
