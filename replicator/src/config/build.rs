@@ -85,6 +85,7 @@ const FLOW_KEYS: &[&str] = &[
     "exactly.once.source.support",
     "strait.inflight.bytes",
     "strait.offset-map.max-runs",
+    "strait.progress.connector",
 ];
 
 /// Settings that belong to Kafka Connect's machinery and mean nothing to Strait.
@@ -910,6 +911,10 @@ fn build_flow(
         1,
         1 << 24,
     )? as usize;
+    let progress_connector = s.string(
+        "strait.progress.connector",
+        crate::formats::MIRROR_SOURCE_CONNECTOR_NAME,
+    );
 
     Ok(FlowConfig {
         source: source.to_owned(),
@@ -950,6 +955,7 @@ fn build_flow(
         exactly_once,
         inflight_bytes,
         offset_map_max_runs,
+        progress_connector,
         tasks_max,
         consumer_poll_timeout: s.millis("consumer.poll.timeout.ms", 1000)?,
         admin_timeout: s.millis("admin.timeout.ms", 60_000)?,

@@ -233,6 +233,10 @@ pub struct FlowConfig {
     pub inflight_bytes: u64,
     /// `strait.offset-map.max-runs`.
     pub offset_map_max_runs: usize,
+    /// Connector name keying MM2 source progress (`strait.progress.connector`):
+    /// `MirrorSourceConnector` in MM2's dedicated mode, `<source>-><target>.MirrorSourceConnector`
+    /// under Strimzi.
+    pub progress_connector: String,
     /// `tasks.max` (a parallelism hint).
     pub tasks_max: u32,
     /// `consumer.poll.timeout.ms`.

@@ -485,6 +485,21 @@ pub(crate) fn to_entries(
     for (alias, m, path) in &clusters {
         cluster_entries(&mut ctx, alias, m, path)?;
     }
+    // Strimzi's Connect cluster (on the target) keeps source progress in its own offsets topic
+    // (`KafkaMirrorMaker2Configuration` defaults), not MM2 dedicated mode's
+    // `mm2-offsets.<source>.internal`: read and write it there, so a hand-over either way finds
+    // the other's progress.
+    if let Some(t) = &target_alias {
+        let key = format!("{t}.offset.storage.topic");
+        if !ctx.entries.iter().any(|e| e.key == key) {
+            ctx.push(
+                key,
+                STRIMZI_OFFSET_STORAGE_TOPIC.into(),
+                "spec.connectCluster",
+                false,
+            );
+        }
+    }
 
     for (i, m) in mirrors.iter().enumerate() {
         let path = format!("spec.mirrors[{i}]");
@@ -657,12 +672,21 @@ pub(crate) fn to_entries(
         if !source_on {
             settings.insert("enabled".into(), ("false".into(), path.clone()));
         }
+        // Strimzi names the connector `<source>-><target>.MirrorSourceConnector`, and Connect
+        // keys its source offsets by connector name.
+        settings.insert(
+            "strait.progress.connector".into(),
+            (format!("{prefix}MirrorSourceConnector"), path.clone()),
+        );
         for (k, (v, p)) in settings {
             ctx.push(format!("{prefix}{k}"), v, &p, true);
         }
     }
     Ok((ctx.entries, ctx.warnings))
 }
+
+/// Strimzi's default `offset.storage.topic` for a `KafkaMirrorMaker2` Connect cluster.
+const STRIMZI_OFFSET_STORAGE_TOPIC: &str = "mirrormaker2-cluster-offsets";
 
 #[cfg(test)]
 mod tests {

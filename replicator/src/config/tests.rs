@@ -44,6 +44,7 @@ fn basic_flow_with_mm2_defaults() {
     assert_eq!(f.offset_storage_replication_factor, 3);
     assert_eq!(f.offset_storage_topic, "mm2-offsets.A.internal");
     assert_eq!(f.offset_storage_partitions, 25);
+    assert_eq!(f.progress_connector, "MirrorSourceConnector");
     assert_eq!(f.offset_syncs_location, OffsetSyncsLocation::Source);
     assert_eq!(
         f.offset_syncs_topic(),
@@ -313,6 +314,21 @@ fn strimzi_secrets() -> FakeSecrets {
         .with_file("/etc/strait/secrets/mm2-user/password", "s3cret\n")
 }
 
+/// The Connect cluster's own `offset.storage.topic` wins over Strimzi's default.
+#[test]
+fn strimzi_offset_storage_topic_from_the_target_cluster() {
+    let yaml = STRIMZI.replace(
+        "        offset.storage.replication.factor: 1\n",
+        "        offset.storage.replication.factor: 1\n        offset.storage.topic: my-offsets\n",
+    );
+    assert!(yaml.contains("my-offsets"));
+    let c = Config::from_strimzi_yaml_str(&yaml, "mm2.yaml", &strimzi_secrets()).unwrap();
+    assert_eq!(
+        c.flow("source", "target").unwrap().offset_storage_topic,
+        "my-offsets"
+    );
+}
+
 /// Checkpoints (and group offset sync) and heartbeats run only where Strimzi deploys their
 /// connector: without a `checkpointConnector`, `emit.checkpoints.enabled: true` in the source
 /// connector's config turned checkpoints on (Strimzi would run none); now it is ignored with a
@@ -373,6 +389,10 @@ fn strimzi_resource() {
     assert!(f.emit_checkpoints);
     assert!(!f.emit_heartbeats); // no heartbeatConnector
     assert_eq!(f.offset_storage_replication_factor, 1);
+    // Where and how Strimzi's MM2 keeps source progress (its Connect cluster's offsets topic,
+    // keys of the connector `source->target.MirrorSourceConnector`).
+    assert_eq!(f.offset_storage_topic, "mirrormaker2-cluster-offsets");
+    assert_eq!(f.progress_connector, "source->target.MirrorSourceConnector");
     assert_eq!(
         f.policy.format_remote_topic("source", "orders"),
         "source_orders"

@@ -697,7 +697,7 @@ impl Flow {
             let Ok(k) = SourceProgressKey::decode(&key) else {
                 continue;
             };
-            if k.cluster != c.source {
+            if k.cluster != c.source || k.connector != c.progress_connector {
                 continue;
             }
             match SourceProgress::decode(r.value.as_deref()) {
@@ -1283,7 +1283,11 @@ impl Flow {
         let records = progress
             .iter()
             .map(|(topic, partition, frontier)| {
-                let key = SourceProgressKey::mirror_source(&c.source, topic, *partition).encode();
+                let key = SourceProgressKey {
+                    connector: c.progress_connector.clone(),
+                    ..SourceProgressKey::mirror_source(&c.source, topic, *partition)
+                }
+                .encode();
                 let value = SourceProgress {
                     last_replicated_offset: frontier - 1,
                 }
