@@ -68,6 +68,14 @@ pub fn start_pair(kind: BrokerKind, name: &str) -> Vec<Box<dyn TestCluster>> {
     }
 }
 
+/// One cluster of `kind` (tansu or Apache Kafka) for one test.
+pub fn start_one(kind: BrokerKind, name: &str) -> Box<dyn TestCluster> {
+    match kind {
+        BrokerKind::Tansu => Box::new(tansu::TansuBroker::start(name)),
+        BrokerKind::Kafka => Box::new(kafka::KafkaCluster::start(name)),
+    }
+}
+
 /// Runs each named scenario (`async fn name(kind: BrokerKind)` in the calling test file) once on
 /// tansu and once on Apache Kafka, as tests `tansu::name` and `kafka::name`.
 #[macro_export]

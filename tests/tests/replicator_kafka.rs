@@ -149,7 +149,8 @@ fn resumes_after_the_remote_log_start_moved() {
 /// The source's log start moves past Strait's position while it is stopped (retention; here
 /// DeleteRecords): on restart the lost range is reported loudly with its size, and Strait
 /// continues from the new log start (`auto.offset.reset` = earliest, MM2's default for its
-/// source consumer). Before the fix the fetcher reset the position with a debug line only.
+/// source consumer), and the run's exit status says records were lost. Before the fix the
+/// fetcher reset the position with a debug line only.
 #[test]
 fn source_records_deleted_before_mirroring_are_reported_as_lost() {
     let clusters = start_clusters("srclost", 2);
@@ -180,7 +181,14 @@ fn source_records_deleted_before_mirroring_are_reported_as_lost() {
     let status = second
         .terminate(Duration::from_secs(30))
         .expect("exits after SIGTERM");
-    assert!(status.success(), "{log}");
+    assert!(!status.success(), "a run that lost data exits non-zero");
+    assert!(
+        second
+            .log()
+            .contains("DATA LOSS during the run: t/0: 50 offsets (100..150)"),
+        "{}",
+        second.log()
+    );
 }
 
 /// The leader of a remote partition (a 3-broker target, replication factor 3, min ISR 2) is

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use protocol_client::admin::{Admin, AlterOp};
 use protocol_client::cluster::{ClientConfig, Cluster};
-use replicator::formats::OffsetSync;
+use replicator::formats::{Checkpoint, OffsetSync};
 use replicator::internal::read_to_end;
 use strait_tests::kafka::{start_clusters, KafkaCluster, KafkaOptions};
 use strait_tests::reference::{self, Outgoing};
@@ -587,6 +587,113 @@ fn log_append_time_source_into_create_time_target_keeps_the_timestamps_read() {
         times(&source)
     );
     assert_eq!(times(&remote), times(&source), "timestamps as read");
+    let status = strait.terminate(Duration::from_secs(30)).expect("exits");
+    assert!(status.success(), "{}", strait.log());
+}
+
+/// read_committed with transactions interleaved across two partitions: a transaction that
+/// commits and one that aborts are open at the same time on both partitions, with
+/// non-transactional records between them, then the aborting producer commits a later
+/// transaction. Only committed and plain records reach the target, in source order, on both
+/// partitions; checkpoints on an aborted record, on a marker, on a plain record and at the end
+/// translate to the next record that was forwarded (never ahead of it).
+#[test]
+fn interleaved_transactions_across_partitions_mirror_and_translate_exactly() {
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    let clusters = start_clusters("txmix", 2);
+    let (a, b) = (clusters[0].bootstrap(), clusters[1].bootstrap());
+    reference::create_topic(&a, "mix", 2);
+    let transactional = |name: &str| -> ThreadedProducer<DefaultProducerContext> {
+        let p: ThreadedProducer<DefaultProducerContext> = reference::base_config(&a)
+            .set("transactional.id", strait_tests::unique(name))
+            .create()
+            .expect("transactional producer");
+        p.init_transactions(Duration::from_secs(30)).unwrap();
+        p
+    };
+    let (keep, aborting) = (transactional("keep"), transactional("aborting"));
+    let plain: ThreadedProducer<DefaultProducerContext> =
+        reference::base_config(&a).create().expect("producer");
+    // One record to both partitions, flushed, so the source order is this program's order.
+    let send = |p: &ThreadedProducer<DefaultProducerContext>, v: &str| {
+        for partition in 0..2 {
+            p.send(
+                BaseRecord::<[u8], [u8]>::to("mix")
+                    .partition(partition)
+                    .payload(v.as_bytes()),
+            )
+            .map_err(|(e, _)| e)
+            .unwrap();
+        }
+        p.flush(Duration::from_secs(10)).unwrap();
+    };
+    keep.begin_transaction().unwrap();
+    aborting.begin_transaction().unwrap();
+    send(&keep, "a0"); // 0
+    send(&aborting, "b0"); // 1
+    send(&keep, "a1"); // 2
+    send(&aborting, "b1"); // 3
+    send(&plain, "n0"); // 4
+    aborting.abort_transaction(Duration::from_secs(30)).unwrap(); // 5: ABORT marker
+    keep.commit_transaction(Duration::from_secs(30)).unwrap(); // 6: COMMIT marker
+    aborting.begin_transaction().unwrap();
+    send(&aborting, "b2"); // 7
+    aborting
+        .commit_transaction(Duration::from_secs(30))
+        .unwrap(); // 8: COMMIT marker
+    for (group, offset) in [
+        ("g-aborted", 1),
+        ("g-marker", 5),
+        ("g-plain", 4),
+        ("g-end", 9),
+    ] {
+        reference::commit_offsets(&a, group, &[("mix", 0, offset), ("mix", 1, offset)]);
+    }
+    assert_eq!(high_watermark(&a, "mix", 0), 9, "source layout as planned");
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut strait = StraitProcess::start(&mm2_properties(&a, &b, ""), dir.path());
+    wait_until("mirrored", Duration::from_secs(60), || {
+        (0..2).all(|p| high_watermark(&b, "A.mix", p) == 4)
+    });
+    for p in 0..2 {
+        let got = reference::consume(&b, "A.mix", p, 0, 4, Duration::from_secs(20));
+        assert_eq!(values(&got), ["a0", "a1", "n0", "b2"], "partition {p}");
+    }
+    // Upstream -> downstream: a0 0->0, a1 2->1, n0 4->2, b2 7->3, end 9->4.
+    let want: BTreeMap<String, (i64, i64)> = [
+        ("g-aborted", (1, 1)),
+        ("g-marker", (5, 3)),
+        ("g-plain", (4, 2)),
+        ("g-end", (9, 4)),
+    ]
+    .into_iter()
+    .map(|(g, o)| (g.to_string(), o))
+    .collect();
+    let target = block_on(Cluster::connect(ClientConfig::new(&b))).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut got: BTreeMap<(String, i32), (i64, i64)> = BTreeMap::new();
+        for r in block_on(read_to_end(&target, "B", "A.checkpoints.internal")).unwrap() {
+            let cp = Checkpoint::decode(r.key.as_deref().unwrap(), r.value.as_deref()).unwrap();
+            got.insert(
+                (cp.consumer_group_id.clone(), cp.partition),
+                (cp.upstream_offset, cp.downstream_offset),
+            );
+        }
+        let complete = want
+            .iter()
+            .all(|(g, o)| (0..2).all(|p| got.get(&(g.clone(), p)) == Some(o)));
+        if complete {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "checkpoints {got:?}, want {want:?} on both partitions\n{}",
+            strait.log()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
     let status = strait.terminate(Duration::from_secs(30)).expect("exits");
     assert!(status.success(), "{}", strait.log());
 }

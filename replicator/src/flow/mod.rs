@@ -170,6 +170,9 @@ pub struct FlowState {
     /// Partitions stopped during this run, and why: the run then ends with an error naming
     /// them (the exit status shows it), whatever else happened.
     pub stopped: BTreeMap<(String, i32), String>,
+    /// Source ranges lost during this run (deleted before they were mirrored): the partition
+    /// goes on as `auto.offset.reset` says, and the run ends with an error listing them.
+    pub data_loss: Vec<String>,
 }
 
 /// A running flow.
@@ -862,6 +865,10 @@ impl Flow {
                     match (oor.kind, oor.reset_to) {
                         (OutOfRangeKind::BelowLogStart, Some(to)) => {
                             error!(flow = %self.name(), topic = %key.0, partition = key.1, from = oor.fetch_offset, to, lost = to - oor.fetch_offset, log_start = oor.log_start_offset, "DATA LOSS: source records were deleted (retention or DeleteRecords) before they were mirrored; continuing from the log start");
+                            self.state.lock().unwrap_or_else(|p| p.into_inner()).data_loss.push(format!(
+                                "{}/{}: {} offsets ({}..{})",
+                                key.0, key.1, to - oor.fetch_offset, oor.fetch_offset, to
+                            ));
                             if !lanes.send(&self, &key, AckItem::Skip { next: to }) {
                                 return Err(lane_ended(&mut fail_rx, &key).await);
                             }
@@ -994,8 +1001,13 @@ impl Flow {
             return Err(e);
         }
         committed?;
-        let stopped =
-            std::mem::take(&mut self.state.lock().unwrap_or_else(|p| p.into_inner()).stopped);
+        let (stopped, lost) = {
+            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            (
+                std::mem::take(&mut st.stopped),
+                std::mem::take(&mut st.data_loss),
+            )
+        };
         if !stopped.is_empty() {
             let list: Vec<String> = stopped
                 .iter()
@@ -1005,6 +1017,12 @@ impl Flow {
                 "{} partition(s) stopped during the run: {}",
                 stopped.len(),
                 list.join("; ")
+            )));
+        }
+        if !lost.is_empty() {
+            return Err(Error::Other(format!(
+                "DATA LOSS during the run: {}",
+                lost.join("; ")
             )));
         }
         Ok(())

@@ -1,4 +1,5 @@
-//! protocol-client against a real broker (tansu), with librdkafka as the independent reference:
+//! protocol-client against real brokers (Apache Kafka and tansu, each test on both), with
+//! librdkafka as the independent reference:
 //! what our producer writes librdkafka reads back identically, what librdkafka writes our
 //! fetcher returns byte-for-byte, and fetched batches appended elsewhere stay identical.
 
@@ -14,9 +15,9 @@ use protocol_client::record::{
     split_batches, Compression, DecodeLimits, RecordBatch, RecordHeader,
 };
 use strait_tests::reference::{self, Outgoing, RefRecord};
-use strait_tests::tansu::TansuBroker;
+use strait_tests::{BrokerKind, TestCluster};
 
-async fn cluster(b: &TansuBroker) -> Arc<Cluster> {
+async fn cluster(b: &dyn TestCluster) -> Arc<Cluster> {
     Cluster::connect(ClientConfig::new(&b.bootstrap()))
         .await
         .expect("connect")
@@ -124,11 +125,10 @@ fn decode(batches: &[RecordBatch]) -> Vec<RefRecord> {
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn our_producer_writes_what_librdkafka_reads() {
+async fn our_producer_writes_what_librdkafka_reads(kind: BrokerKind) {
     strait_tests::init_tracing();
-    let broker = TansuBroker::start("client-produce");
-    let cluster = cluster(&broker).await;
+    let broker = strait_tests::start_one(kind, "client-produce");
+    let cluster = cluster(&*broker).await;
     for codec in [
         Compression::None,
         Compression::Gzip,
@@ -209,11 +209,10 @@ async fn our_producer_writes_what_librdkafka_reads() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn librdkafka_writes_our_fetcher_reads_and_raw_append_forwards_identically() {
+async fn librdkafka_writes_our_fetcher_reads_and_raw_append_forwards_identically(kind: BrokerKind) {
     strait_tests::init_tracing();
-    let broker = TansuBroker::start("client-fetch");
-    let cluster = cluster(&broker).await;
+    let broker = strait_tests::start_one(kind, "client-fetch");
+    let cluster = cluster(&*broker).await;
     for codec in ["none", "gzip", "snappy", "lz4", "zstd"] {
         let src = strait_tests::unique(&format!("ref-{codec}"));
         let dst = strait_tests::unique(&format!("fwd-{codec}"));
@@ -326,11 +325,10 @@ async fn librdkafka_writes_our_fetcher_reads_and_raw_append_forwards_identically
 
 /// A batch Strait rebuilds (resuming inside a batch) is accepted by a real broker and read back
 /// identically by librdkafka.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rebuilt_batches_are_accepted_and_read_back_identically() {
+async fn rebuilt_batches_are_accepted_and_read_back_identically(kind: BrokerKind) {
     strait_tests::init_tracing();
-    let broker = TansuBroker::start("client-rebuild");
-    let cluster = cluster(&broker).await;
+    let broker = strait_tests::start_one(kind, "client-rebuild");
+    let cluster = cluster(&*broker).await;
     for codec in ["none", "gzip", "snappy", "lz4", "zstd"] {
         let src = strait_tests::unique(&format!("rb-src-{codec}"));
         let dst = strait_tests::unique(&format!("rb-dst-{codec}"));
@@ -397,3 +395,9 @@ async fn rebuilt_batches_are_accepted_and_read_back_identically() {
         );
     }
 }
+
+strait_tests::on_both_brokers!(
+    our_producer_writes_what_librdkafka_reads,
+    librdkafka_writes_our_fetcher_reads_and_raw_append_forwards_identically,
+    rebuilt_batches_are_accepted_and_read_back_identically,
+);
