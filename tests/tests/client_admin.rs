@@ -1,4 +1,5 @@
-//! The admin API (protocol-client `admin`) against a real broker (tansu), checked through our own
+//! The admin API (protocol-client `admin`) against real brokers (each test on Apache Kafka and
+//! on tansu), checked through our own
 //! metadata and through librdkafka as the independent reference: topics created with partitions
 //! and configs, per-topic outcomes, configs described and altered, topics deleted, groups listed
 //! and described, committed offsets read and written both ways, the cluster described.
@@ -21,11 +22,11 @@ use protocol_client::{Error, ResponseError};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use strait_tests::reference::{self, Outgoing};
-use strait_tests::tansu::TansuBroker;
+use strait_tests::{BrokerKind, TestCluster};
 
 const WAIT: Duration = Duration::from_secs(20);
 
-async fn admin(b: &TansuBroker) -> Admin {
+async fn admin(b: &dyn TestCluster) -> Admin {
     Admin::new(
         Cluster::connect(ClientConfig::new(&b.bootstrap()))
             .await
@@ -95,11 +96,12 @@ fn outcomes(
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn create_topics_seen_by_metadata_and_librdkafka_then_already_exists_per_topic() {
+async fn create_topics_seen_by_metadata_and_librdkafka_then_already_exists_per_topic(
+    kind: BrokerKind,
+) {
     strait_tests::init_tracing();
-    let b = TansuBroker::start("admin-create");
-    let admin = admin(&b).await;
+    let b = strait_tests::start_one(kind, "admin-create");
+    let admin = admin(&*b).await;
     let (t1, t2, t3) = (
         strait_tests::unique("adm-a"),
         strait_tests::unique("adm-b"),
@@ -176,11 +178,10 @@ async fn create_topics_seen_by_metadata_and_librdkafka_then_already_exists_per_t
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn configs_set_at_creation_are_described_and_incremental_set_is_visible() {
+async fn configs_set_at_creation_are_described_and_incremental_set_is_visible(kind: BrokerKind) {
     strait_tests::init_tracing();
-    let b = TansuBroker::start("admin-configs");
-    let admin = admin(&b).await;
+    let b = strait_tests::start_one(kind, "admin-configs");
+    let admin = admin(&*b).await;
     let t = strait_tests::unique("cfg");
     let created = admin
         .create_topics(&[topic(
@@ -271,11 +272,10 @@ async fn configs_set_at_creation_are_described_and_incremental_set_is_visible() 
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn delete_topics_per_topic_outcomes() {
+async fn delete_topics_per_topic_outcomes(kind: BrokerKind) {
     strait_tests::init_tracing();
-    let b = TansuBroker::start("admin-delete");
-    let admin = admin(&b).await;
+    let b = strait_tests::start_one(kind, "admin-delete");
+    let admin = admin(&*b).await;
     let (keep, gone) = (strait_tests::unique("keep"), strait_tests::unique("gone"));
     let created = admin
         .create_topics(&[topic(&keep, 1, &[]), topic(&gone, 2, &[])])
@@ -317,11 +317,10 @@ async fn delete_topics_per_topic_outcomes() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn create_partitions_grows_a_topic() {
+async fn create_partitions_grows_a_topic(kind: BrokerKind) {
     strait_tests::init_tracing();
-    let b = TansuBroker::start("admin-partitions");
-    let admin = admin(&b).await;
+    let b = strait_tests::start_one(kind, "admin-partitions");
+    let admin = admin(&*b).await;
     let t = strait_tests::unique("grow");
     admin
         .create_topics(&[topic(&t, 2, &[])])
@@ -337,14 +336,24 @@ async fn create_partitions_grows_a_topic() {
         Err(e) => panic!("CreatePartitions: {e}"),
         Ok(()) => {}
     }
-    let listed = admin.list_topics().await.expect("list");
-    assert_eq!(
-        listed
+    // Apache Kafka answers CreatePartitions once the controller took it; brokers' metadata
+    // follows shortly after.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let listed = admin.list_topics().await.expect("list");
+        let n = listed
             .iter()
             .find(|x| x.name == t)
-            .map(|x| x.partitions.len()),
-        Some(4)
-    );
+            .map(|x| x.partitions.len());
+        if n == Some(4) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "partitions of {t}: {n:?}, want 4"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let bs = b.bootstrap();
     assert_eq!(
         reference::blocking(|| librdkafka_partitions(&bs, &t)),
@@ -352,11 +361,18 @@ async fn create_partitions_grows_a_topic() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acls_created_are_described() {
+async fn acls_created_are_described(kind: BrokerKind) {
     strait_tests::init_tracing();
-    let b = TansuBroker::start("admin-acls");
-    let admin = admin(&b).await;
+    // Apache Kafka serves ACLs only with an authorizer (the test's PLAINTEXT client is the
+    // super user ANONYMOUS).
+    let b: Box<dyn TestCluster> = match kind {
+        BrokerKind::Kafka => Box::new(strait_tests::kafka::KafkaCluster::start_with(
+            "admin-acls",
+            strait_tests::kafka::KafkaOptions::brokers(1).authorizer(&[]),
+        )),
+        BrokerKind::Tansu => strait_tests::start_one(kind, "admin-acls"),
+    };
+    let admin = admin(&*b).await;
     let t = strait_tests::unique("acl-topic");
     let acl = AclBinding {
         resource_type: resource_type::TOPIC,
@@ -411,12 +427,13 @@ async fn acls_created_are_described() {
     assert!(filtered.is_empty(), "{filtered:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn groups_of_a_librdkafka_consumer_are_listed_described_and_their_offsets_fetched() {
+async fn groups_of_a_librdkafka_consumer_are_listed_described_and_their_offsets_fetched(
+    kind: BrokerKind,
+) {
     strait_tests::init_tracing();
-    let b = TansuBroker::start("admin-groups");
+    let b = strait_tests::start_one(kind, "admin-groups");
     let bs = b.bootstrap();
-    let admin = admin(&b).await;
+    let admin = admin(&*b).await;
     let t = strait_tests::unique("grp-topic");
     let group = strait_tests::unique("ref-group");
     reference::blocking(|| reference::create_topic(&bs, &t, 2));
@@ -540,12 +557,11 @@ async fn groups_of_a_librdkafka_consumer_are_listed_described_and_their_offsets_
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn offsets_we_commit_are_read_back_by_librdkafka() {
+async fn offsets_we_commit_are_read_back_by_librdkafka(kind: BrokerKind) {
     strait_tests::init_tracing();
-    let b = TansuBroker::start("admin-commit");
+    let b = strait_tests::start_one(kind, "admin-commit");
     let bs = b.bootstrap();
-    let admin = admin(&b).await;
+    let admin = admin(&*b).await;
     let t = strait_tests::unique("commit-topic");
     let group = strait_tests::unique("our-group");
     admin
@@ -628,17 +644,33 @@ async fn offsets_we_commit_are_read_back_by_librdkafka() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn describe_cluster_names_the_cluster_and_its_broker() {
+async fn describe_cluster_names_the_cluster_and_its_broker(kind: BrokerKind) {
     strait_tests::init_tracing();
-    let b = TansuBroker::start("admin-cluster");
-    let admin = admin(&b).await;
+    let b = strait_tests::start_one(kind, "admin-cluster");
+    let admin = admin(&*b).await;
     let d = admin.describe_cluster().await.expect("describe cluster");
     assert_eq!(d.cluster_id.as_deref(), Some(b.cluster_id()));
     assert_eq!(d.brokers.len(), 1, "{d:?}");
-    assert_eq!(d.brokers[0].port, i32::from(b.addr().port()));
+    let port: i32 = b
+        .bootstrap()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("bootstrap port");
+    assert_eq!(d.brokers[0].port, port);
     assert!(
         d.brokers.iter().any(|x| x.id == d.controller_id) || d.controller_id == -1,
         "{d:?}"
     );
 }
+
+strait_tests::on_both_brokers!(
+    create_topics_seen_by_metadata_and_librdkafka_then_already_exists_per_topic,
+    configs_set_at_creation_are_described_and_incremental_set_is_visible,
+    delete_topics_per_topic_outcomes,
+    create_partitions_grows_a_topic,
+    acls_created_are_described,
+    groups_of_a_librdkafka_consumer_are_listed_described_and_their_offsets_fetched,
+    offsets_we_commit_are_read_back_by_librdkafka,
+    describe_cluster_names_the_cluster_and_its_broker,
+);

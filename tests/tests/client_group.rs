@@ -326,10 +326,9 @@ async fn member_commits_are_read_back_by_the_admin_api() {
     m.leave().await.expect("leave");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_member_joins_a_real_broker_and_the_admin_api_sees_it() {
+async fn a_member_joins_a_real_broker_and_the_admin_api_sees_it(kind: strait_tests::BrokerKind) {
     strait_tests::init_tracing();
-    let b = strait_tests::tansu::TansuBroker::start("group-tansu");
+    let b = strait_tests::start_one(kind, "group-real");
     let topic = strait_tests::unique("tg-topic");
     let group = strait_tests::unique("tg-grp");
     let bs = b.bootstrap();
@@ -339,7 +338,7 @@ async fn a_member_joins_a_real_broker_and_the_admin_api_sees_it() {
         .expect("connect");
     // A real coordinator (KIP-394) answers the first JoinGroup with MEMBER_ID_REQUIRED.
     let m = within(
-        "join on tansu",
+        "join on a real broker",
         GroupMember::join(
             c.clone(),
             config(&group, &topic),
@@ -405,3 +404,5 @@ async fn a_member_joins_a_real_broker_and_the_admin_api_sees_it() {
     );
     m.leave().await.expect("leave");
 }
+
+strait_tests::on_both_brokers!(a_member_joins_a_real_broker_and_the_admin_api_sees_it);
