@@ -54,6 +54,16 @@ async fn admin(bootstrap: &str) -> Admin {
     )
 }
 
+/// Deletes `topics`, each of which must exist.
+fn delete_topics(bootstrap: &str, topics: &[&str]) {
+    let names: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
+    block_on(async {
+        for (topic, r) in admin(bootstrap).await.delete_topics(&names).await.unwrap() {
+            r.unwrap_or_else(|e| panic!("delete {topic}: {e}"));
+        }
+    });
+}
+
 /// Non-default topic configs of `topic` as the broker reports them: (value, source).
 fn topic_configs(bootstrap: &str, topic: &str) -> BTreeMap<String, (String, String)> {
     block_on(async {
@@ -353,16 +363,7 @@ fn a_remote_topic_deleted_while_running_is_recreated() {
     wait_until("first records", Duration::from_secs(60), || {
         high_watermark(&b, "A.d", 0) == 20
     });
-    block_on(async {
-        let r = admin(&b)
-            .await
-            .delete_topics(&["A.d".to_string()])
-            .await
-            .unwrap();
-        for (_, r) in r {
-            r.unwrap();
-        }
-    });
+    delete_topics(&b, &["A.d"]);
     std::thread::sleep(Duration::from_secs(2));
     reference::produce(&a, "d", 0, &numbered(20, 40), &[]);
     // Re-created and refilled: the new remote partition starts at 0 and holds what the source
@@ -406,16 +407,7 @@ fn a_source_topic_deleted_while_running_is_unassigned() {
     wait_until("first records", Duration::from_secs(60), || {
         high_watermark(&b, "A.keep", 0) == 10 && high_watermark(&b, "A.gone", 0) == 10
     });
-    block_on(async {
-        let r = admin(&a)
-            .await
-            .delete_topics(&["gone".to_string()])
-            .await
-            .unwrap();
-        for (_, r) in r {
-            r.unwrap();
-        }
-    });
+    delete_topics(&a, &["gone"]);
     wait_until("the deletion noticed", Duration::from_secs(60), || {
         strait.log().contains("source topic deleted")
     });
@@ -500,16 +492,7 @@ fn a_recreated_source_topic_stops_its_partitions_and_the_exit_status_says_so() {
     wait_until("first records", Duration::from_secs(60), || {
         high_watermark(&b, "A.again", 0) == 20 && high_watermark(&b, "A.longer", 0) == 20
     });
-    block_on(async {
-        let r = admin(&a)
-            .await
-            .delete_topics(&["again".to_string(), "longer".to_string()])
-            .await
-            .unwrap();
-        for (_, r) in r {
-            r.unwrap();
-        }
-    });
+    delete_topics(&a, &["again", "longer"]);
     wait_until("the topics gone", Duration::from_secs(30), || {
         reference::try_watermarks(&a, "again", 0).is_err()
             && reference::try_watermarks(&a, "longer", 0).is_err()
