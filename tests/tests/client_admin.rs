@@ -200,11 +200,32 @@ async fn configs_set_at_creation_are_described_and_incremental_set_is_visible(ki
             .unwrap_or_else(|| panic!("{name} missing from {entries:?}"))
             .clone()
     };
-    let described = admin
-        .describe_topic_configs(std::slice::from_ref(&t))
-        .await
-        .expect("DescribeConfigs");
-    assert_eq!(described.len(), 1);
+    // Apache Kafka applies topic creation and config changes through its metadata log: a broker
+    // may answer for a moment with what it had before.
+    let settled = |want: &'static str| {
+        let admin = &admin;
+        let t = &t;
+        async move {
+            let deadline = Instant::now() + WAIT;
+            loop {
+                let described = admin
+                    .describe_topic_configs(std::slice::from_ref(t))
+                    .await
+                    .expect("DescribeConfigs");
+                assert_eq!(described.len(), 1);
+                let now = described[0].1.as_ref().ok().and_then(|e| {
+                    e.iter()
+                        .find(|e| e.name == "retention.ms")
+                        .and_then(|e| e.value.clone())
+                });
+                if now.as_deref() == Some(want) || Instant::now() > deadline {
+                    return described;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let described = settled("123456").await;
     let entries = described[0].1.as_ref().expect("configs of the topic");
     let retention = value(entries, "retention.ms");
     assert_eq!(retention.value.as_deref(), Some("123456"));
@@ -236,10 +257,7 @@ async fn configs_set_at_creation_are_described_and_incremental_set_is_visible(ki
         )
         .await
         .expect("IncrementalAlterConfigs SET");
-    let described = admin
-        .describe_topic_configs(std::slice::from_ref(&t))
-        .await
-        .expect("DescribeConfigs after alter");
+    let described = settled("999000").await;
     let entries = described[0].1.as_ref().expect("configs");
     assert_eq!(
         value(entries, "retention.ms").value.as_deref(),
@@ -302,14 +320,24 @@ async fn delete_topics_per_topic_outcomes(kind: BrokerKind) {
             ),
         ])
     );
-    let names: Vec<String> = admin
-        .list_topics()
-        .await
-        .expect("list")
-        .into_iter()
-        .map(|t| t.name)
-        .collect();
-    assert!(names.contains(&keep) && !names.contains(&gone), "{names:?}");
+    // Apache Kafka answers DeleteTopics once the controller took it; brokers' metadata follows
+    // shortly after.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let names: Vec<String> = admin
+            .list_topics()
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|t| t.name)
+            .collect();
+        assert!(names.contains(&keep), "{names:?}");
+        if !names.contains(&gone) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{gone} still listed: {names:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let bs = b.bootstrap();
     assert_eq!(
         reference::blocking(|| librdkafka_partitions(&bs, &gone)),
