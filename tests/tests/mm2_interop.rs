@@ -781,9 +781,8 @@ fn mm2_to_strait(name: &str, kill: bool) {
 // ---------------------------------------------------------------------------------------------
 
 /// Strait mirrors while a writer produces, is stopped (SIGTERM), and MM2 continues from Strait's
-/// `mm2-offsets.A.internal`: nothing lost, nothing repeated (Strait commits at shutdown).
-/// Strait mirrors, stops; MM2 takes over from Strait's progress (nothing lost); then Strait
-/// takes over again from MM2's progress, writing nothing MM2 wrote.
+/// `mm2-offsets.A.internal`: nothing lost, nothing repeated (Strait commits at shutdown). Then
+/// Strait takes over again from MM2's progress, writing nothing MM2 wrote.
 #[test]
 fn hand_over_from_strait_to_mm2() {
     let t0 = Instant::now();

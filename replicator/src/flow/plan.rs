@@ -270,6 +270,14 @@ mod tests {
         out.freeze()
     }
 
+    /// Each record's timestamp as Kafka reads it in a `CreateTime` batch (base + delta).
+    fn timestamps(b: &RecordBatch) -> Vec<i64> {
+        b.records(&DecodeLimits::default())
+            .unwrap()
+            .map(|r| r.unwrap().timestamp(b.base_timestamp()))
+            .collect()
+    }
+
     fn values(b: &RecordBatch) -> Vec<String> {
         b.records(&DecodeLimits::default())
             .unwrap()
@@ -429,12 +437,11 @@ mod tests {
                 assert_eq!(stretches, &vec![(20, 2), (24, 1), (27, 1)]);
                 assert_eq!((batch.record_count(), batch.last_offset_delta()), (4, 3));
                 assert_eq!(values(batch), vec!["a", "b", "c", "d"]);
-                let ts: Vec<i64> = batch
-                    .records(&DecodeLimits::default())
-                    .unwrap()
-                    .map(|r| r.unwrap().timestamp(batch.base_timestamp()))
-                    .collect();
-                assert_eq!(ts, vec![1000, 1001, 1004, 1007], "timestamps kept");
+                assert_eq!(
+                    timestamps(batch),
+                    vec![1000, 1001, 1004, 1007],
+                    "timestamps kept"
+                );
             }
             s => panic!("{s:?}"),
         }
@@ -474,12 +481,7 @@ mod tests {
                 assert_eq!(batch.timestamp_type(), TimestampType::CreateTime);
                 assert_eq!(batch.compression().unwrap(), Compression::Lz4);
                 assert_eq!(values(batch), vec!["v0", "v1", "v2"]);
-                let ts: Vec<i64> = batch
-                    .records(&DecodeLimits::default())
-                    .unwrap()
-                    .map(|r| r.unwrap().timestamp(batch.base_timestamp()))
-                    .collect();
-                assert_eq!(ts, vec![appended; 3]);
+                assert_eq!(timestamps(batch), vec![appended; 3]);
                 assert_eq!(batch.max_timestamp(), appended);
                 batch.verify_crc().unwrap();
             }
