@@ -299,6 +299,33 @@ impl OffsetMap {
         }
     }
 
+    /// The inverse of [`translate`](Self::translate), for failback: a consumer that committed
+    /// downstream offset `downstream` (it has read every record below it) continues upstream
+    /// at the returned offset, exactly. Inside a run that is the record's own upstream
+    /// offset; in a downstream gap (records Strait did not write) the next run's first
+    /// upstream offset; at the downstream end the frontier. Everything upstream below the
+    /// answer was either forwarded below `downstream` or never forwarded (markers, aborted or
+    /// compacted records). `None` outside what the map covers: below its first forwarded
+    /// record (or its start's downstream offset), or past the downstream end.
+    pub fn upstream_for(&self, downstream: i64) -> Option<i64> {
+        let frontier = self.frontier?;
+        let end = self.downstream_end?;
+        let first = self.translate(self.start?)?;
+        if downstream < first || downstream > end {
+            return None;
+        }
+        let idx = self
+            .runs
+            .partition_point(|r| r.downstream_end() <= downstream);
+        match self.runs.get(idx) {
+            Some(run) if downstream >= run.downstream_start => {
+                Some(run.upstream_start + (downstream - run.downstream_start))
+            }
+            Some(run) => Some(run.upstream_start),
+            None => Some(frontier),
+        }
+    }
+
     /// Forgets everything below the source partition's log start offset: runs wholly below
     /// it are dropped and coverage starts there (capped at the frontier).
     pub fn trim_before(&mut self, log_start: i64) {
@@ -905,6 +932,30 @@ mod tests {
                     // which is never ahead of the real end.
                     prop_assert!(got.is_some() && got <= expected, "u={} got={:?} expected={:?}", u, got, expected);
                 }
+            }
+        }
+
+        #[test]
+        fn upstream_for_inverts_translate(start in 0i64..50, d0 in 0i64..50,
+                                          events in proptest::collection::vec(event(), 0..40)) {
+            let (map, model) = run_events(start, d0, &events, usize::MAX);
+            let frontier = start + model.fate.len() as i64;
+            let first = map.translate(start).unwrap();
+            let end = map.downstream_end().unwrap();
+            for d in (d0 - 3)..(model.downstream_end + 3) {
+                let got = map.upstream_for(d);
+                if d < first || d > end {
+                    prop_assert_eq!(got, None, "d={}", d);
+                    continue;
+                }
+                // The first upstream record forwarded at or after `d`, else the frontier.
+                let want = model.fate.iter().position(|f| f.is_some_and(|x| x >= d))
+                    .map_or(frontier, |i| start + i as i64);
+                prop_assert_eq!(got, Some(want), "d={}", d);
+                // Nothing forwarded below the answer lies at or after `d`; round trip.
+                let u = want;
+                prop_assert!(model.fate[..(u - start) as usize].iter().flatten().all(|&x| x < d));
+                prop_assert!(map.translate(u).unwrap() >= d);
             }
         }
 
