@@ -5,6 +5,7 @@
 //! `mm2-offset-map.<source>.internal` on the target (exact runs, see
 //! [`crate::formats::OffsetMapRecord`]).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,8 @@ use protocol_client::ResponseError;
 use tracing::info;
 
 use crate::error::{Error, Result};
+use crate::formats::OffsetMapRecord;
+use crate::offsets::{OffsetMap, OffsetMapError};
 
 /// Name of Strait's offset-map topic for a source cluster.
 ///
@@ -34,6 +37,53 @@ pub fn offset_map_topic(source_alias: &str) -> String {
 /// (below the current topic's records) so a deployment of an earlier Strait resumes exactly.
 pub fn legacy_offset_map_topic(source_alias: &str) -> String {
     format!("strait-offset-map.{source_alias}.internal")
+}
+
+/// Offset maps read back from a cluster, per source partition; a partition whose records do
+/// not make a consistent map has the reason instead.
+pub type StoredMaps = HashMap<(String, i32), std::result::Result<OffsetMap, OffsetMapError>>;
+
+/// Reads the offset maps of the flows from `source_alias` kept on `cluster` (the flows'
+/// target): the legacy topic first (earlier Strait versions), then the current one, so later
+/// records win.
+pub async fn read_offset_maps(
+    cluster: &Arc<Cluster>,
+    alias: &str,
+    source_alias: &str,
+    max_runs: usize,
+) -> Result<StoredMaps> {
+    let legacy = legacy_offset_map_topic(source_alias);
+    let has_legacy = cluster
+        .refresh_all_topics()
+        .await
+        .map_err(Error::client(alias))?
+        .topics
+        .contains_key(&legacy);
+    let topics = has_legacy
+        .then_some(legacy)
+        .into_iter()
+        .chain([offset_map_topic(source_alias)]);
+    let mut by_partition: HashMap<(String, i32), Vec<OffsetMapRecord>> = HashMap::new();
+    for map_topic in topics {
+        for r in read_to_end(cluster, alias, &map_topic).await? {
+            let Some(key) = r.key else { continue };
+            let rec = OffsetMapRecord::decode(&key, r.value.as_deref()).map_err(|source| {
+                Error::Format {
+                    context: format!("{alias}:{map_topic} offset {}", r.offset),
+                    source,
+                }
+            })?;
+            let (t, p) = rec.topic_partition();
+            by_partition
+                .entry((t.to_string(), p))
+                .or_default()
+                .push(rec);
+        }
+    }
+    Ok(by_partition
+        .into_iter()
+        .map(|(key, records)| (key, OffsetMap::restore(records, max_runs)))
+        .collect())
 }
 
 /// Creates `topic` as a compacted topic unless it exists.

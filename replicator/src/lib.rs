@@ -2,7 +2,7 @@
 //! offset translation. See `ARCHITECTURE.md` for the map of the code.
 //!
 //! Pure parts (no I/O): [`config`], [`policy`], [`filter`], [`formats`], [`offsets`],
-//! [`flow::plan`]. Runtime: [`flow`], [`internal`], [`heartbeat`], [`run`].
+//! [`flow::plan`], [`translate`]. Runtime: [`flow`], [`internal`], [`heartbeat`], [`run`].
 
 pub mod config;
 pub mod error;
@@ -16,5 +16,6 @@ pub mod policy;
 pub mod run;
 pub mod sample;
 pub mod security;
+pub mod translate;
 
 pub use error::{Error, Result};

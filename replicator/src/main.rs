@@ -1,6 +1,5 @@
 //! The `strait` command: `run`, `check` and `translate` (see `strait --help`).
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -10,7 +9,6 @@ use clap::{Parser, Subcommand};
 use protocol_client::admin::Admin;
 use replicator::config::Config;
 use replicator::flow::Flow;
-use replicator::formats::Checkpoint;
 use replicator::run::{aliases, run, writers, Clusters};
 use tokio::sync::watch;
 
@@ -39,7 +37,9 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Translate a group's offsets from the checkpoints (MM2's RemoteClusterUtils.translateOffsets).
+    /// Translate a group's offsets from the checkpoints (MM2's RemoteClusterUtils.translateOffsets),
+    /// saying of each whether Strait's exact offset map confirms it ("exact") or it only has
+    /// MM2's guarantee, never ahead but possibly behind ("conservative").
     Translate {
         /// mm2.properties or Strimzi KafkaMirrorMaker2 YAML.
         #[arg(long, short)]
@@ -53,7 +53,7 @@ enum Command {
         /// Consumer group.
         #[arg(long)]
         group: String,
-        /// Print JSON: [{"topic":…,"partition":…,"offset":…}].
+        /// Print JSON: [{"topic":…,"partition":…,"offset":…,"basis":"exact"|"conservative"}].
         #[arg(long)]
         json: bool,
     },
@@ -252,38 +252,68 @@ async fn cmd_translate(
     group: String,
     json: bool,
 ) -> anyhow::Result<()> {
+    use replicator::translate::{classify, latest_checkpoints, needs_reverse};
     let config = load(&path)?;
-    let topic = match config.flow(&source, &target) {
-        Some(f) => f.checkpoints_topic(),
-        None => replicator::policy::ReplicationPolicy::default_policy().checkpoints_topic(&source),
+    let default_policy = replicator::policy::ReplicationPolicy::default_policy();
+    let (topic, policy, max_runs) = match config.flow(&source, &target) {
+        Some(f) => (f.checkpoints_topic(), &f.policy, f.offset_map_max_runs),
+        None => (
+            default_policy.checkpoints_topic(&source),
+            &default_policy,
+            replicator::offsets::DEFAULT_MAX_RUNS,
+        ),
     };
     let mut only = std::collections::BTreeSet::new();
     only.insert(target.clone());
     // Read only: no producer (a principal that may only read the target can translate).
     let clusters = Clusters::connect(&config, &only, &std::collections::BTreeSet::new()).await?;
-    let records =
-        replicator::internal::read_to_end(&clusters.clusters[&target], &target, &topic).await?;
-    let mut latest: BTreeMap<(String, i32), i64> = BTreeMap::new();
-    for r in records {
-        let (Some(k), Some(v)) = (r.key, r.value) else {
-            continue;
+    let target_cluster = &clusters.clusters[&target];
+    let records = replicator::internal::read_to_end(target_cluster, &target, &topic).await?;
+    let latest = latest_checkpoints(
+        records
+            .into_iter()
+            .filter_map(|r| Some((r.key?.to_vec(), r.value?.to_vec()))),
+        &group,
+    );
+    // Which answers Strait's exact maps confirm: the flow's own (on the target) and, for
+    // failback checkpoints, the reverse flow's (on the source; read only if needed and
+    // reachable).
+    let forward =
+        replicator::internal::read_offset_maps(target_cluster, &target, &source, max_runs).await?;
+    let mut reverse = None;
+    if needs_reverse(&latest, policy, &source) {
+        let mut only = std::collections::BTreeSet::new();
+        only.insert(source.clone());
+        let read = async {
+            let c = Clusters::connect(&config, &only, &std::collections::BTreeSet::new()).await?;
+            replicator::internal::read_offset_maps(&c.clusters[&source], &source, &target, max_runs)
+                .await
         };
-        let Ok(cp) = Checkpoint::decode(&k, Some(&v)) else {
-            continue;
-        };
-        if cp.consumer_group_id == group {
-            latest.insert((cp.topic, cp.partition), cp.downstream_offset);
+        match read.await {
+            Ok(maps) => reverse = Some(maps),
+            Err(e) => eprintln!(
+                "note: could not read the reverse flow's offset maps on {source} ({e}); failback checkpoints are shown as conservative"
+            ),
         }
     }
+    let rows = classify(&latest, &forward, reverse.as_ref(), policy, &source);
     if json {
-        let rows: Vec<_> = latest
+        let rows: Vec<_> = rows
             .iter()
-            .map(|((t, p), o)| serde_json::json!({"topic": t, "partition": p, "offset": o}))
+            .map(|r| {
+                serde_json::json!({"topic": r.topic, "partition": r.partition, "offset": r.offset, "basis": r.basis.as_str()})
+            })
             .collect();
         println!("{}", serde_json::Value::Array(rows));
     } else {
-        for ((t, p), o) in &latest {
-            println!("{t}\t{p}\t{o}");
+        for r in &rows {
+            println!(
+                "{}\t{}\t{}\t{}",
+                r.topic,
+                r.partition,
+                r.offset,
+                r.basis.as_str()
+            );
         }
     }
     Ok(())

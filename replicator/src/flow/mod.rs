@@ -62,8 +62,8 @@ use crate::error::{Error, Result};
 use crate::formats::{Checkpoint, OffsetMapRecord, OffsetSync, SourceProgress, SourceProgressKey};
 use crate::internal::{self, offset_map_topic};
 use crate::offsets::{
-    decide_group_offset_sync, CheckpointState, CommittedOffset, OffsetMap, SyncEmitter,
-    TargetGroupState, TopicPartition,
+    conservative_below, decide_group_offset_sync, CheckpointState, CommittedOffset,
+    Mm2OffsetSyncStore, OffsetMap, SyncEmitter, SyncPoint, TargetGroupState, TopicPartition,
 };
 
 /// How often progress, offset-map runs and offset syncs are made durable.
@@ -197,6 +197,12 @@ pub struct Flow {
     group_read_failing: GroupFailures,
     /// Target groups whose offset sync failed last time.
     group_sync_failing: GroupFailures,
+    /// MM2's offset syncs per source partition (distinct, newest first), read once on the
+    /// first checkpoint round: they translate, as MM2 would, offsets below where Strait's
+    /// exact maps start (groups that committed before Strait took over from MM2).
+    mm2_syncs: tokio::sync::OnceCell<HashMap<(String, i32), Vec<SyncPoint>>>,
+    /// Failures reading what failback checkpoints need (the reverse flow's offset maps).
+    failback_failing: GroupFailures,
 }
 
 /// Per-group failures of a periodic job, logged when a group starts failing (warning, with the
@@ -272,6 +278,8 @@ impl Flow {
             warned: Mutex::new(HashSet::new()),
             group_read_failing: GroupFailures::default(),
             group_sync_failing: GroupFailures::default(),
+            mm2_syncs: tokio::sync::OnceCell::new(),
+            failback_failing: GroupFailures::default(),
         }
     }
 
@@ -648,44 +656,12 @@ impl Flow {
         HashMap<(String, i32), i64>,
     )> {
         let c = &self.config;
-        let mut by_partition: HashMap<(String, i32), Vec<OffsetMapRecord>> = HashMap::new();
-        // The legacy topic first (earlier Strait versions), then the current one: later
-        // records win.
-        let mut stored = Vec::new();
-        let legacy = internal::legacy_offset_map_topic(&c.source);
-        let has_legacy = self
-            .target
-            .refresh_all_topics()
-            .await
-            .map_err(self.tgt())?
-            .topics
-            .contains_key(&legacy);
-        let topics = has_legacy
-            .then_some(legacy)
-            .into_iter()
-            .chain([offset_map_topic(&c.source)]);
-        for map_topic in topics {
-            for r in internal::read_to_end(&self.target, &c.target, &map_topic).await? {
-                stored.push((map_topic.clone(), r));
-            }
-        }
-        for (map_topic, r) in stored {
-            let Some(key) = r.key else { continue };
-            let rec = OffsetMapRecord::decode(&key, r.value.as_deref()).map_err(|source| {
-                Error::Format {
-                    context: format!("{map_topic} offset {}", r.offset),
-                    source,
-                }
-            })?;
-            let (t, p) = rec.topic_partition();
-            by_partition
-                .entry((t.to_string(), p))
-                .or_default()
-                .push(rec);
-        }
+        let stored =
+            internal::read_offset_maps(&self.target, &c.target, &c.source, c.offset_map_max_runs)
+                .await?;
         let mut maps = HashMap::new();
-        for (key, records) in by_partition {
-            match OffsetMap::restore(records, c.offset_map_max_runs) {
+        for (key, restored) in stored {
+            match restored {
                 Ok(m) => {
                     maps.insert(key, m);
                 }
@@ -1417,7 +1393,10 @@ impl Flow {
         let groups = groups.to_vec();
         let now = now_ms();
         let topic = c.checkpoints_topic();
-        let mut emit = Vec::new();
+        let mm2_syncs = self.mm2_syncs().await;
+        let mut found = Vec::new();
+        let mut failback = Vec::new();
+        let (mut exact, mut conservative) = (0usize, 0usize);
         let mut touched = Vec::new();
         for group in groups {
             let offsets = self
@@ -1435,23 +1414,52 @@ impl Flow {
                 continue;
             };
             let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            let mut cps = self.checkpoints.lock().unwrap_or_else(|p| p.into_inner());
             for o in offsets {
-                let Some(ps) = st.partitions.get(&(o.topic.clone(), o.partition)) else {
+                let key = (o.topic.clone(), o.partition);
+                let Some(ps) = st.partitions.get(&key) else {
+                    if self.failback_topic(&o.topic).is_some() {
+                        failback.push((group.clone(), o));
+                    }
                     continue;
                 };
-                // Exact, or nothing: never a checkpoint ahead of what is known.
-                let Some(downstream) = ps.map.translate(o.offset) else {
-                    continue;
+                // Exact, or (below where the map starts: a group that committed before Strait
+                // took over from MM2) MM2's conservative answer from its own syncs, or
+                // nothing: never a checkpoint ahead of what is known.
+                let downstream = match ps.map.translate(o.offset) {
+                    Some(d) => {
+                        exact += 1;
+                        d
+                    }
+                    None => {
+                        let syncs = mm2_syncs.get(&key).map_or(&[][..], Vec::as_slice);
+                        match conservative_below(&ps.map, syncs, o.offset) {
+                            Some(d) => {
+                                conservative += 1;
+                                d
+                            }
+                            None => continue,
+                        }
+                    }
                 };
-                let cp = Checkpoint {
+                found.push(Checkpoint {
                     consumer_group_id: group.clone(),
                     topic: ps.remote_topic.clone(),
                     partition: o.partition,
                     upstream_offset: o.offset,
                     downstream_offset: downstream,
                     metadata: o.metadata.unwrap_or_default(),
-                };
+                });
+            }
+            drop(st);
+            touched.push(group);
+        }
+        let failed_back = self.failback_checkpoints(failback).await;
+        debug!(flow = %self.name(), exact, conservative, failback = failed_back.len(), "translated group offsets");
+        found.extend(failed_back);
+        let mut emit = Vec::new();
+        {
+            let mut cps = self.checkpoints.lock().unwrap_or_else(|p| p.into_inner());
+            for cp in found {
                 if !c.emit_checkpoints {
                     // Group offset sync alone still needs the translations.
                     cps.offer(cp);
@@ -1459,8 +1467,6 @@ impl Flow {
                     emit.push(cp);
                 }
             }
-            drop((st, cps));
-            touched.push(group);
         }
         // Written first, then recorded as emitted: a failed write is retried next round.
         let mut records = Vec::with_capacity(emit.len());
@@ -1494,6 +1500,100 @@ impl Flow {
             }
         }
         Ok(())
+    }
+
+    /// MM2's offset syncs of this flow, read once (a failure is logged and leaves them empty:
+    /// only groups below Strait's first run go without checkpoints).
+    async fn mm2_syncs(&self) -> &HashMap<(String, i32), Vec<SyncPoint>> {
+        self.mm2_syncs
+            .get_or_init(|| async {
+                let (topic, alias) = self.config.offset_syncs_topic();
+                let cluster = if alias == self.config.source {
+                    &self.source
+                } else {
+                    &self.target
+                };
+                // MM2 builds the full history when its checkpoints loaded; Strait's checkpoints
+                // are loaded and kept monotonic, so the same.
+                let mut store = Mm2OffsetSyncStore::with_full_history();
+                match internal::read_to_end(cluster, alias, &topic).await {
+                    Ok(records) => {
+                        for r in records {
+                            let Some(k) = r.key else { continue };
+                            if let Ok(sync) = OffsetSync::decode(&k, r.value.as_deref()) {
+                                store.handle(&sync);
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        warn!(flow = %self.name(), %topic, error = %e, "could not read the offset syncs: groups that committed below where Strait started get no checkpoints");
+                    }
+                }
+                store.mark_read_to_end();
+                store
+                    .partitions()
+                    .map(|tp| ((tp.topic.clone(), tp.partition), store.syncs(tp)))
+                    .collect()
+            })
+            .await
+    }
+
+    /// For a topic of the source that is itself a remote topic of this flow's target (`A.t`
+    /// on B, in the flow B->A): the topic it came from on the target (`t`), when the topic
+    /// filter takes either name. Groups that consumed it get failback checkpoints.
+    fn failback_topic<'a>(&self, topic: &'a str) -> Option<&'a str> {
+        let c = &self.config;
+        if c.policy.topic_source(topic) != Some(c.target.as_str()) {
+            return None;
+        }
+        let upstream = c.policy.upstream_topic(topic).filter(|u| *u != topic)?;
+        (c.topics.should_replicate_topic(topic) || c.topics.should_replicate_topic(upstream))
+            .then_some(upstream)
+    }
+
+    /// Failback checkpoints: a group on this flow's source committed offsets of `A.t`, which
+    /// the reverse flow (A->B) wrote from `t` on this flow's target. That flow's exact offset
+    /// map (kept on this flow's source) gives the offset in `t` to continue at, exactly, so a
+    /// consumer that moved from A to B moves back without re-reading or skipping. MM2 names
+    /// the same checkpoints (`renameTopicPartition`) but has no syncs to translate them.
+    async fn failback_checkpoints(
+        &self,
+        offsets: Vec<(String, protocol_client::admin::CommittedOffset)>,
+    ) -> Vec<Checkpoint> {
+        if offsets.is_empty() {
+            return Vec::new();
+        }
+        let c = &self.config;
+        let maps =
+            internal::read_offset_maps(&self.source, &c.source, &c.target, c.offset_map_max_runs)
+                .await;
+        self.failback_failing.observe(
+            &self.name(),
+            &internal::offset_map_topic(&c.target),
+            "reading the reverse flow's offset maps (for failback checkpoints)",
+            &maps,
+        );
+        let Ok(maps) = maps else {
+            return Vec::new();
+        };
+        offsets
+            .into_iter()
+            .filter_map(|(group, o)| {
+                let upstream = self.failback_topic(&o.topic)?;
+                let map = maps
+                    .get(&(upstream.to_string(), o.partition))?
+                    .as_ref()
+                    .ok()?;
+                Some(Checkpoint {
+                    consumer_group_id: group,
+                    topic: upstream.to_string(),
+                    partition: o.partition,
+                    upstream_offset: o.offset,
+                    downstream_offset: map.upstream_for(o.offset)?,
+                    metadata: o.metadata.unwrap_or_default(),
+                })
+            })
+            .collect()
     }
 
     async fn sync_group_offsets(&self, group: &str) -> Result<()> {

@@ -22,7 +22,7 @@
 
 use std::collections::HashMap;
 
-use super::{SyncPoint, TopicPartition};
+use super::{OffsetMap, SyncPoint, TopicPartition};
 use crate::formats::OffsetSync;
 
 /// Slots per partition (`Long.SIZE`).
@@ -171,6 +171,29 @@ pub fn translate_over(syncs: &[SyncPoint], upstream: i64) -> Mm2Translation {
         Some(sync) => translate_with(*sync, upstream),
         None if syncs.is_empty() => Mm2Translation::NoSync,
         None => Mm2Translation::TooOld,
+    }
+}
+
+/// MM2's answer for an upstream offset below what an exact [`OffsetMap`] covers (a group
+/// committed before Strait took over from MM2), from MM2's syncs of the partition (newest
+/// first). Only syncs below the map's start whose downstream offset is not past the map's own
+/// answer at its start are believed (a sync from before the remote partition was re-created
+/// would be), and the answer is capped there: never ahead of the truth. `None` where the map
+/// answers itself, or MM2 could not.
+pub fn conservative_below(map: &OffsetMap, syncs: &[SyncPoint], upstream: i64) -> Option<i64> {
+    let start = map.start()?;
+    if upstream >= start {
+        return None;
+    }
+    let at_start = map.translate(start)?;
+    let believed: Vec<SyncPoint> = syncs
+        .iter()
+        .filter(|s| s.upstream < start && s.downstream <= at_start)
+        .copied()
+        .collect();
+    match translate_over(&believed, upstream) {
+        Mm2Translation::Offset(d) => Some(d.min(at_start)),
+        _ => None,
     }
 }
 
@@ -409,5 +432,39 @@ mod tests {
         for u in -5..10_010 {
             assert_eq!(translate_over(&compact, u), s.translate(&tp, u), "u={u}");
         }
+    }
+
+    /// Below an exact map's start (a hand-over from MM2), MM2's syncs answer conservatively;
+    /// at and above it the map answers; syncs that contradict the map are not believed.
+    #[test]
+    fn conservative_below_an_exact_map() {
+        // MM2 mirrored 0..500 one to one (syncs every 100); Strait resumed at 500 with the
+        // remote end at 500.
+        let map = OffsetMap::starting_at(500, Some(500), 16).unwrap();
+        let syncs: Vec<SyncPoint> = [400, 300, 200, 100, 0]
+            .into_iter()
+            .map(|u| SyncPoint {
+                upstream: u,
+                downstream: u,
+            })
+            .collect();
+        assert_eq!(conservative_below(&map, &syncs, 250), Some(201));
+        assert_eq!(conservative_below(&map, &syncs, 300), Some(300));
+        assert_eq!(conservative_below(&map, &syncs, 499), Some(401));
+        assert_eq!(conservative_below(&map, &syncs, 500), None, "the map's own");
+        assert_eq!(conservative_below(&map, &[], 250), None);
+        // A sync past the map's answer at its start (an older remote partition) is ignored.
+        let mut wrong = vec![SyncPoint {
+            upstream: 450,
+            downstream: 9000,
+        }];
+        wrong.extend(syncs.iter().copied());
+        assert_eq!(conservative_below(&map, &wrong, 460), Some(401));
+        // Capped at the map's answer at its start.
+        let edge = [SyncPoint {
+            upstream: 490,
+            downstream: 500,
+        }];
+        assert_eq!(conservative_below(&map, &edge, 495), Some(500));
     }
 }

@@ -30,7 +30,9 @@ pub use checkpoint::{
     TargetGroupState,
 };
 pub use map::{OffsetMap, OffsetMapError, Run, DEFAULT_MAX_RUNS};
-pub use mm2::{translate_over, Mm2OffsetSyncStore, Mm2Translation, MM2_SYNCS_PER_PARTITION};
+pub use mm2::{
+    conservative_below, translate_over, Mm2OffsetSyncStore, Mm2Translation, MM2_SYNCS_PER_PARTITION,
+};
 pub use sync::{EmittedSyncs, SyncEmitter, SyncPoint};
 
 use std::fmt;
