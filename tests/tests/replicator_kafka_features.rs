@@ -12,7 +12,7 @@ use replicator::formats::{Checkpoint, OffsetSync};
 use replicator::internal::read_to_end;
 use strait_tests::kafka::{start_clusters, KafkaCluster, KafkaOptions};
 use strait_tests::reference::{self, Outgoing};
-use strait_tests::strait::{mm2_properties, StraitProcess};
+use strait_tests::strait::{mm2_properties, strait_command, StraitProcess};
 
 fn numbered(from: usize, to: usize) -> Vec<Outgoing> {
     (from..to)
@@ -574,20 +574,38 @@ fn log_append_time_source_into_create_time_target_keeps_the_timestamps_read() {
     assert!(status.success(), "{}", strait.log());
 }
 
-/// read_committed with transactions interleaved across two partitions: a transaction that
-/// commits and one that aborts are open at the same time on both partitions, with
-/// non-transactional records between them, then the aborting producer commits a later
-/// transaction. Only committed and plain records reach the target, in source order, on both
-/// partitions; checkpoints on an aborted record, on a marker, on a plain record and at the end
-/// translate to the next record that was forwarded (never ahead of it).
-#[test]
-fn interleaved_transactions_across_partitions_mirror_and_translate_exactly() {
+/// The latest checkpoint per (group, topic, partition) in `topic` on a cluster:
+/// (upstream offset, downstream offset).
+fn latest_checkpoints(
+    bootstrap: &str,
+    alias: &str,
+    topic: &str,
+) -> BTreeMap<(String, String, i32), (i64, i64)> {
+    let cluster = block_on(Cluster::connect(ClientConfig::new(bootstrap))).unwrap();
+    let mut got = BTreeMap::new();
+    for r in block_on(read_to_end(&cluster, alias, topic)).unwrap() {
+        let cp = Checkpoint::decode(r.key.as_deref().unwrap(), r.value.as_deref()).unwrap();
+        got.insert(
+            (cp.consumer_group_id.clone(), cp.topic.clone(), cp.partition),
+            (cp.upstream_offset, cp.downstream_offset),
+        );
+    }
+    got
+}
+
+/// Creates `topic` on `a` and writes, on each of its partitions, committed and aborted
+/// transactions interleaved with plain records:
+///
+/// | offset | 0 | 1 | 2 | 3 | 4 | 5 | 6 | 7 | 8 |
+/// |---|---|---|---|---|---|---|---|---|---|
+/// | record | a0 | b0 (aborted) | a1 | b1 (aborted) | n0 (plain) | ABORT | COMMIT | b2 | COMMIT |
+///
+/// Mirrored read_committed: a0, a1, n0, b2 at remote offsets 0..4.
+fn write_interleaved_transactions(a: &str, topic: &str, partitions: i32) {
     use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-    let clusters = start_clusters("txmix", 2);
-    let (a, b) = (clusters[0].bootstrap(), clusters[1].bootstrap());
-    reference::create_topic(&a, "mix", 2);
+    reference::create_topic(a, topic, partitions);
     let transactional = |name: &str| -> ThreadedProducer<DefaultProducerContext> {
-        let p: ThreadedProducer<DefaultProducerContext> = reference::base_config(&a)
+        let p: ThreadedProducer<DefaultProducerContext> = reference::base_config(a)
             .set("transactional.id", strait_tests::unique(name))
             .create()
             .expect("transactional producer");
@@ -596,12 +614,12 @@ fn interleaved_transactions_across_partitions_mirror_and_translate_exactly() {
     };
     let (keep, aborting) = (transactional("keep"), transactional("aborting"));
     let plain: ThreadedProducer<DefaultProducerContext> =
-        reference::base_config(&a).create().expect("producer");
-    // One record to both partitions, flushed, so the source order is this program's order.
+        reference::base_config(a).create().expect("producer");
+    // One record to every partition, flushed, so the source order is this program's order.
     let send = |p: &ThreadedProducer<DefaultProducerContext>, v: &str| {
-        for partition in 0..2 {
+        for partition in 0..partitions {
             p.send(
-                BaseRecord::<[u8], [u8]>::to("mix")
+                BaseRecord::<[u8], [u8]>::to(topic)
                     .partition(partition)
                     .payload(v.as_bytes()),
             )
@@ -624,6 +642,20 @@ fn interleaved_transactions_across_partitions_mirror_and_translate_exactly() {
     aborting
         .commit_transaction(Duration::from_secs(30))
         .unwrap(); // 8: COMMIT marker
+    assert_eq!(high_watermark(a, topic, 0), 9, "source layout as planned");
+}
+
+/// read_committed with transactions interleaved across two partitions: a transaction that
+/// commits and one that aborts are open at the same time on both partitions, with
+/// non-transactional records between them, then the aborting producer commits a later
+/// transaction. Only committed and plain records reach the target, in source order, on both
+/// partitions; checkpoints on an aborted record, on a marker, on a plain record and at the end
+/// translate to the next record that was forwarded (never ahead of it).
+#[test]
+fn interleaved_transactions_across_partitions_mirror_and_translate_exactly() {
+    let clusters = start_clusters("txmix", 2);
+    let (a, b) = (clusters[0].bootstrap(), clusters[1].bootstrap());
+    write_interleaved_transactions(&a, "mix", 2);
     for (group, offset) in [
         ("g-aborted", 1),
         ("g-marker", 5),
@@ -632,7 +664,6 @@ fn interleaved_transactions_across_partitions_mirror_and_translate_exactly() {
     ] {
         reference::commit_offsets(&a, group, &[("mix", 0, offset), ("mix", 1, offset)]);
     }
-    assert_eq!(high_watermark(&a, "mix", 0), 9, "source layout as planned");
 
     let dir = tempfile::tempdir().unwrap();
     let mut strait = StraitProcess::start(&mm2_properties(&a, &b, ""), dir.path());
@@ -653,17 +684,13 @@ fn interleaved_transactions_across_partitions_mirror_and_translate_exactly() {
     .into_iter()
     .map(|(g, o)| (g.to_string(), o))
     .collect();
-    let target = block_on(Cluster::connect(ClientConfig::new(&b))).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let mut got: BTreeMap<(String, i32), (i64, i64)> = BTreeMap::new();
-        for r in block_on(read_to_end(&target, "B", "A.checkpoints.internal")).unwrap() {
-            let cp = Checkpoint::decode(r.key.as_deref().unwrap(), r.value.as_deref()).unwrap();
-            got.insert(
-                (cp.consumer_group_id.clone(), cp.partition),
-                (cp.upstream_offset, cp.downstream_offset),
-            );
-        }
+        let got: BTreeMap<(String, i32), (i64, i64)> =
+            latest_checkpoints(&b, "B", "A.checkpoints.internal")
+                .into_iter()
+                .map(|((g, _, p), o)| ((g, p), o))
+                .collect();
         let complete = want
             .iter()
             .all(|(g, o)| (0..2).all(|p| got.get(&(g.clone(), p)) == Some(o)));
@@ -677,6 +704,98 @@ fn interleaved_transactions_across_partitions_mirror_and_translate_exactly() {
         );
         std::thread::sleep(Duration::from_millis(300));
     }
+    let status = strait.terminate(Duration::from_secs(30)).expect("exits");
+    assert!(status.success(), "{}", strait.log());
+}
+
+/// Failback A -> B -> A: consumers moved from A to B read `A.fb` there; to move them back,
+/// the flow B->A writes checkpoints for their groups naming A's own topic `fb` (as MM2's
+/// `renameTopicPartition` does; MM2 has no offset syncs to translate them and writes none),
+/// translated exactly through the A->B offset map, and syncs them into the groups on A. The
+/// source has transactions (aborted records and markers), so offsets on A and B differ.
+/// Each group continues on A at the record after the last one it consumed on B.
+#[test]
+fn failback_checkpoints_move_groups_back_exactly() {
+    let clusters = start_clusters("failback", 2);
+    let (a, b) = (clusters[0].bootstrap(), clusters[1].bootstrap());
+    write_interleaved_transactions(&a, "fb", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let config = mm2_properties(
+        &a,
+        &b,
+        "B->A.enabled = true\n\
+         B->A.topics = .*\n\
+         sync.group.offsets.enabled = true\n",
+    );
+    let mut strait = StraitProcess::start(&config, dir.path());
+    wait_until("mirrored", Duration::from_secs(60), || {
+        high_watermark(&b, "A.fb", 0) == 4
+    });
+    // On B: a0 a1 n0 b2 at 0..4; on A the same records at 0, 2, 4, 7 and the end at 9.
+    let moved = [
+        ("g-fb-1", 1, 2),
+        ("g-fb-2", 2, 4),
+        ("g-fb-3", 3, 7),
+        ("g-fb-end", 4, 9),
+    ];
+    for (group, on_b, _) in moved {
+        reference::commit_offsets(&b, group, &[("A.fb", 0, on_b)]);
+    }
+    let want: BTreeMap<(String, String, i32), (i64, i64)> = moved
+        .iter()
+        .map(|&(g, on_b, on_a)| ((g.to_string(), "fb".to_string(), 0), (on_b, on_a)))
+        .collect();
+    let mut got = BTreeMap::new();
+    wait_until("failback checkpoints on A", Duration::from_secs(60), || {
+        got = latest_checkpoints(&a, "A", "B.checkpoints.internal");
+        got.retain(|k, _| k.0.starts_with("g-fb"));
+        got == want
+    });
+    // The groups on A were absent: group offset sync commits the exact offsets.
+    let a_admin = block_on(admin(&a));
+    for (group, _, on_a) in moved {
+        wait_until(
+            &format!("{group} synced on A"),
+            Duration::from_secs(30),
+            || {
+                block_on(a_admin.fetch_offsets(group, None))
+                    .unwrap()
+                    .iter()
+                    .any(|o| o.topic == "fb" && o.partition == 0 && o.offset == on_a)
+            },
+        );
+    }
+    // The record each group reads next is the same on both clusters.
+    for (group, on_b, on_a) in moved {
+        if on_b < 4 {
+            let next_b = reference::consume(&b, "A.fb", 0, on_b, 1, Duration::from_secs(20));
+            let next_a = reference::consume(&a, "fb", 0, on_a, 1, Duration::from_secs(20));
+            assert_eq!(values(&next_a), values(&next_b), "{group}");
+        }
+    }
+    // `strait translate` finds them, confirmed by the A->B map.
+    let config_path = dir.path().join("translate.properties");
+    std::fs::write(&config_path, &config).unwrap();
+    let (status, out) = strait_command(
+        &[
+            "translate",
+            "--config",
+            config_path.to_str().unwrap(),
+            "--source",
+            "B",
+            "--target",
+            "A",
+            "--group",
+            "g-fb-3",
+        ],
+        &[],
+        Duration::from_secs(60),
+    );
+    assert!(status.is_some_and(|s| s.success()), "{out}");
+    assert!(
+        out.lines().any(|l| l == "fb\t0\t7\texact"),
+        "strait translate:\n{out}"
+    );
     let status = strait.terminate(Duration::from_secs(30)).expect("exits");
     assert!(status.success(), "{}", strait.log());
 }
