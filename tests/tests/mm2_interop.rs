@@ -205,20 +205,28 @@ fn json_field<'a>(object: &'a str, name: &str) -> Option<&'a str> {
     }
 }
 
-/// Parses `[{"offset":N,"partition":P,"topic":"T"},...]` (no serde_json in this crate).
-fn parse_translate_json(output: &str) -> Option<Offsets> {
+/// Parses `[{"basis":B,"offset":N,"partition":P,"topic":"T"},...]` (no serde_json in this
+/// crate) into offsets and their bases (`exact` or `conservative`).
+fn parse_translate_json(output: &str) -> Option<BTreeMap<(String, i32), (i64, String)>> {
     let line = output.lines().find(|l| l.trim_start().starts_with('['))?;
-    let mut m = Offsets::new();
+    let mut m = BTreeMap::new();
     for object in line.split('{').skip(1) {
         let topic = json_field(object, "topic")?.to_string();
         let partition = json_field(object, "partition")?.parse().ok()?;
         let offset = json_field(object, "offset")?.parse().ok()?;
-        m.insert((topic, partition), offset);
+        let basis = json_field(object, "basis")?.to_string();
+        m.insert((topic, partition), (offset, basis));
     }
     Some(m)
 }
 
-fn strait_translate(config: &Path, source: &str, target: &str, group: &str) -> Offsets {
+/// `strait translate --json`: offsets and their bases.
+fn strait_translate_with_basis(
+    config: &Path,
+    source: &str,
+    target: &str,
+    group: &str,
+) -> BTreeMap<(String, i32), (i64, String)> {
     let path = config.to_str().expect("utf-8 path");
     let (status, out) = strait_command(
         &[
@@ -241,6 +249,14 @@ fn strait_translate(config: &Path, source: &str, target: &str, group: &str) -> O
         "strait translate failed ({status:?}):\n{out}"
     );
     parse_translate_json(&out).unwrap_or_else(|| panic!("no JSON in strait translate:\n{out}"))
+}
+
+/// `strait translate --json`: offsets.
+fn strait_translate(config: &Path, source: &str, target: &str, group: &str) -> Offsets {
+    strait_translate_with_basis(config, source, target, group)
+        .into_iter()
+        .map(|(k, (offset, _))| (k, offset))
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1025,5 +1041,95 @@ fn mm2_and_strait_side_by_side_translate_one_group() {
         "mm2_and_strait_side_by_side: clusters {t_clusters:.1?}, both checkpoints \
          {t_checkpoints:.1?} after start, total {:.1?}",
         t0.elapsed()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// f. Groups below the hand-over point
+// ---------------------------------------------------------------------------------------------
+
+/// After MM2 -> Strait, a group that committed below where Strait took over, and that MM2 never
+/// checkpointed, still gets a checkpoint: MM2's rule over MM2's own offset syncs (as decoded by
+/// MM2's classes), never ahead of the group; `strait translate` calls it conservative, and a
+/// group committed above the hand-over exact.
+#[test]
+fn groups_below_the_hand_over_get_checkpoints_by_mm2s_rule() {
+    use replicator::formats::OffsetSync;
+    use replicator::offsets::{Mm2OffsetSyncStore, Mm2Translation, TopicPartition};
+    let t0 = Instant::now();
+    let clusters = start_clusters("interop-g", 2);
+    let (a, b) = (clusters[0].bootstrap(), clusters[1].bootstrap());
+    reference::create_topic(&a, "lo", 1);
+    produce_numbered(&a, "lo", 0, 1000, 10);
+    let config = mm2_config(&a, &b, "lo");
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("mm2.properties");
+    std::fs::write(&config_path, &config).unwrap();
+
+    let mut mm2 = Mm2Process::start(&config);
+    wait_for(
+        Duration::from_secs(120),
+        || format!("MM2 to mirror lo; log:\n{}", mm2.log()),
+        || (high_watermark(&b, "A.lo", 0) >= 1000).then_some(()),
+    );
+    mm2.stop();
+    // Committed while nothing checkpoints: MM2 never saw it.
+    reference::commit_offsets(&a, "g-below", &[("lo", 0, 250)]);
+    let run = checker(&[
+        &["decode", &b, "mm2-offsets.A.internal"],
+        &["decode", &a, "mm2-offset-syncs.B.internal"],
+    ]);
+    let start = last_progress(run.ok(0), "A", "lo", 0).expect("MM2's progress") + 1;
+    // MM2's answer for 250 over its syncs below the hand-over, by Kafka 4's OffsetSyncStore
+    // rule (full history: MM2 with its checkpoints loaded).
+    let mut store = Mm2OffsetSyncStore::with_full_history();
+    for l in run.ok(1).of("offsetsync") {
+        if l.get("topic") == "lo" && l.num("upstream") < start {
+            store.handle(&OffsetSync {
+                topic: "lo".into(),
+                partition: l.num("partition") as i32,
+                upstream_offset: l.num("upstream"),
+                downstream_offset: l.num("downstream"),
+            });
+        }
+    }
+    store.mark_read_to_end();
+    let Mm2Translation::Offset(by_mm2_rule) = store.translate(&TopicPartition::new("lo", 0), 250)
+    else {
+        panic!("MM2's syncs do not translate 250: {:?}", run.ok(1).lines);
+    };
+    assert!(by_mm2_rule <= 250, "MM2's rule is never ahead");
+
+    let mut strait = StraitProcess::start(&config, dir.path());
+    produce_numbered(&a, "lo", 0, 100, 1);
+    wait_for(
+        Duration::from_secs(120),
+        || format!("Strait to mirror lo; log:\n{}", strait.log()),
+        || (high_watermark(&b, "A.lo", 0) >= 1100).then_some(()),
+    );
+    reference::commit_offsets(&a, "g-above", &[("lo", 0, 1050)]);
+    let key = ("A.lo".to_string(), 0);
+    let below = wait_for(
+        Duration::from_secs(60),
+        || format!("checkpoints of g-below and g-above; log:\n{}", strait.log()),
+        || {
+            let below = strait_translate_with_basis(&config_path, "A", "B", "g-below");
+            let above = strait_translate_with_basis(&config_path, "A", "B", "g-above");
+            // The map confirming g-above is written at Strait's next commit (within 5 s):
+            // until then it shows as conservative.
+            let above_exact = above.get(&key) == Some(&(1050, "exact".to_string()));
+            (above_exact && below.contains_key(&key)).then(|| below[&key].clone())
+        },
+    );
+    eprintln!(
+        "g-below at 250 (hand-over at {start}): Strait {below:?}, MM2's rule {by_mm2_rule}; total {:.1?}",
+        t0.elapsed()
+    );
+    assert_eq!(below, (by_mm2_rule, "conservative".to_string()), "g-below");
+    let status = strait.terminate(Duration::from_secs(30));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "strait exit {status:?}:\n{}",
+        strait.log()
     );
 }
