@@ -377,12 +377,18 @@ fn strait_needs(
     source.extend(groups.allow(resource_type::GROUP, principal, &[op::DESCRIBE]));
     if writes == SourceWrites::Defaults {
         // The reverse pair's heartbeats; offset syncs (WRITE on any topic also authorizes the
-        // idempotent producer's InitProducerId, KIP-679); topic ACL sync (DescribeAcls).
+        // idempotent producer's InitProducerId, KIP-679; READ: MM2's syncs translate groups
+        // below where Strait took over); topic ACL sync (DescribeAcls).
+        source.extend(Names::Literal(&["heartbeats"]).allow(
+            resource_type::TOPIC,
+            principal,
+            &[op::CREATE, op::WRITE],
+        ));
         source.extend(
-            Names::Literal(&["heartbeats", "mm2-offset-syncs.B.internal"]).allow(
+            Names::Literal(&["mm2-offset-syncs.B.internal"]).allow(
                 resource_type::TOPIC,
                 principal,
-                &[op::CREATE, op::WRITE],
+                &[op::CREATE, op::WRITE, op::READ],
             ),
         );
         source.extend(Names::Literal(&[CLUSTER]).allow(
@@ -432,7 +438,7 @@ fn strait_needs(
             target.extend(Names::Literal(&["mm2-offset-syncs.A.internal"]).allow(
                 resource_type::TOPIC,
                 principal,
-                &[op::CREATE, op::WRITE],
+                &[op::CREATE, op::WRITE, op::READ],
             ))
         }
     }
