@@ -99,6 +99,21 @@ impl Error {
         }
     }
 
+    /// A short name of the error's kind (a metrics label): `client`, `append`, `offset_map`, ...
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Config(_) => "config",
+            Error::Client { .. } => "client",
+            Error::Record { .. } => "record",
+            Error::Format { .. } => "format",
+            Error::OffsetMap { .. } => "offset_map",
+            Error::Append { .. } => "append",
+            Error::Context { source, .. } => source.kind(),
+            Error::Unsupported(_) => "unsupported",
+            Error::Other(_) => "other",
+        }
+    }
+
     /// Whether restarting the flow (after a pause) may get past the error.
     ///
     /// A batch the target refused with a non-retriable error (invalid timestamp, too large,

@@ -11,11 +11,13 @@ pub mod flow;
 pub mod formats;
 pub mod heartbeat;
 pub mod internal;
+pub mod metrics;
 pub mod offsets;
 pub mod policy;
 pub mod run;
 pub mod sample;
 pub mod security;
+pub mod serve;
 pub mod translate;
 
 pub use error::{Error, Result};

@@ -30,6 +30,10 @@ enum Command {
         /// mm2.properties or Strimzi KafkaMirrorMaker2 YAML.
         #[arg(long, short)]
         config: PathBuf,
+        /// Serve /metrics (Prometheus), /healthz and /readyz here, e.g. 0.0.0.0:9464
+        /// (overrides `strait.metrics.listen`; off unless one of them is given).
+        #[arg(long, value_name = "ADDR")]
+        metrics_listen: Option<std::net::SocketAddr>,
     },
     /// Validate the configuration, connect to every cluster, print what would be replicated.
     Check {
@@ -108,7 +112,10 @@ fn main() -> ExitCode {
         .expect("tokio runtime");
     let result = rt.block_on(async move {
         match cli.command {
-            Command::Run { config } => cmd_run(config).await,
+            Command::Run {
+                config,
+                metrics_listen,
+            } => cmd_run(config, metrics_listen).await,
             Command::Check { config } => cmd_check(config).await,
             Command::Translate {
                 config,
@@ -149,8 +156,14 @@ fn main() -> ExitCode {
     }
 }
 
-async fn cmd_run(path: PathBuf) -> anyhow::Result<()> {
-    let config = load(&path)?;
+async fn cmd_run(
+    path: PathBuf,
+    metrics_listen: Option<std::net::SocketAddr>,
+) -> anyhow::Result<()> {
+    let mut config = load(&path)?;
+    if metrics_listen.is_some() {
+        config.metrics_listen = metrics_listen;
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut runner = tokio::spawn(run(config, stop_rx));
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

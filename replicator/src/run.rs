@@ -15,6 +15,7 @@ use crate::config::{ClusterConfig, Config};
 use crate::error::{Error, Result};
 use crate::flow::Flow;
 use crate::heartbeat::heartbeat_loop;
+use crate::metrics::Metrics;
 
 /// Client settings for a cluster, with its TLS connector and SASL credentials (files named by
 /// the settings are read here; problems are reported with the cluster's alias).
@@ -142,7 +143,15 @@ pub async fn run(config: Config, external_stop: watch::Receiver<bool>) -> Result
         }
         let _ = forward_tx.send(true);
     });
+    let metrics = Metrics::new();
     let mut tasks = tokio::task::JoinSet::new();
+    if let Some(addr) = config.metrics_listen {
+        let server = crate::serve::bind(addr, metrics.clone(), stop.clone()).await?;
+        tasks.spawn(async move {
+            server.await;
+            Ok(())
+        });
+    }
     for flow_config in &config.flows {
         let fc = flow_config.clone();
         let source = clusters.clusters[&fc.source].clone();
@@ -157,6 +166,7 @@ pub async fn run(config: Config, external_stop: watch::Receiver<bool>) -> Result
         };
         let sync_producer = clusters.producers[sync_alias].clone();
         let flow_stop = stop.clone();
+        let flow_metrics = metrics.flow(&fc.source, &fc.target);
         tasks.spawn(async move {
             let stop = flow_stop;
             let mut delay = Duration::from_secs(1);
@@ -175,7 +185,8 @@ pub async fn run(config: Config, external_stop: watch::Receiver<bool>) -> Result
                 };
                 let flow = Arc::new(
                     Flow::new(fc.clone(), source.clone(), target.clone(), producer.clone(), sync_producer.clone())
-                        .with_data_producer(data.clone()),
+                        .with_data_producer(data.clone())
+                        .with_metrics(flow_metrics.clone()),
                 );
                 let name = flow.name();
                 let outcome = flow.run(stop.clone()).await;
@@ -186,6 +197,7 @@ pub async fn run(config: Config, external_stop: watch::Receiver<bool>) -> Result
                         return Ok(());
                     }
                     Err(e) if e.is_transient() && !*stop.borrow() => {
+                        flow_metrics.restarted(e.kind());
                         warn!(flow = %name, error = %e, ?delay, "flow failed; restarting from its stored position");
                         tokio::time::sleep(delay).await;
                         delay = (delay * 2).min(Duration::from_secs(30));

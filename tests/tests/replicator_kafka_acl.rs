@@ -384,13 +384,11 @@ fn strait_needs(
             principal,
             &[op::CREATE, op::WRITE],
         ));
-        source.extend(
-            Names::Literal(&["mm2-offset-syncs.B.internal"]).allow(
-                resource_type::TOPIC,
-                principal,
-                &[op::CREATE, op::WRITE, op::READ],
-            ),
-        );
+        source.extend(Names::Literal(&["mm2-offset-syncs.B.internal"]).allow(
+            resource_type::TOPIC,
+            principal,
+            &[op::CREATE, op::WRITE, op::READ],
+        ));
         source.extend(Names::Literal(&[CLUSTER]).allow(
             resource_type::CLUSTER,
             principal,

@@ -369,6 +369,7 @@ pub(crate) fn build(
     let mut cluster_keys: BTreeMap<&str, BTreeMap<&str, &Entry>> = BTreeMap::new();
     let mut flow_keys: BTreeMap<(&str, &str), BTreeMap<&str, &Entry>> = BTreeMap::new();
     let mut deferred_warnings: Vec<(Entry, String)> = Vec::new();
+    let mut metrics_listen = None;
     for (key, e) in &by_key {
         let key = key.as_str();
         if key == "clusters" || key.starts_with("config.providers") {
@@ -404,6 +405,16 @@ pub(crate) fn build(
         }
         if let Some((alias, setting)) = cluster_prefix(key, &aliases) {
             cluster_keys.entry(alias).or_default().insert(setting, e);
+            continue;
+        }
+        if key == "strait.metrics.listen" {
+            let addr = e.value.trim();
+            metrics_listen = Some(addr.parse().map_err(|err| {
+                invalid(
+                    e,
+                    format!("`{addr}` is not a listen address such as 127.0.0.1:9464 or [::]:9464 ({err})"),
+                )
+            })?);
             continue;
         }
         if FLOW_KEYS.contains(&key) || is_client_override(key) {
@@ -557,6 +568,7 @@ pub(crate) fn build(
         flows,
         heartbeat_only,
         warnings: b.warnings,
+        metrics_listen,
     })
 }
 

@@ -297,6 +297,9 @@ pub struct Config {
     pub heartbeat_only: Vec<HeartbeatFlow>,
     /// Unknown or ignored settings.
     pub warnings: Vec<ConfigWarning>,
+    /// `strait.metrics.listen`: where `/metrics`, `/healthz` and `/readyz` are served (off
+    /// when absent).
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// Input format of a configuration file.

@@ -61,6 +61,7 @@ use crate::config::{self, FlowConfig};
 use crate::error::{Error, Result};
 use crate::formats::{Checkpoint, OffsetMapRecord, OffsetSync, SourceProgress, SourceProgressKey};
 use crate::internal::{self, offset_map_topic};
+use crate::metrics::{Acked, FlowMetrics, Metrics};
 use crate::offsets::{
     conservative_below, decide_group_offset_sync, CheckpointState, CommittedOffset,
     Mm2OffsetSyncStore, OffsetMap, SyncEmitter, SyncPoint, TargetGroupState, TopicPartition,
@@ -79,6 +80,10 @@ enum AckItem {
     Forward {
         /// First upstream offset of the batch (for error messages).
         first: i64,
+        /// Records, bytes and newest timestamp of the batch (for metrics).
+        records: u64,
+        bytes: u64,
+        max_timestamp: i64,
         stretches: Vec<(i64, i64)>,
         next: i64,
         ack: AckFuture,
@@ -203,6 +208,8 @@ pub struct Flow {
     mm2_syncs: tokio::sync::OnceCell<HashMap<(String, i32), Vec<SyncPoint>>>,
     /// Failures reading what failback checkpoints need (the reverse flow's offset maps).
     failback_failing: GroupFailures,
+    /// What the flow did, for `/metrics` and the health probes.
+    metrics: Arc<FlowMetrics>,
 }
 
 /// Per-group failures of a periodic job, logged when a group starts failing (warning, with the
@@ -263,6 +270,7 @@ impl Flow {
         producer: Producer,
         sync_producer: Producer,
     ) -> Flow {
+        let (config_source, config_target) = (config.source.clone(), config.target.clone());
         Flow {
             source_admin: Admin::new(source.clone()),
             target_admin: Admin::new(target.clone()),
@@ -280,7 +288,14 @@ impl Flow {
             group_sync_failing: GroupFailures::default(),
             mm2_syncs: tokio::sync::OnceCell::new(),
             failback_failing: GroupFailures::default(),
+            metrics: Metrics::new().flow(&config_source, &config_target),
         }
+    }
+
+    /// Counts into `metrics` (the process's, served on `/metrics`) instead of a private set.
+    pub fn with_metrics(mut self, metrics: Arc<FlowMetrics>) -> Flow {
+        self.metrics = metrics;
+        self
     }
 
     /// Forwards batches through `producer` instead of the internal-records producer. It should
@@ -330,6 +345,7 @@ impl Flow {
 
     /// Records that a partition stopped (it is paused, the rest of the flow goes on).
     fn record_stopped(&self, key: &(String, i32), why: String) {
+        self.metrics.stopped();
         self.state
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -776,8 +792,10 @@ impl Flow {
         // `Fetcher::poll` is cancel-safe (positions move only when it returns batches), so the
         // ticks below may interrupt it; every other await in the loop is raced only against
         // stop and failure, after which nothing more is appended.
+        self.metrics.set_running(true);
         let result: Result<()> = async {
             loop {
+                self.metrics.loop_turned(now_ms());
                 if *stop.borrow() {
                     return Ok(());
                 }
@@ -845,6 +863,7 @@ impl Flow {
                                 "{}/{}: {} offsets ({}..{})",
                                 key.0, key.1, to - oor.fetch_offset, oor.fetch_offset, to
                             ));
+                            self.metrics.lost(&self.remote_topic(&key.0), key.1, (to - oor.fetch_offset).max(0) as u64);
                             if !lanes.send(&self, &key, AckItem::Skip { next: to }) {
                                 return Err(lane_ended(&mut fail_rx, &key).await);
                             }
@@ -864,6 +883,7 @@ impl Flow {
                         continue;
                     }
                     let key = (fp.topic.to_string(), fp.partition);
+                    self.metrics.fetched(&self.remote_topic(&key.0), key.1, fp.high_watermark);
                     if fp.log_start_offset > 0 {
                         // Retention moved the source's log start: the map forgets what lies
                         // below it (no consumer can commit there any more), within what it has
@@ -924,8 +944,12 @@ impl Flow {
                                 in_flight.fetch_add(need, Ordering::AcqRel);
                                 let permit = Held { _permit: permit, bytes: need, partition: in_flight.clone() };
                                 let first = stretches.first().map(|s| s.0).unwrap_or(next);
+                                let records = stretches.iter().map(|s| s.1.max(0) as u64).sum();
+                                let (bytes, max_timestamp) = (batch.len() as u64, batch.max_timestamp());
+                                self.metrics.forwarding(&remote, key.1, max_timestamp, now_ms());
+                                self.metrics.set_inflight(budget_total - budget.available_permits(), budget_total);
                                 let ack = Box::pin(self.data_producer.append(&remote, key.1, batch));
-                                AckItem::Forward { first, stretches, next, ack, _permit: permit }
+                                AckItem::Forward { first, records, bytes, max_timestamp, stretches, next, ack, _permit: permit }
                             }
                             plan::Step::Skip { next } => AckItem::Skip { next },
                         };
@@ -939,6 +963,7 @@ impl Flow {
             }
         }
         .await;
+        self.metrics.set_running(false);
         // Drain order: no more appends; every partition's lane records what is in flight (or
         // stops at its first failure); then the commit and checkpoint tasks stop; then the final
         // commit writes what the lanes recorded.
@@ -1048,6 +1073,7 @@ impl Flow {
                 let (map, position) = result?;
                 debug!(flow = %self.name(), %topic, partition, position, "assigned");
                 fetcher.assign(&topic, partition, position);
+                self.metrics.advanced(&remote, partition, position);
                 let key = (topic, partition);
                 self.state
                     .lock()
@@ -1074,6 +1100,9 @@ impl Flow {
         match item {
             AckItem::Forward {
                 first,
+                records,
+                bytes,
+                max_timestamp,
                 stretches,
                 next,
                 ack,
@@ -1122,11 +1151,23 @@ impl Flow {
                     downstream += count;
                 }
                 ps.map.advance_upstream(next);
+                let remote = ps.remote_topic.clone();
+                drop(st);
+                let acked = Acked {
+                    records,
+                    bytes,
+                    max_timestamp,
+                };
+                self.metrics
+                    .acknowledged(&remote, key.1, acked, next, now_ms());
             }
             AckItem::Skip { next } => {
                 let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some(ps) = st.partitions.get_mut(key) {
                     ps.map.advance_upstream(next);
+                    let remote = ps.remote_topic.clone();
+                    drop(st);
+                    self.metrics.advanced(&remote, key.1, next);
                 }
             }
         }
@@ -1173,6 +1214,9 @@ impl Flow {
             commits += 1;
             let flush = commits % COMMITS_PER_SYNC_FLUSH == 0;
             let r = self.commit(flush).await;
+            if r.is_err() {
+                self.metrics.error("commit");
+            }
             if let Some(e) = failing.observe(r, tokio::time::Instant::now()) {
                 report(&fail, e.context("progress commits kept failing"));
                 return;
@@ -1273,6 +1317,7 @@ impl Flow {
                 requeue(&[], syncs);
                 return Err(e);
             }
+            self.metrics.offset_syncs_written(now_ms());
         }
         let records = progress
             .iter()
@@ -1357,6 +1402,9 @@ impl Flow {
                 if sync {
                     synced_at = now;
                 }
+            }
+            if r.is_err() {
+                self.metrics.error("checkpoint");
             }
             if let Some(e) = failing.observe(r, now) {
                 report(&fail, e.context("checkpoints kept failing"));
@@ -1483,6 +1531,18 @@ impl Flow {
             records.push(internal_record(&topic, Some(0), key, Some(value), now));
         }
         write_all(&self.producer, &c.target, records).await?;
+        let written: Vec<_> = emit
+            .iter()
+            .map(|cp| {
+                (
+                    cp.consumer_group_id.clone(),
+                    cp.topic.clone(),
+                    cp.partition,
+                    now,
+                )
+            })
+            .collect();
+        self.metrics.checkpoints_written(&written, now_ms());
         {
             let mut cps = self.checkpoints.lock().unwrap_or_else(|p| p.into_inner());
             for cp in emit {

@@ -1,0 +1,229 @@
+//! Strait's `/metrics`, `/healthz` and `/readyz` on Apache Kafka, scraped by a real Prometheus
+//! (Debian's `prometheus` package, installed by `scripts/install-deps.sh`): PromQL sees MM2's
+//! metric names with the record counts mirrored, and a lag that rises while the target is down
+//! and falls to 0 once Strait catches up.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use strait_tests::kafka::start_clusters;
+use strait_tests::reference::{self, Outgoing};
+use strait_tests::strait::{mm2_properties, StraitProcess};
+use strait_tests::tansu::free_port;
+
+/// `GET path` over HTTP/1.0: (status code, body).
+fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, body.to_string()))
+}
+
+/// A Prometheus server scraping `target` every second; killed on drop.
+struct Prometheus {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    fn start(target: &str) -> Option<Prometheus> {
+        let binary = ["prometheus", "/usr/bin/prometheus"]
+            .into_iter()
+            .find(|b| Command::new(b).arg("--version").output().is_ok())?;
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+                 scrape_configs:\n  - job_name: strait\n    static_configs:\n      - targets: ['{target}']\n"
+            ),
+        )
+        .unwrap();
+        let port = free_port();
+        let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
+        let child = Command::new(binary)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start prometheus");
+        let p = Prometheus {
+            child,
+            port,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while get(port, "/-/ready").map(|r| r.0) != Some(200) {
+            assert!(
+                Instant::now() < deadline,
+                "prometheus not ready:\n{}",
+                p.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Some(p)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("prometheus.log")).unwrap_or_default()
+    }
+
+    /// The value of an instant PromQL query that returns one sample, if it returns one.
+    fn query(&self, promql: &str) -> Option<f64> {
+        let mut encoded = String::new();
+        for b in promql.bytes() {
+            if b.is_ascii_alphanumeric() || b"_.-~".contains(&b) {
+                encoded.push(b as char);
+            } else {
+                encoded.push_str(&format!("%{b:02X}"));
+            }
+        }
+        let (code, body) = get(self.port, &format!("/api/v1/query?query={encoded}"))?;
+        assert_eq!(code, 200, "query {promql}: {body}");
+        // {"status":"success","data":{"resultType":"vector","result":[{"metric":{...},"value":[t,"v"]}]}}
+        let value = body.split("\"value\":[").nth(1)?;
+        let v = value.split('"').nth(1)?;
+        v.parse().ok()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_query(
+    p: &Prometheus,
+    strait: &mut StraitProcess,
+    promql: &str,
+    within: Duration,
+    ok: impl Fn(f64) -> bool,
+) -> f64 {
+    let deadline = Instant::now() + within;
+    let mut last = None;
+    loop {
+        last = p.query(promql).or(last);
+        if let Some(v) = last.filter(|v| ok(*v)) {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "`{promql}` = {last:?} after {within:?}\nprometheus log:\n{}\nstrait log:\n{}",
+            p.log(),
+            strait.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn numbered(prefix: &str, n: usize) -> Vec<Outgoing> {
+    (0..n)
+        .map(|i| Outgoing::kv(format!("k{i}"), format!("{prefix}{i}")))
+        .collect()
+}
+
+#[test]
+fn prometheus_scrapes_mm2_metrics_and_lag() {
+    let mut clusters = start_clusters("metrics", 2);
+    let (a, b) = (clusters[0].bootstrap(), clusters[1].bootstrap());
+    reference::create_topic(&a, "m", 2);
+    for p in 0..2 {
+        reference::produce(&a, "m", p, &numbered("x", 500), &[]);
+    }
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = mm2_properties(&a, &b, &format!("strait.metrics.listen = 127.0.0.1:{port}"));
+    let mut strait = StraitProcess::start(&config, dir.path());
+
+    // The probes, straight.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while get(port, "/readyz").map(|r| r.0) != Some(200) {
+        assert!(
+            Instant::now() < deadline,
+            "never ready: {:?}\n{}",
+            get(port, "/readyz"),
+            strait.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(get(port, "/healthz").map(|r| r.0), Some(200));
+    assert_eq!(get(port, "/nope").map(|r| r.0), Some(404));
+
+    let Some(prom) = Prometheus::start(&format!("127.0.0.1:{port}")) else {
+        eprintln!("SKIPPED prometheus_scrapes_mm2_metrics_and_lag: no `prometheus` binary (scripts/install-deps.sh installs Debian's)");
+        return;
+    };
+    let count = r#"sum(kafka_connect_mirror_mirrorsourceconnector_record_count{source="A",target="B",topic="A.m"})"#;
+    let lag = r#"max(strait_partition_lag_records{source="A",target="B",topic="A.m"})"#;
+    wait_query(
+        &prom,
+        &mut strait,
+        r#"up{job="strait"}"#,
+        Duration::from_secs(30),
+        |v| v == 1.0,
+    );
+    wait_query(&prom, &mut strait, count, Duration::from_secs(60), |v| {
+        v == 1000.0
+    });
+    wait_query(&prom, &mut strait, lag, Duration::from_secs(30), |v| {
+        v == 0.0
+    });
+    for name in [
+        "kafka_connect_mirror_mirrorsourceconnector_replication_latency_ms_max",
+        "kafka_connect_mirror_mirrorsourceconnector_record_age_ms",
+        "kafka_connect_mirror_mirrorsourceconnector_byte_count",
+        "process_resident_memory_bytes",
+        "strait_inflight_budget_bytes",
+    ] {
+        let v = wait_query(
+            &prom,
+            &mut strait,
+            &format!("max({name})"),
+            Duration::from_secs(10),
+            |v| v >= 0.0,
+        );
+        eprintln!("{name} = {v}");
+    }
+
+    // The target goes down while the source grows: the lag rises and /healthz stays up.
+    let t = Instant::now();
+    clusters[1].stop_broker(0);
+    for p in 0..2 {
+        reference::produce(&a, "m", p, &numbered("y", 500), &[]);
+    }
+    let high = wait_query(&prom, &mut strait, lag, Duration::from_secs(30), |v| {
+        v > 0.0
+    });
+    eprintln!(
+        "lag {high} records {:?} after the target stopped",
+        t.elapsed()
+    );
+    assert_eq!(get(port, "/healthz").map(|r| r.0), Some(200));
+    clusters[1].restart_broker(0);
+    wait_query(&prom, &mut strait, lag, Duration::from_secs(120), |v| {
+        v == 0.0
+    });
+    let total = wait_query(&prom, &mut strait, count, Duration::from_secs(60), |v| {
+        v >= 2000.0
+    });
+    assert_eq!(total, 2000.0, "every record counted once");
+    eprintln!("caught up {:?} after the target stopped", t.elapsed());
+    let status = strait.terminate(Duration::from_secs(30)).expect("exits");
+    assert!(status.success(), "{}", strait.log());
+}
