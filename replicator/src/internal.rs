@@ -15,7 +15,7 @@ use protocol_client::cluster::Cluster;
 use protocol_client::fetcher::{
     fetch_partition, join_all, list_offset, FetcherConfig, IsolationLevel, OffsetSpec,
 };
-use protocol_client::record::{split_batches, DecodeLimits};
+use protocol_client::record::{split_batches, DecodeLimits, TimestampType};
 use protocol_client::ResponseError;
 use tracing::info;
 
@@ -156,6 +156,8 @@ pub struct StoredRecord {
     pub key: Option<Bytes>,
     /// Value (`None` = tombstone).
     pub value: Option<Bytes>,
+    /// Timestamp (the append time on a `LogAppendTime` topic).
+    pub timestamp: i64,
 }
 
 /// Reads every record of every partition of `topic`, from its log start up to its last stable
@@ -292,12 +294,17 @@ async fn read_partition(
                         source,
                     })?;
                     let offset = r.offset(batch.base_offset());
+                    let timestamp = match batch.timestamp_type() {
+                        TimestampType::LogAppendTime => batch.max_timestamp(),
+                        _ => r.timestamp(batch.base_timestamp()),
+                    };
                     if offset >= position && offset < end {
                         out.push(StoredRecord {
                             partition,
                             offset,
                             key: r.key,
                             value: r.value,
+                            timestamp,
                         });
                     }
                 }

@@ -18,6 +18,7 @@ pub mod run;
 pub mod sample;
 pub mod security;
 pub mod serve;
+pub mod status;
 pub mod translate;
 
 pub use error::{Error, Result};

@@ -19,8 +19,18 @@ use tokio::sync::watch;
     about = "MirrorMaker 2 compatible Kafka replicator: zero-copy forwarding, exact offset translation"
 )]
 struct Cli {
+    /// Log format on stderr: `text` (colours only on a terminal) or `json` (one object per
+    /// line, for log shippers). Also `STRAIT_LOG_FORMAT`.
+    #[arg(long, global = true, value_name = "FORMAT")]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -61,6 +71,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// How far each flow is: per partition the source's range, what is mirrored, the lag and the
+    /// last offset sync; per group the latest checkpoint and its age. Read from the clusters, so
+    /// it works while Strait runs elsewhere or is stopped.
+    Status {
+        /// mm2.properties or Strimzi KafkaMirrorMaker2 YAML.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Sample data for trying Strait out (the README demo).
     Sample {
         #[command(subcommand)]
@@ -87,16 +108,24 @@ enum SampleAction {
     },
 }
 
-fn init_logging() {
+fn init_logging(format: Option<LogFormat>) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("STRAIT_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let format = format.unwrap_or_else(|| match std::env::var("STRAIT_LOG_FORMAT").as_deref() {
+        Ok("json") => LogFormat::Json,
+        _ => LogFormat::Text,
+    });
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().with_current_span(false).init(),
         // Colour codes only on a terminal: a log file or a collector gets plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
 }
 
 fn load(path: &std::path::Path) -> anyhow::Result<Config> {
@@ -104,8 +133,8 @@ fn load(path: &std::path::Path) -> anyhow::Result<Config> {
 }
 
 fn main() -> ExitCode {
-    init_logging();
     let cli = Cli::parse();
+    init_logging(cli.log_format);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -124,6 +153,7 @@ fn main() -> ExitCode {
                 group,
                 json,
             } => cmd_translate(config, source, target, group, json).await,
+            Command::Status { config, json } => cmd_status(config, json).await,
             Command::Sample {
                 action: SampleAction::Produce { bootstrap, records },
             } => replicator::sample::produce(&bootstrap, records)
@@ -254,6 +284,41 @@ async fn cmd_check(path: PathBuf) -> anyhow::Result<()> {
     }
     if problems > 0 {
         bail!("{problems} problem(s) found");
+    }
+    Ok(())
+}
+
+async fn cmd_status(path: PathBuf, json: bool) -> anyhow::Result<()> {
+    let config = load(&path)?;
+    // Read only: no producers.
+    let clusters = Clusters::connect(
+        &config,
+        &aliases(&config),
+        &std::collections::BTreeSet::new(),
+    )
+    .await?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let mut flows = Vec::new();
+    for fc in &config.flows {
+        let c = |alias: &str| clusters.clusters[alias].clone();
+        let (_, sync_alias) = fc.offset_syncs_topic();
+        flows.push(
+            replicator::status::flow_status(
+                fc,
+                &c(&fc.source),
+                &c(&fc.target),
+                &c(sync_alias),
+                now,
+            )
+            .await?,
+        );
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&flows)?);
+    } else {
+        print!("{}", replicator::status::render(&flows));
     }
     Ok(())
 }

@@ -26,8 +26,12 @@ pub fn mm2_properties(a: &str, b: &str, extra: &str) -> String {
     )
 }
 
-/// The `strait` binary, built on demand.
+/// The `strait` binary: `STRAIT_BIN` when set (e.g. the static musl build, which CI runs the
+/// smoke tests with), else the debug build, built on demand.
 pub fn strait_binary() -> PathBuf {
+    if let Some(bin) = std::env::var_os("STRAIT_BIN") {
+        return PathBuf::from(bin);
+    }
     let root = crate::workspace_root();
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)

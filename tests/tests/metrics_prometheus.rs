@@ -1,7 +1,8 @@
 //! Strait's `/metrics`, `/healthz` and `/readyz` on Apache Kafka, scraped by a real Prometheus
 //! (Debian's `prometheus` package, installed by `scripts/install-deps.sh`): PromQL sees MM2's
 //! metric names with the record counts mirrored, and a lag that rises while the target is down
-//! and falls to 0 once Strait catches up.
+//! and falls to 0 once Strait catches up. Then `strait status` reads the same from the clusters
+//! while Strait is stopped.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use strait_tests::kafka::start_clusters;
 use strait_tests::reference::{self, Outgoing};
-use strait_tests::strait::{mm2_properties, StraitProcess};
+use strait_tests::strait::{mm2_properties, strait_command, StraitProcess};
 use strait_tests::tansu::free_port;
 
 /// `GET path` over HTTP/1.0: (status code, body).
@@ -148,7 +149,13 @@ fn prometheus_scrapes_mm2_metrics_and_lag() {
     }
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
-    let config = mm2_properties(&a, &b, &format!("strait.metrics.listen = 127.0.0.1:{port}"));
+    // No topic refresh during the test: a refresh waits for the target (it creates remote
+    // topics), and while it waits the flow fetches nothing, so the lag would not move.
+    let config = mm2_properties(
+        &a,
+        &b,
+        &format!("strait.metrics.listen = 127.0.0.1:{port}\nrefresh.topics.interval.seconds = 600"),
+    );
     let mut strait = StraitProcess::start(&config, dir.path());
 
     // The probes, straight.
@@ -224,6 +231,33 @@ fn prometheus_scrapes_mm2_metrics_and_lag() {
     });
     assert_eq!(total, 2000.0, "every record counted once");
     eprintln!("caught up {:?} after the target stopped", t.elapsed());
+    reference::commit_offsets(&a, "g-status", &[("m", 0, 700)]);
+    let cps = r#"max(kafka_connect_mirror_mirrorcheckpointconnector_checkpoint_latency_ms_max{group="g-status"})"#;
+    wait_query(&prom, &mut strait, cps, Duration::from_secs(30), |v| {
+        v >= 0.0
+    });
     let status = strait.terminate(Duration::from_secs(30)).expect("exits");
     assert!(status.success(), "{}", strait.log());
+
+    // `strait status` reads the same from the clusters while Strait is stopped.
+    let config_path = dir.path().join("mm2.properties");
+    let (code, out) = strait_command(
+        &["status", "--config", config_path.to_str().unwrap()],
+        &[],
+        Duration::from_secs(60),
+    );
+    assert!(code.is_some_and(|c| c.success()), "{out}");
+    eprintln!("strait status:\n{out}");
+    // m/0, m/1 and heartbeats/0 (written on A for the pair B->A).
+    assert!(
+        out.contains("flow A->B: 3 partitions, lag 0 records\n"),
+        "{out}"
+    );
+    for p in 0..2 {
+        assert!(
+            out.contains(&format!("  m/{p}\tA.m\t0\t1000\t1000\t0\t")),
+            "m/{p}:\n{out}"
+        );
+    }
+    assert!(out.contains("  g-status\tA.m/0\t700\t700\t"), "{out}");
 }

@@ -67,6 +67,29 @@ use crate::offsets::{
     Mm2OffsetSyncStore, OffsetMap, SyncEmitter, SyncPoint, TargetGroupState, TopicPartition,
 };
 
+/// The source topics (and their partition counts) the flow replicates, from the source's
+/// metadata: the topic filter (and heartbeats when replicated), minus internal topics and
+/// cycles back to the target.
+pub fn selected_topics(
+    config: &FlowConfig,
+    md: &protocol_client::cluster::Metadata,
+) -> BTreeMap<String, i32> {
+    let policy = &config.policy;
+    let mut out = BTreeMap::new();
+    for (name, t) in &md.topics {
+        let wanted = config.topics.should_replicate_topic(name)
+            || (config.replicate_heartbeats && policy.is_heartbeats_topic(name));
+        if wanted
+            && !policy.is_internal_topic(name)
+            && !t.is_internal
+            && !policy.is_cycle(name, &config.target)
+        {
+            out.insert(name.clone(), t.partitions.len() as i32);
+        }
+    }
+    out
+}
+
 /// How often progress, offset-map runs and offset syncs are made durable.
 pub const COMMIT_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -374,20 +397,7 @@ impl Flow {
     /// never a cycle back to the target).
     pub async fn select_topics(&self) -> Result<BTreeMap<String, i32>> {
         let md = self.source.refresh_all_topics().await.map_err(self.src())?;
-        let policy = &self.config.policy;
-        let mut out = BTreeMap::new();
-        for (name, t) in &md.topics {
-            let wanted = self.config.topics.should_replicate_topic(name)
-                || (self.config.replicate_heartbeats && policy.is_heartbeats_topic(name));
-            if wanted
-                && !policy.is_internal_topic(name)
-                && !t.is_internal
-                && !policy.is_cycle(name, &self.config.target)
-            {
-                out.insert(name.clone(), t.partitions.len() as i32);
-            }
-        }
-        Ok(out)
+        Ok(selected_topics(&self.config, &md))
     }
 
     /// Remote name of a source topic.
