@@ -318,6 +318,12 @@ impl Checkpoint {
         Ok(buf.freeze())
     }
 
+    /// Decodes a key alone: (group, topic, partition), e.g. of a tombstone.
+    pub fn decode_key(key: &[u8]) -> Result<(String, String, i32), FormatError> {
+        let mut k = Reader::new(key, Self::KEY);
+        Ok((k.string("group")?, k.string("topic")?, k.i32("partition")?))
+    }
+
     /// Decodes a record as `Checkpoint.deserializeRecord` does.
     pub fn decode(key: &[u8], value: Option<&[u8]>) -> Result<Self, FormatError> {
         let value = value.ok_or(FormatError::MissingValue {

@@ -141,8 +141,7 @@ pub struct FlowMetrics {
     inner: Mutex<FlowInner>,
     running: AtomicI64,
     loop_turned_ms: AtomicI64,
-    inflight_bytes: AtomicI64,
-    budget_bytes: AtomicI64,
+    budget: Mutex<Option<(Arc<tokio::sync::Semaphore>, usize)>>,
 }
 
 #[derive(Debug, Default)]
@@ -152,7 +151,7 @@ struct FlowInner {
     checkpoints: BTreeMap<(String, String, i32), Window>,
     last_offset_sync_ms: Option<i64>,
     last_checkpoint_ms: Option<i64>,
-    stopped: u64,
+    stopped: std::collections::BTreeSet<(String, i32)>,
     restarts: u64,
     errors: BTreeMap<String, u64>,
 }
@@ -168,12 +167,35 @@ struct PartitionStats {
     high_watermark: Option<i64>,
     next: Option<i64>,
     newest_mirrored_ms: Option<i64>,
+    /// When the partition was last seen caught up (or first seen).
+    caught_up_ms: Option<i64>,
     lost: u64,
 }
 
 impl PartitionStats {
     fn lag(&self) -> Option<i64> {
         Some((self.high_watermark? - self.next?).max(0))
+    }
+
+    fn note_lag(&mut self, now_ms: i64) {
+        if self.caught_up_ms.is_none() || self.lag() == Some(0) {
+            self.caught_up_ms = Some(now_ms);
+        }
+    }
+
+    /// 0 when caught up; else how long the target has been behind: since the partition was
+    /// last caught up, or the age of the newest record mirrored, whichever is shorter.
+    fn lag_seconds(&self, now_ms: i64) -> Option<f64> {
+        match self.lag()? {
+            0 => Some(0.0),
+            _ => {
+                let since = match (self.caught_up_ms, self.newest_mirrored_ms) {
+                    (Some(a), Some(b)) => a.max(b),
+                    (a, b) => a.or(b)?,
+                };
+                Some((now_ms - since).max(0) as f64 / 1000.0)
+            }
+        }
     }
 }
 
@@ -185,8 +207,7 @@ impl FlowMetrics {
             inner: Mutex::new(FlowInner::default()),
             running: AtomicI64::new(0),
             loop_turned_ms: AtomicI64::new(0),
-            inflight_bytes: AtomicI64::new(0),
-            budget_bytes: AtomicI64::new(0),
+            budget: Mutex::new(None),
         }
     }
 
@@ -206,8 +227,12 @@ impl FlowMetrics {
             .or_default()
     }
 
-    /// The flow is replicating (`true`) or starting, restarting or stopped (`false`).
+    /// The flow is replicating (`true`: a new run, whose stopped partitions are counted
+    /// afresh) or starting, restarting or stopped (`false`).
     pub fn set_running(&self, running: bool) {
+        if running {
+            lock(&self.inner).stopped.clear();
+        }
         self.running.store(i64::from(running), Ordering::Release);
     }
 
@@ -216,16 +241,22 @@ impl FlowMetrics {
         self.loop_turned_ms.store(now_ms, Ordering::Release);
     }
 
-    /// Bytes in flight and the budget.
-    pub fn set_inflight(&self, bytes: usize, budget: usize) {
-        self.inflight_bytes.store(bytes as i64, Ordering::Relaxed);
-        self.budget_bytes.store(budget as i64, Ordering::Relaxed);
+    /// The run's in-flight budget: `total` bytes, of which `budget` has what is free.
+    pub fn set_budget(&self, budget: Arc<tokio::sync::Semaphore>, total: usize) {
+        *lock(&self.budget) = Some((budget, total));
     }
 
     /// A fetch answered for the partition: the source's high watermark.
-    pub fn fetched(&self, remote: &str, partition: i32, high_watermark: i64) {
+    pub fn fetched(&self, remote: &str, partition: i32, high_watermark: i64, now_ms: i64) {
         let mut inner = lock(&self.inner);
-        Self::partition(&mut inner, remote, partition).high_watermark = Some(high_watermark);
+        let p = Self::partition(&mut inner, remote, partition);
+        p.high_watermark = Some(high_watermark);
+        p.note_lag(now_ms);
+    }
+
+    /// A source topic is no longer mirrored (deleted): its series go.
+    pub fn forget_topic(&self, remote: &str) {
+        lock(&self.inner).partitions.remove(remote);
     }
 
     /// A batch about to be forwarded, its newest record written at `max_timestamp`
@@ -258,12 +289,15 @@ impl FlowMetrics {
             p.newest_mirrored_ms = Some(p.newest_mirrored_ms.unwrap_or(0).max(max_timestamp));
         }
         p.next = Some(next);
+        p.note_lag(now_ms);
     }
 
     /// Nothing to forward up to `next` (markers, aborted records), or resumed there.
-    pub fn advanced(&self, remote: &str, partition: i32, next: i64) {
+    pub fn advanced(&self, remote: &str, partition: i32, next: i64, now_ms: i64) {
         let mut inner = lock(&self.inner);
-        Self::partition(&mut inner, remote, partition).next = Some(next);
+        let p = Self::partition(&mut inner, remote, partition);
+        p.next = Some(next);
+        p.note_lag(now_ms);
     }
 
     /// `lost` source records were deleted before they were mirrored.
@@ -273,8 +307,10 @@ impl FlowMetrics {
     }
 
     /// A partition stopped (re-created topic, unreadable batch, truncated source).
-    pub fn stopped(&self) {
-        lock(&self.inner).stopped += 1;
+    pub fn stopped(&self, topic: &str, partition: i32) {
+        lock(&self.inner)
+            .stopped
+            .insert((topic.to_string(), partition));
     }
 
     /// The flow failed transiently and restarts.
@@ -297,12 +333,21 @@ impl FlowMetrics {
         lock(&self.inner).last_offset_sync_ms = Some(now_ms);
     }
 
-    /// A checkpoint round finished at `now_ms`; `written` checkpoints (group, remote topic,
-    /// partition, created at) were acknowledged then (`checkpoint-latency-ms`: written −
-    /// created).
-    pub fn checkpoints_written(&self, written: &[(String, String, i32, i64)], now_ms: i64) {
+    /// A checkpoint round over `groups` finished at `now_ms`; `written` checkpoints (group,
+    /// remote topic, partition, created at) were acknowledged then (`checkpoint-latency-ms`:
+    /// written − created). Groups no longer replicated lose their series.
+    pub fn checkpoints_written(
+        &self,
+        groups: &[String],
+        written: &[(String, String, i32, i64)],
+        now_ms: i64,
+    ) {
         let mut inner = lock(&self.inner);
         inner.last_checkpoint_ms = Some(now_ms);
+        let current: std::collections::HashSet<&str> = groups.iter().map(String::as_str).collect();
+        inner
+            .checkpoints
+            .retain(|(g, _, _), _| current.contains(g.as_str()));
         for (group, topic, partition, created) in written {
             inner
                 .checkpoints
@@ -604,11 +649,7 @@ impl Collector for Snapshot {
                 let (amin, amax, aavg) = p.age.stats(now);
                 let (lmin, lmax, lavg) = p.latency.stats(now);
                 let lag = p.lag();
-                let lag_seconds = match (lag, p.newest_mirrored_ms) {
-                    (Some(0), _) => Some(0.0),
-                    (Some(_), Some(t)) => Some(((now - t).max(0)) as f64 / 1000.0),
-                    _ => None,
-                };
+                let lag_seconds = p.lag_seconds(now);
                 let values = [
                     Some(p.records as f64),
                     Some(p.record_rate.per_second(now)),
@@ -646,14 +687,21 @@ impl Collector for Snapshot {
                 }
             }
             let secs = |ms: Option<i64>| ms.map(|m| m as f64 / 1000.0);
+            let (inflight, budget) = match &*lock(&f.budget) {
+                Some((free, total)) => (
+                    Some(total.saturating_sub(free.available_permits()) as f64),
+                    Some(*total as f64),
+                ),
+                None => (None, None),
+            };
             let values = [
                 Some(f.running.load(Ordering::Acquire) as f64),
                 Some(inner.partitions.values().map(BTreeMap::len).sum::<usize>() as f64),
-                Some(inner.stopped as f64),
+                Some(inner.stopped.len() as f64),
                 secs(inner.last_offset_sync_ms),
                 secs(inner.last_checkpoint_ms),
-                Some(f.inflight_bytes.load(Ordering::Relaxed) as f64),
-                Some(f.budget_bytes.load(Ordering::Relaxed) as f64),
+                inflight,
+                budget,
                 Some(inner.restarts as f64),
             ];
             for (fam, v) in per_flow.iter_mut().zip(values) {
@@ -716,7 +764,7 @@ mod tests {
         let m = Metrics::new();
         let f = m.flow("A", "B");
         f.set_running(true);
-        f.fetched("A.t", 0, 100);
+        f.fetched("A.t", 0, 100, 1_000);
         f.forwarding("A.t", 0, 1_000, 1_500);
         let acked = |records, bytes, max_timestamp| Acked {
             records,
@@ -727,53 +775,80 @@ mod tests {
         f.acknowledged("A.t", 0, acked(30, 1920, 1_100), 40, 2_000);
         let text = m.encode(2_000, None);
         let labels = r#"{source="A",target="B",topic="A.t",partition="0"}"#;
+        let has = |text: &str, prefix: String| line(text, &prefix).is_some();
         assert_eq!(
             line(&text, &format!("{SOURCE}record_count{labels}")),
             Some(format!("{SOURCE}record_count{labels} 40.0").as_str())
         );
         assert!(
-            line(&text, &format!("{SOURCE}byte_count{labels} 2560")).is_some(),
+            has(&text, format!("{SOURCE}byte_count{labels} 2560")),
             "{text}"
         );
-        assert!(line(
+        assert!(has(
             &text,
-            &format!("{SOURCE}replication_latency_ms_max{labels} 900")
-        )
-        .is_some());
-        assert!(line(
+            format!("{SOURCE}replication_latency_ms_max{labels} 900")
+        ));
+        assert!(has(
             &text,
-            &format!("{SOURCE}replication_latency_ms_min{labels} 600")
-        )
-        .is_some());
-        assert!(line(&text, &format!("{SOURCE}record_age_ms{labels} 500")).is_some());
-        assert!(line(&text, &format!("strait_partition_lag_records{labels} 60")).is_some());
-        // Lag in seconds: the newest mirrored record (1.1 s) is 0.9 s old.
-        assert!(line(&text, &format!("strait_partition_lag_seconds{labels} 0.9")).is_some());
-        assert!(line(&text, "# TYPE strait_partition_lost_records counter").is_some());
+            format!("{SOURCE}replication_latency_ms_min{labels} 600")
+        ));
+        assert!(has(&text, format!("{SOURCE}record_age_ms{labels} 500")));
+        assert!(has(
+            &text,
+            format!("strait_partition_lag_records{labels} 60")
+        ));
+        // Lag in seconds: behind since the newest mirrored record (1.1 s), 0.9 s ago.
+        assert!(has(
+            &text,
+            format!("strait_partition_lag_seconds{labels} 0.9")
+        ));
+        assert!(has(
+            &text,
+            "# TYPE strait_partition_lost_records counter".into()
+        ));
         // Old samples expire from min/max/avg; the count stays.
         let later = m.encode(200_000, None);
         assert!(
-            line(
+            has(
                 &later,
-                &format!("{SOURCE}replication_latency_ms_max{labels} NaN")
-            )
-            .is_some(),
+                format!("{SOURCE}replication_latency_ms_max{labels} NaN")
+            ),
             "{later}"
         );
-        assert!(line(&later, &format!("{SOURCE}record_count{labels} 40")).is_some());
+        assert!(has(&later, format!("{SOURCE}record_count{labels} 40")));
         // Caught up: lag 0 in both.
-        f.fetched("A.t", 0, 40);
+        f.fetched("A.t", 0, 40, 2_500);
         let caught_up = m.encode(3_000, None);
-        assert!(line(
+        assert!(has(
             &caught_up,
-            &format!("strait_partition_lag_records{labels} 0")
-        )
-        .is_some());
-        assert!(line(
+            format!("strait_partition_lag_records{labels} 0")
+        ));
+        assert!(has(
             &caught_up,
-            &format!("strait_partition_lag_seconds{labels} 0")
-        )
-        .is_some());
+            format!("strait_partition_lag_seconds{labels} 0")
+        ));
+        // Idle for an hour (empty fetches keep saying "caught up"), then a record arrives:
+        // behind since it was last seen caught up, not since the hour-old newest record.
+        f.fetched("A.t", 0, 40, 3_599_500);
+        f.fetched("A.t", 0, 41, 3_600_000);
+        let woke = m.encode(3_601_000, None);
+        assert!(
+            has(&woke, format!("strait_partition_lag_seconds{labels} 1.5")),
+            "{woke}"
+        );
+        // A stopped partition counts once per run.
+        f.stopped("t", 0);
+        f.stopped("t", 0);
+        assert!(has(
+            &m.encode(0, None),
+            r#"strait_partitions_stopped{source="A",target="B"} 1"#.into()
+        ));
+        // Deleted topics lose their series.
+        f.forget_topic("A.t");
+        assert!(!has(
+            &m.encode(3_601_000, None),
+            format!("{SOURCE}record_count{labels}")
+        ));
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //!
 //! `GET /metrics` (OpenMetrics text, see [`crate::metrics`]), `GET /healthz` (200 unless a
 //! flow is wedged), `GET /readyz` (200 once every flow replicates). One request per
-//! connection; the request head is read with a size and time limit and only its first line
-//! is looked at, so a slow or hostile client costs one small buffer for at most 10 s.
+//! connection, at most 16 at once; the request head is read with a size limit and the whole
+//! exchange with a 10 s limit, and only the head's first line is looked at, so a slow or
+//! hostile client costs one small buffer and one of the 16 slots for at most 10 s.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,8 +21,11 @@ use crate::metrics::{Metrics, ProcessStats};
 
 /// Largest request head read.
 const MAX_HEAD: usize = 8 * 1024;
-/// Time a client has to send its request head.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a client has for a whole exchange (request head in, answer out).
+const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections answered at once; more wait to be accepted (the descriptors are shared with
+/// the Kafka connections).
+const MAX_CONNECTIONS: usize = 16;
 
 /// Binds `addr`; the returned future serves until `stop` turns true.
 pub async fn bind(
@@ -38,15 +42,26 @@ pub async fn bind(
 }
 
 async fn serve(listener: TcpListener, metrics: Arc<Metrics>, mut stop: watch::Receiver<bool>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let slot = tokio::select! {
+            _ = stop.changed() => return,
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => return,
+            },
+        };
         tokio::select! {
             _ = stop.changed() => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let metrics = metrics.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = answer(stream, &metrics).await {
-                            debug!(%peer, error = %e, "metrics request failed");
+                        let _slot = slot;
+                        match tokio::time::timeout(EXCHANGE_TIMEOUT, answer(stream, &metrics)).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => debug!(%peer, error = %e, "metrics request failed"),
+                            Err(_) => debug!(%peer, "metrics request timed out"),
                         }
                     });
                 }
@@ -61,20 +76,13 @@ async fn serve(listener: TcpListener, metrics: Arc<Metrics>, mut stop: watch::Re
 
 async fn answer(mut stream: TcpStream, metrics: &Arc<Metrics>) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(1024);
-    let read = tokio::time::timeout(HEAD_TIMEOUT, async {
-        let mut buf = [0u8; 1024];
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_HEAD {
-            let n = stream.read(&mut buf).await?;
-            if n == 0 {
-                break;
-            }
-            head.extend_from_slice(&buf[..n]);
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_HEAD {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            break;
         }
-        Ok::<(), std::io::Error>(())
-    })
-    .await;
-    if !matches!(read, Ok(Ok(()))) {
-        return Ok(());
+        head.extend_from_slice(&buf[..n]);
     }
     let (status, content_type, body) = route(&head, metrics);
     let response = format!(
@@ -82,7 +90,9 @@ async fn answer(mut stream: TcpStream, metrics: &Arc<Metrics>) -> std::io::Resul
         body.len()
     );
     stream.write_all(response.as_bytes()).await?;
-    stream.write_all(body.as_bytes()).await?;
+    if !head.starts_with(b"HEAD ") {
+        stream.write_all(body.as_bytes()).await?;
+    }
     stream.shutdown().await
 }
 

@@ -27,10 +27,10 @@ pub struct PartitionStatus {
     pub partition: i32,
     /// Remote topic on the target.
     pub remote_topic: String,
-    /// Source log start offset.
-    pub log_start: i64,
-    /// Source high watermark.
-    pub end: i64,
+    /// Source log start offset (`None`: ListOffsets failed).
+    pub log_start: Option<i64>,
+    /// Source high watermark (`None`: ListOffsets failed).
+    pub end: Option<i64>,
     /// Next source offset to mirror (everything below is on the target), if known.
     pub mirrored: Option<i64>,
     /// `end - mirrored` (0 at least), if known.
@@ -141,7 +141,11 @@ pub async fn flow_status(
 
     let mut partitions = Vec::with_capacity(keys.len());
     for ((topic, partition), range) in keys.into_iter().zip(ranges) {
-        let (log_start, end) = range.map_err(Error::client(&fc.source))?;
+        // One partition the source cannot answer for (no leader) does not hide the others.
+        let (log_start, end) = match range {
+            Ok((start, end)) => (Some(start), Some(end)),
+            Err(_) => (None, None),
+        };
         let key = (topic.clone(), partition);
         let frontier = maps
             .get(&key)
@@ -155,7 +159,7 @@ pub async fn flow_status(
             remote_topic: fc.policy.format_remote_topic(&fc.source, &topic),
             log_start,
             end,
-            lag: mirrored.map(|m| (end - m).max(0)),
+            lag: end.zip(mirrored).map(|(end, m)| (end - m).max(0)),
             mirrored,
             last_sync: last_sync.get(&key).copied(),
             topic,
@@ -166,14 +170,21 @@ pub async fn flow_status(
     let mut latest: BTreeMap<(String, String, i32), (Checkpoint, i64)> = BTreeMap::new();
     if fc.emit_checkpoints {
         for r in read_to_end(target, &fc.target, &fc.checkpoints_topic()).await? {
-            let (Some(k), Some(v)) = (r.key, r.value) else {
-                continue;
-            };
-            if let Ok(cp) = Checkpoint::decode(&k, Some(&v)) {
-                latest.insert(
-                    (cp.consumer_group_id.clone(), cp.topic.clone(), cp.partition),
-                    (cp, r.timestamp),
-                );
+            let Some(k) = r.key else { continue };
+            match (r.value, Checkpoint::decode_key(&k)) {
+                (Some(v), _) => {
+                    if let Ok(cp) = Checkpoint::decode(&k, Some(&v)) {
+                        latest.insert(
+                            (cp.consumer_group_id.clone(), cp.topic.clone(), cp.partition),
+                            (cp, r.timestamp),
+                        );
+                    }
+                }
+                // A tombstone deletes the group's checkpoint for that partition.
+                (None, Ok(key)) => {
+                    latest.remove(&key);
+                }
+                (None, Err(_)) => {}
             }
         }
     }
@@ -221,8 +232,8 @@ pub fn render(flows: &[FlowStatus]) -> String {
                 p.topic,
                 p.partition,
                 p.remote_topic,
-                p.log_start,
-                p.end,
+                opt(p.log_start),
+                opt(p.end),
                 opt(p.mirrored),
                 opt(p.lag),
                 p.last_sync
@@ -261,8 +272,8 @@ mod tests {
                     topic: "orders".into(),
                     partition: 0,
                     remote_topic: "A.orders".into(),
-                    log_start: 0,
-                    end: 120,
+                    log_start: Some(0),
+                    end: Some(120),
                     mirrored: Some(100),
                     lag: Some(20),
                     last_sync: Some((99, 99)),
@@ -271,8 +282,8 @@ mod tests {
                     topic: "orders".into(),
                     partition: 1,
                     remote_topic: "A.orders".into(),
-                    log_start: 5,
-                    end: 5,
+                    log_start: Some(5),
+                    end: Some(5),
                     mirrored: None,
                     lag: None,
                     last_sync: None,

@@ -1642,8 +1642,9 @@ pub fn mm2_test_properties(a_bootstrap: &str, b_bootstrap: &str, extra: &[(&str,
     s
 }
 
-/// MirrorMaker 2 in dedicated mode (`org.apache.kafka.connect.mirror.MirrorMaker`) as a child
-/// process with its own temporary directory; killed on drop (log kept when the test panics).
+/// MirrorMaker 2 in dedicated mode (`org.apache.kafka.connect.mirror.MirrorMaker`), or a Kafka
+/// Connect worker running MM2's connectors as Strimzi does, as a child process with its own
+/// temporary directory; killed on drop (log kept when the test panics).
 #[derive(Debug)]
 pub struct Mm2Process {
     name: String,
@@ -1662,8 +1663,29 @@ impl Mm2Process {
 
     /// [`Mm2Process::start`] with extra arguments after the properties file (`--clusters B`).
     pub fn start_with_args(config_text: &str, args: &[&str]) -> Mm2Process {
+        Mm2Process::spawn(
+            "org.apache.kafka.connect.mirror.MirrorMaker",
+            "mm2",
+            config_text,
+            args,
+        )
+    }
+
+    /// A Kafka Connect worker in distributed mode (`ConnectDistributed`) with
+    /// `worker_properties`, as Strimzi runs MM2: its connectors are then created through the
+    /// REST API (see [`connect_put_connector`]).
+    pub fn start_connect(worker_properties: &str) -> Mm2Process {
+        Mm2Process::spawn(
+            "org.apache.kafka.connect.cli.ConnectDistributed",
+            "connect",
+            worker_properties,
+            &[],
+        )
+    }
+
+    fn spawn(main_class: &str, prefix: &str, config_text: &str, args: &[&str]) -> Mm2Process {
         let cds = cds_archive();
-        let name = crate::unique("mm2");
+        let name = crate::unique(prefix);
         let dir = tempfile::Builder::new()
             .prefix(&format!("strait-{name}-"))
             .tempdir()
@@ -1674,12 +1696,12 @@ impl Mm2Process {
         std::fs::write(&props, config_text).expect("write mm2.properties");
         std::fs::write(&log4j, log4j2_properties()).expect("write log4j2.properties");
         let mut cmd = java_command(512, cds.map_or(Cds::None, Cds::Use), Some(&log4j));
-        cmd.arg("org.apache.kafka.connect.mirror.MirrorMaker")
+        cmd.arg(main_class)
             .arg(&props)
             .args(args)
             .current_dir(dir.path());
         let process =
-            Supervised::spawn(cmd, &log).unwrap_or_else(|e| panic!("start MirrorMaker 2: {e}"));
+            Supervised::spawn(cmd, &log).unwrap_or_else(|e| panic!("start {main_class}: {e}"));
         Mm2Process {
             name,
             log,
@@ -1743,6 +1765,56 @@ impl Drop for Mm2Process {
             }
         }
     }
+}
+
+/// `PUT /connectors/<name>/config` on a Connect worker's REST port with `config` (string
+/// values), retried until the worker answers 200 or 201 (it starts its REST server before it
+/// has joined its group); panics after `within`.
+pub fn connect_put_connector(
+    rest_port: u16,
+    name: &str,
+    config: &[(&str, &str)],
+    within: Duration,
+) {
+    use std::io::{Read, Write};
+    let escape = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+    let body = format!(
+        "{{{}}}",
+        config
+            .iter()
+            .map(|(k, v)| format!("\"{}\":\"{}\"", escape(k), escape(v)))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let mut path_name = String::new();
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            path_name.push(b as char);
+        } else {
+            path_name.push_str(&format!("%{b:02X}"));
+        }
+    }
+    let deadline = Instant::now() + within;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", rest_port)) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+            let request = format!(
+                "PUT /connectors/{path_name}/config HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            let mut answer = String::new();
+            if s.write_all(request.as_bytes()).is_ok() && s.read_to_string(&mut answer).is_ok() {
+                let code = answer.split_whitespace().nth(1).unwrap_or("");
+                if code == "200" || code == "201" {
+                    return;
+                }
+                last = answer;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    panic!("PUT connector {name} never succeeded; last answer:\n{last}");
 }
 
 #[cfg(test)]

@@ -798,4 +798,30 @@ fn failback_checkpoints_move_groups_back_exactly() {
     );
     let status = strait.terminate(Duration::from_secs(30)).expect("exits");
     assert!(status.success(), "{}", strait.log());
+
+    // A loses `fb` (deleted, re-created, new records): the A->B map no longer describes it, so
+    // B->A writes no failback checkpoint that would point into the new records.
+    delete_topics(&a, &["fb"]);
+    wait_until("fb gone", Duration::from_secs(30), || {
+        reference::try_watermarks(&a, "fb", 0).is_err()
+    });
+    reference::create_topic(&a, "fb", 1);
+    reference::produce(&a, "fb", 0, &numbered(100, 110), &[]);
+    reference::commit_offsets(&b, "g-fb-lost", &[("A.fb", 0, 2)]);
+    let only_back = config.replace("A->B.enabled = true", "A->B.enabled = false");
+    let dir = tempfile::tempdir().unwrap();
+    let mut strait = StraitProcess::start(&only_back, dir.path());
+    wait_until(
+        "the failback check to refuse",
+        Duration::from_secs(60),
+        || strait.log().contains("no longer holds at fb/0"),
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let got = latest_checkpoints(&a, "A", "B.checkpoints.internal");
+    assert!(
+        !got.keys().any(|k| k.0 == "g-fb-lost"),
+        "a failback checkpoint into the re-created topic: {got:?}"
+    );
+    let status = strait.terminate(Duration::from_secs(30)).expect("exits");
+    assert!(status.success(), "{}", strait.log());
 }

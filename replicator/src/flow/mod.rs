@@ -368,7 +368,7 @@ impl Flow {
 
     /// Records that a partition stopped (it is paused, the rest of the flow goes on).
     fn record_stopped(&self, key: &(String, i32), why: String) {
-        self.metrics.stopped();
+        self.metrics.stopped(&key.0, key.1);
         self.state
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -761,6 +761,7 @@ impl Flow {
 
         let budget_total = self.config.inflight_bytes.clamp(1 << 20, u32::MAX as u64) as usize;
         let budget = Arc::new(Semaphore::new(budget_total));
+        self.metrics.set_budget(budget.clone(), budget_total);
         // No partition holds more than an eighth of the budget (beyond its first batch): a
         // target partition that cannot take appends (below min ISR, no leader) stops being
         // fetched once it holds its share, and the others keep the rest.
@@ -844,6 +845,7 @@ impl Flow {
                                     fetcher.unassign(&key.0, key.1);
                                     assigned.remove(key);
                                 }
+                                self.metrics.forget_topic(&self.remote_topic(&topic));
                                 warn!(flow = %self.name(), %topic, partitions = keys.len(), "source topic deleted: no longer mirrored (its remote topic, offset map and checkpoints stay)");
                             }
                         }
@@ -893,7 +895,7 @@ impl Flow {
                         continue;
                     }
                     let key = (fp.topic.to_string(), fp.partition);
-                    self.metrics.fetched(&self.remote_topic(&key.0), key.1, fp.high_watermark);
+                    self.metrics.fetched(&self.remote_topic(&key.0), key.1, fp.high_watermark, now_ms());
                     if fp.log_start_offset > 0 {
                         // Retention moved the source's log start: the map forgets what lies
                         // below it (no consumer can commit there any more), within what it has
@@ -943,12 +945,17 @@ impl Flow {
                                     starved.insert(key.clone());
                                     break;
                                 }
-                                let permit = tokio::select! {
-                                    biased;
-                                    Some(e) = fail_rx.recv() => return Err(e),
-                                    _ = stop.changed() => return Ok(()),
-                                    p = budget.clone().acquire_many_owned(need as u32) => {
-                                        p.map_err(|_| Error::Other("budget closed".into()))?
+                                // Waiting for budget (the target is slow or down) is
+                                // back-pressure, not a hang: the liveness probe hears of it.
+                                let permit = loop {
+                                    tokio::select! {
+                                        biased;
+                                        Some(e) = fail_rx.recv() => return Err(e),
+                                        _ = stop.changed() => return Ok(()),
+                                        p = budget.clone().acquire_many_owned(need as u32) => {
+                                            break p.map_err(|_| Error::Other("budget closed".into()))?;
+                                        }
+                                        _ = tokio::time::sleep(Duration::from_secs(10)) => self.metrics.loop_turned(now_ms()),
                                     }
                                 };
                                 in_flight.fetch_add(need, Ordering::AcqRel);
@@ -957,7 +964,6 @@ impl Flow {
                                 let records = stretches.iter().map(|s| s.1.max(0) as u64).sum();
                                 let (bytes, max_timestamp) = (batch.len() as u64, batch.max_timestamp());
                                 self.metrics.forwarding(&remote, key.1, max_timestamp, now_ms());
-                                self.metrics.set_inflight(budget_total - budget.available_permits(), budget_total);
                                 let ack = Box::pin(self.data_producer.append(&remote, key.1, batch));
                                 AckItem::Forward { first, records, bytes, max_timestamp, stretches, next, ack, _permit: permit }
                             }
@@ -1083,7 +1089,8 @@ impl Flow {
                 let (map, position) = result?;
                 debug!(flow = %self.name(), %topic, partition, position, "assigned");
                 fetcher.assign(&topic, partition, position);
-                self.metrics.advanced(&remote, partition, position);
+                self.metrics
+                    .advanced(&remote, partition, position, now_ms());
                 let key = (topic, partition);
                 self.state
                     .lock()
@@ -1177,7 +1184,7 @@ impl Flow {
                     ps.map.advance_upstream(next);
                     let remote = ps.remote_topic.clone();
                     drop(st);
-                    self.metrics.advanced(&remote, key.1, next);
+                    self.metrics.advanced(&remote, key.1, next, now_ms());
                 }
             }
         }
@@ -1449,6 +1456,7 @@ impl Flow {
     async fn checkpoint_groups(&self, groups: &[String], write: bool, sync: bool) -> Result<()> {
         let c = &self.config;
         let groups = groups.to_vec();
+        let current_groups = groups.clone();
         let now = now_ms();
         let topic = c.checkpoints_topic();
         let mm2_syncs = self.mm2_syncs().await;
@@ -1552,7 +1560,8 @@ impl Flow {
                 )
             })
             .collect();
-        self.metrics.checkpoints_written(&written, now_ms());
+        self.metrics
+            .checkpoints_written(&current_groups, &written, now_ms());
         {
             let mut cps = self.checkpoints.lock().unwrap_or_else(|p| p.into_inner());
             for cp in emit {
@@ -1646,24 +1655,112 @@ impl Flow {
         let Ok(maps) = maps else {
             return Vec::new();
         };
-        offsets
-            .into_iter()
-            .filter_map(|(group, o)| {
-                let upstream = self.failback_topic(&o.topic)?;
-                let map = maps
-                    .get(&(upstream.to_string(), o.partition))?
-                    .as_ref()
-                    .ok()?;
-                Some(Checkpoint {
-                    consumer_group_id: group,
-                    topic: upstream.to_string(),
-                    partition: o.partition,
-                    upstream_offset: o.offset,
-                    downstream_offset: map.upstream_for(o.offset)?,
-                    metadata: o.metadata.unwrap_or_default(),
-                })
-            })
-            .collect()
+        let mut out = Vec::new();
+        for (group, o) in offsets {
+            let Some(upstream) = self.failback_topic(&o.topic) else {
+                continue;
+            };
+            let Some(Ok(map)) = maps.get(&(upstream.to_string(), o.partition)) else {
+                continue;
+            };
+            let Some(back) = map.upstream_for(o.offset) else {
+                continue;
+            };
+            let cp = Checkpoint {
+                consumer_group_id: group,
+                topic: upstream.to_string(),
+                partition: o.partition,
+                upstream_offset: o.offset,
+                downstream_offset: back,
+                metadata: o.metadata.unwrap_or_default(),
+            };
+            // Only what would be written is checked (two fetches), and only what checks out
+            // is written.
+            let news = !c.emit_checkpoints
+                || self
+                    .checkpoints
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .decide(&cp)
+                    .emits();
+            if news
+                && self
+                    .failback_holds(&o.topic, upstream, o.partition, map, back)
+                    .await
+            {
+                out.push(cp);
+            }
+        }
+        out
+    }
+
+    /// Whether the reverse flow's map still describes this flow's target: the record the
+    /// failback position points at (or, at the end, the last one mirrored before it) is the
+    /// same on both clusters, and the target's partition reaches the position. It would not
+    /// after the target lost data (an unclean election, the topic re-created): a checkpoint
+    /// there could make the group skip records written since. Logged once per partition when
+    /// it fails, and when it holds again.
+    async fn failback_holds(
+        &self,
+        remote: &str,
+        upstream: &str,
+        partition: i32,
+        map: &OffsetMap,
+        back: i64,
+    ) -> bool {
+        let c = &self.config;
+        // The pair to compare: the record at `back`, or the last one mirrored before the end.
+        let pair = match map.translate(back) {
+            Some(d) if map.downstream_end().is_some_and(|end| d < end) => Some((back, d)),
+            _ => map
+                .runs()
+                .last()
+                .map(|r| (r.upstream_end() - 1, r.downstream_end() - 1)),
+        };
+        let check = async {
+            let Some((u, d)) = pair else {
+                return Ok(false);
+            };
+            let ours =
+                resume::record_at(&self.source, &c.source, remote, partition, d, &self.limits)
+                    .await?;
+            let theirs = resume::record_at(
+                &self.target,
+                &c.target,
+                upstream,
+                partition,
+                u,
+                &self.limits,
+            )
+            .await?;
+            let end = protocol_client::fetcher::list_offset(
+                &self.target,
+                upstream,
+                partition,
+                protocol_client::fetcher::OffsetSpec::Latest,
+                IsolationLevel::ReadUncommitted,
+            )
+            .await
+            .map_err(self.tgt())?
+            .offset;
+            Ok::<bool, Error>(ours.is_some() && ours == theirs && end >= back)
+        };
+        let r = match check.await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Error::Other(format!(
+                "{} no longer holds at {upstream}/{partition} what the {}->{} flow mirrored from it (truncated or re-created?): no failback checkpoints for it",
+                c.target, c.target, c.source
+            ))),
+            Err(e) => Err(e),
+        };
+        let holds = r.is_ok();
+        self.failback_failing.observe(
+            &self.name(),
+            &format!("{upstream}/{partition}"),
+            "failback checkpoint check",
+            &r,
+        );
+        holds
     }
 
     async fn sync_group_offsets(&self, group: &str) -> Result<()> {

@@ -207,6 +207,59 @@ async fn fetch_at(
         .map_err(Error::client(alias))
 }
 
+/// What consumers read of one record (key, value, headers), to tell two copies apart.
+pub(crate) type RecordContent = (
+    Option<bytes::Bytes>,
+    Option<bytes::Bytes>,
+    Vec<protocol_client::record::RecordHeader>,
+);
+
+/// The record at `offset` (read_committed), or `None` when there is none there: a marker,
+/// aborted or compacted away, below the log start or past the end.
+pub(crate) async fn record_at(
+    cluster: &Arc<protocol_client::cluster::Cluster>,
+    alias: &str,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    limits: &DecodeLimits,
+) -> Result<Option<RecordContent>> {
+    let fp = fetch_at(
+        cluster,
+        alias,
+        topic,
+        partition,
+        offset,
+        IsolationLevel::ReadCommitted,
+    )
+    .await?;
+    if fp.error.is_some() {
+        return Ok(None);
+    }
+    let mut aborts = super::plan::AbortTracker::new(fp.aborted);
+    for batch in split_batches(fp.records) {
+        let Ok(batch) = batch else { return Ok(None) };
+        let skip = aborts.skips(&batch);
+        if batch.next_offset() <= offset {
+            continue;
+        }
+        if skip || batch.base_offset() > offset {
+            return Ok(None);
+        }
+        let Ok(records) = batch.records(limits) else {
+            return Ok(None);
+        };
+        for r in records {
+            let Ok(r) = r else { return Ok(None) };
+            if r.offset(batch.base_offset()) == offset {
+                return Ok(Some((r.key, r.value, r.headers)));
+            }
+        }
+        return Ok(None);
+    }
+    Ok(None)
+}
+
 /// ListOffsets `spec` for one partition (retried through the cluster's retry loop).
 async fn offset_of(
     cluster: &Arc<protocol_client::cluster::Cluster>,

@@ -176,21 +176,34 @@ pub fn translate_over(syncs: &[SyncPoint], upstream: i64) -> Mm2Translation {
 
 /// MM2's answer for an upstream offset below what an exact [`OffsetMap`] covers (a group
 /// committed before Strait took over from MM2), from MM2's syncs of the partition (newest
-/// first). Only syncs below the map's start whose downstream offset is not past the map's own
-/// answer at its start are believed (a sync from before the remote partition was re-created
-/// would be), and the answer is capped there: never ahead of the truth. `None` where the map
-/// answers itself, or MM2 could not.
+/// first). Only syncs below the map's start that form one consistent history with it are
+/// believed: walking back from the map's start, each older sync must lie at or below the next
+/// newer one downstream, by no more than it lies below upstream (a remote partition only
+/// grows, by at most what was replicated). The walk stops at the first sync that breaks this
+/// (one from before the remote partition was re-created or truncated, which MM2 would still
+/// use), and the answer is capped at the map's answer at its start. `None` where the map
+/// answers itself, or nothing believable does.
 pub fn conservative_below(map: &OffsetMap, syncs: &[SyncPoint], upstream: i64) -> Option<i64> {
     let start = map.start()?;
     if upstream >= start {
         return None;
     }
     let at_start = map.translate(start)?;
-    let believed: Vec<SyncPoint> = syncs
-        .iter()
-        .filter(|s| s.upstream < start && s.downstream <= at_start)
-        .copied()
-        .collect();
+    let mut newer = SyncPoint {
+        upstream: start,
+        downstream: at_start,
+    };
+    let mut believed: Vec<SyncPoint> = Vec::new();
+    for s in syncs.iter().filter(|s| s.upstream < start) {
+        let consistent = s.upstream <= newer.upstream
+            && s.downstream <= newer.downstream
+            && newer.downstream - s.downstream <= newer.upstream - s.upstream;
+        if !consistent {
+            break;
+        }
+        believed.push(*s);
+        newer = *s;
+    }
     match translate_over(&believed, upstream) {
         Mm2Translation::Offset(d) => Some(d.min(at_start)),
         _ => None,
@@ -453,13 +466,31 @@ mod tests {
         assert_eq!(conservative_below(&map, &syncs, 499), Some(401));
         assert_eq!(conservative_below(&map, &syncs, 500), None, "the map's own");
         assert_eq!(conservative_below(&map, &[], 250), None);
-        // A sync past the map's answer at its start (an older remote partition) is ignored.
+        // A sync past the map's answer at its start (an older remote partition) ends what is
+        // believed: nothing older is used either.
         let mut wrong = vec![SyncPoint {
             upstream: 450,
             downstream: 9000,
         }];
         wrong.extend(syncs.iter().copied());
-        assert_eq!(conservative_below(&map, &wrong, 460), Some(401));
+        assert_eq!(conservative_below(&map, &wrong, 460), None);
+        // MM2 went on into a re-created remote partition at upstream 300 (downstream 0): its
+        // older syncs (downstream 200 at upstream 200) belong to the old partition.
+        let recreated: Vec<SyncPoint> = [(400, 100), (300, 0), (200, 200), (100, 100)]
+            .into_iter()
+            .map(|(u, d)| SyncPoint {
+                upstream: u,
+                downstream: d,
+            })
+            .collect();
+        let later = OffsetMap::starting_at(500, Some(200), 16).unwrap();
+        assert_eq!(conservative_below(&later, &recreated, 450), Some(101));
+        assert_eq!(conservative_below(&later, &recreated, 350), Some(1));
+        assert_eq!(
+            conservative_below(&later, &recreated, 250),
+            None,
+            "MM2 would say 201"
+        );
         // Capped at the map's answer at its start.
         let edge = [SyncPoint {
             upstream: 490,
