@@ -20,7 +20,7 @@ use protocol_client::ResponseError;
 use tracing::info;
 
 use crate::error::{Error, Result};
-use crate::formats::OffsetMapRecord;
+use crate::formats::{OffsetMapRecord, SourceProgress, SourceProgressKey};
 use crate::offsets::{OffsetMap, OffsetMapError};
 
 /// Name of Strait's offset-map topic for a source cluster.
@@ -84,6 +84,35 @@ pub async fn read_offset_maps(
         .into_iter()
         .map(|(key, records)| (key, OffsetMap::restore(records, max_runs)))
         .collect())
+}
+
+/// MM2's source progress of flow `fc` (kept on its target `cluster`): per source partition the
+/// next offset to replicate, from the records of `fc`'s source cluster and connector name;
+/// later records win, a tombstone forgets.
+pub async fn read_progress(
+    cluster: &Arc<Cluster>,
+    fc: &crate::config::FlowConfig,
+) -> Result<HashMap<(String, i32), i64>> {
+    let mut progress = HashMap::new();
+    for r in read_to_end(cluster, &fc.target, &fc.offset_storage_topic).await? {
+        let Some(key) = r.key else { continue };
+        let Ok(k) = SourceProgressKey::decode(&key) else {
+            continue;
+        };
+        if k.cluster != fc.source || k.connector != fc.progress_connector {
+            continue;
+        }
+        match SourceProgress::decode(r.value.as_deref()) {
+            Ok(Some(p)) => {
+                progress.insert((k.topic, k.partition), p.resume_offset());
+            }
+            Ok(None) => {
+                progress.remove(&(k.topic, k.partition));
+            }
+            Err(_) => {}
+        }
+    }
+    Ok(progress)
 }
 
 /// Creates `topic` as a compacted topic unless it exists.

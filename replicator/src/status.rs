@@ -15,8 +15,8 @@ use serde::Serialize;
 use crate::config::FlowConfig;
 use crate::error::{Error, Result};
 use crate::flow::selected_topics;
-use crate::formats::{Checkpoint, OffsetSync, SourceProgress, SourceProgressKey};
-use crate::internal::{read_offset_maps, read_to_end};
+use crate::formats::{Checkpoint, OffsetSync};
+use crate::internal::{read_offset_maps, read_progress, read_to_end};
 
 /// One source partition.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -108,25 +108,7 @@ pub async fn flow_status(
     .await;
 
     let maps = read_offset_maps(target, &fc.target, &fc.source, fc.offset_map_max_runs).await?;
-    let mut progress: BTreeMap<(String, i32), i64> = BTreeMap::new();
-    for r in read_to_end(target, &fc.target, &fc.offset_storage_topic).await? {
-        let Some(key) = r.key else { continue };
-        let Ok(k) = SourceProgressKey::decode(&key) else {
-            continue;
-        };
-        if k.cluster != fc.source || k.connector != fc.progress_connector {
-            continue;
-        }
-        match SourceProgress::decode(r.value.as_deref()) {
-            Ok(Some(p)) => {
-                progress.insert((k.topic, k.partition), p.resume_offset());
-            }
-            Ok(None) => {
-                progress.remove(&(k.topic, k.partition));
-            }
-            Err(_) => {}
-        }
-    }
+    let progress = read_progress(target, fc).await?;
     let (sync_topic, sync_alias) = fc.offset_syncs_topic();
     let mut last_sync: BTreeMap<(String, i32), (i64, i64)> = BTreeMap::new();
     for r in read_to_end(syncs, sync_alias, &sync_topic).await? {

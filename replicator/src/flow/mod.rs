@@ -696,25 +696,7 @@ impl Flow {
                 }
             }
         }
-        let mut progress = HashMap::new();
-        for r in internal::read_to_end(&self.target, &c.target, &c.offset_storage_topic).await? {
-            let Some(key) = r.key else { continue };
-            let Ok(k) = SourceProgressKey::decode(&key) else {
-                continue;
-            };
-            if k.cluster != c.source || k.connector != c.progress_connector {
-                continue;
-            }
-            match SourceProgress::decode(r.value.as_deref()) {
-                Ok(Some(p)) => {
-                    progress.insert((k.topic, k.partition), p.resume_offset());
-                }
-                Ok(None) => {
-                    progress.remove(&(k.topic, k.partition));
-                }
-                Err(_) => {}
-            }
-        }
+        let progress = internal::read_progress(&self.target, c).await?;
         if c.emit_checkpoints {
             let mut cs = CheckpointState::new();
             for r in internal::read_to_end(&self.target, &c.target, &c.checkpoints_topic()).await? {
