@@ -334,10 +334,7 @@ impl Checkpoint {
         let upstream_offset = v.i64("upstreamOffset")?;
         let downstream_offset = v.i64("offset")?;
         let metadata = v.string("metadata")?;
-        let mut k = Reader::new(key, Self::KEY);
-        let consumer_group_id = k.string("group")?;
-        let topic = k.string("topic")?;
-        let partition = k.i32("partition")?;
+        let (consumer_group_id, topic, partition) = Self::decode_key(key)?;
         Ok(Self {
             consumer_group_id,
             topic,

@@ -15,12 +15,12 @@ use protocol_client::cluster::Cluster;
 use protocol_client::fetcher::{
     fetch_partition, join_all, list_offset, FetcherConfig, IsolationLevel, OffsetSpec,
 };
-use protocol_client::record::{split_batches, DecodeLimits, TimestampType};
+use protocol_client::record::{split_batches, DecodeLimits};
 use protocol_client::ResponseError;
 use tracing::info;
 
 use crate::error::{Error, Result};
-use crate::formats::{OffsetMapRecord, SourceProgress, SourceProgressKey};
+use crate::formats::{OffsetMapRecord, OffsetSync, SourceProgress, SourceProgressKey};
 use crate::offsets::{OffsetMap, OffsetMapError};
 
 /// Name of Strait's offset-map topic for a source cluster.
@@ -113,6 +113,20 @@ pub async fn read_progress(
         }
     }
     Ok(progress)
+}
+
+/// The offset syncs in `topic` on `cluster`, in the order written (records that do not decode
+/// as MM2 offset syncs are skipped).
+pub async fn read_offset_syncs(
+    cluster: &Arc<Cluster>,
+    alias: &str,
+    topic: &str,
+) -> Result<Vec<OffsetSync>> {
+    Ok(read_to_end(cluster, alias, topic)
+        .await?
+        .into_iter()
+        .filter_map(|r| OffsetSync::decode(&r.key?, r.value.as_deref()).ok())
+        .collect())
 }
 
 /// Creates `topic` as a compacted topic unless it exists.
@@ -323,10 +337,7 @@ async fn read_partition(
                         source,
                     })?;
                     let offset = r.offset(batch.base_offset());
-                    let timestamp = match batch.timestamp_type() {
-                        TimestampType::LogAppendTime => batch.max_timestamp(),
-                        _ => r.timestamp(batch.base_timestamp()),
-                    };
+                    let timestamp = batch.timestamp_of(&r);
                     if offset >= position && offset < end {
                         out.push(StoredRecord {
                             partition,

@@ -15,8 +15,8 @@ use serde::Serialize;
 use crate::config::FlowConfig;
 use crate::error::{Error, Result};
 use crate::flow::selected_topics;
-use crate::formats::{Checkpoint, OffsetSync};
-use crate::internal::{read_offset_maps, read_progress, read_to_end};
+use crate::formats::Checkpoint;
+use crate::internal::{read_offset_maps, read_offset_syncs, read_progress, read_to_end};
 
 /// One source partition.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -111,14 +111,11 @@ pub async fn flow_status(
     let progress = read_progress(target, fc).await?;
     let (sync_topic, sync_alias) = fc.offset_syncs_topic();
     let mut last_sync: BTreeMap<(String, i32), (i64, i64)> = BTreeMap::new();
-    for r in read_to_end(syncs, sync_alias, &sync_topic).await? {
-        let Some(k) = r.key else { continue };
-        if let Ok(s) = OffsetSync::decode(&k, r.value.as_deref()) {
-            last_sync.insert(
-                (s.topic, s.partition),
-                (s.upstream_offset, s.downstream_offset),
-            );
-        }
+    for s in read_offset_syncs(syncs, sync_alias, &sync_topic).await? {
+        last_sync.insert(
+            (s.topic, s.partition),
+            (s.upstream_offset, s.downstream_offset),
+        );
     }
 
     let mut partitions = Vec::with_capacity(keys.len());

@@ -1776,7 +1776,6 @@ pub fn connect_put_connector(
     config: &[(&str, &str)],
     within: Duration,
 ) {
-    use std::io::{Read, Write};
     let escape = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
     let body = format!(
         "{{{}}}",
@@ -1786,35 +1785,17 @@ pub fn connect_put_connector(
             .collect::<Vec<_>>()
             .join(",")
     );
-    let mut path_name = String::new();
-    for b in name.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            path_name.push(b as char);
-        } else {
-            path_name.push_str(&format!("%{b:02X}"));
-        }
-    }
+    let path = format!("/connectors/{}/config", crate::http::percent_encode(name));
     let deadline = Instant::now() + within;
-    let mut last = String::new();
+    let mut last = None;
     while Instant::now() < deadline {
-        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", rest_port)) {
-            let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
-            let request = format!(
-                "PUT /connectors/{path_name}/config HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            );
-            let mut answer = String::new();
-            if s.write_all(request.as_bytes()).is_ok() && s.read_to_string(&mut answer).is_ok() {
-                let code = answer.split_whitespace().nth(1).unwrap_or("");
-                if code == "200" || code == "201" {
-                    return;
-                }
-                last = answer;
-            }
+        match crate::http::request(rest_port, "PUT", &path, Some(&body)) {
+            Some((200 | 201, _)) => return,
+            answer => last = answer.or(last),
         }
         std::thread::sleep(Duration::from_millis(500));
     }
-    panic!("PUT connector {name} never succeeded; last answer:\n{last}");
+    panic!("PUT connector {name} never succeeded; last answer: {last:?}");
 }
 
 #[cfg(test)]

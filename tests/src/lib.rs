@@ -18,6 +18,7 @@
 //!
 //! The known gaps of the brokers used here are listed in `tests/README.md`.
 
+pub mod http;
 pub mod kafka;
 pub mod mock;
 pub mod reference;

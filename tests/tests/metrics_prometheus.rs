@@ -4,27 +4,14 @@
 //! and falls to 0 once Strait catches up. Then `strait status` reads the same from the clusters
 //! while Strait is stopped.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use strait_tests::http::{get, percent_encode};
 use strait_tests::kafka::start_clusters;
 use strait_tests::reference::{self, Outgoing};
 use strait_tests::strait::{mm2_properties, strait_command, StraitProcess};
 use strait_tests::tansu::free_port;
-
-/// `GET path` over HTTP/1.0: (status code, body).
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    let code = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((code, body.to_string()))
-}
 
 /// A Prometheus server scraping `target` every second; killed on drop.
 struct Prometheus {
@@ -85,14 +72,7 @@ impl Prometheus {
 
     /// The value of an instant PromQL query that returns one sample, if it returns one.
     fn query(&self, promql: &str) -> Option<f64> {
-        let mut encoded = String::new();
-        for b in promql.bytes() {
-            if b.is_ascii_alphanumeric() || b"_.-~".contains(&b) {
-                encoded.push(b as char);
-            } else {
-                encoded.push_str(&format!("%{b:02X}"));
-            }
-        }
+        let encoded = percent_encode(promql);
         let (code, body) = get(self.port, &format!("/api/v1/query?query={encoded}"))?;
         assert_eq!(code, 200, "query {promql}: {body}");
         // {"status":"success","data":{"resultType":"vector","result":[{"metric":{...},"value":[t,"v"]}]}}

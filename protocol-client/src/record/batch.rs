@@ -186,6 +186,15 @@ impl RecordBatch {
     pub fn max_timestamp(&self) -> i64 {
         read_i64(&self.bytes, MAX_TIMESTAMP_AT)
     }
+    /// A record's timestamp as Kafka reads it (`DefaultRecordBatch`): the batch's
+    /// `maxTimestamp` in a `LogAppendTime` batch (the append time), `baseTimestamp` + the
+    /// record's delta otherwise. A broker rebuilding a batch writes this value.
+    pub fn timestamp_of(&self, record: &super::Record) -> i64 {
+        match self.timestamp_type() {
+            TimestampType::LogAppendTime => self.max_timestamp(),
+            TimestampType::CreateTime => record.timestamp(self.base_timestamp()),
+        }
+    }
     /// `producerId` (-1 when none).
     pub fn producer_id(&self) -> i64 {
         read_i64(&self.bytes, PRODUCER_ID_AT)

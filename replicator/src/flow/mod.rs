@@ -877,7 +877,8 @@ impl Flow {
                         continue;
                     }
                     let key = (fp.topic.to_string(), fp.partition);
-                    self.metrics.fetched(&self.remote_topic(&key.0), key.1, fp.high_watermark, now_ms());
+                    let remote = self.remote_topic(&key.0);
+                    self.metrics.fetched(&remote, key.1, fp.high_watermark, now_ms());
                     if fp.log_start_offset > 0 {
                         // Retention moved the source's log start: the map forgets what lies
                         // below it (no consumer can commit there any more), within what it has
@@ -909,7 +910,6 @@ impl Flow {
                     if steps.is_empty() {
                         continue;
                     }
-                    let remote = self.remote_topic(&key.0);
                     let in_flight = held.entry(key.clone()).or_default().clone();
                     // The upstream position before each step (where a re-fetch starts).
                     let mut position = fp.fetch_offset;
@@ -1577,13 +1577,10 @@ impl Flow {
                 // MM2 builds the full history when its checkpoints loaded; Strait's checkpoints
                 // are loaded and kept monotonic, so the same.
                 let mut store = Mm2OffsetSyncStore::with_full_history();
-                match internal::read_to_end(cluster, alias, &topic).await {
-                    Ok(records) => {
-                        for r in records {
-                            let Some(k) = r.key else { continue };
-                            if let Ok(sync) = OffsetSync::decode(&k, r.value.as_deref()) {
-                                store.handle(&sync);
-                            }
+                match internal::read_offset_syncs(cluster, alias, &topic).await {
+                    Ok(syncs) => {
+                        for sync in &syncs {
+                            store.handle(sync);
                         }
                     }
                     Err(e) => {

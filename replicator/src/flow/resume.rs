@@ -77,7 +77,7 @@ use protocol_client::fetcher::{
     fetch_partition, list_offset, FetchedPartition, FetcherConfig, IsolationLevel, OffsetSpec,
 };
 use protocol_client::record::{
-    split_batches, DecodeLimits, Record, RecordBatch, TimestampType, BATCH_HEADER_LEN,
+    split_batches, DecodeLimits, RecordBatch, TimestampType, BATCH_HEADER_LEN,
     DELETE_HORIZON_FLAG_MASK, TIMESTAMP_TYPE_MASK, TRANSACTIONAL_FLAG_MASK,
 };
 use tracing::{info, warn};
@@ -155,23 +155,13 @@ fn same_records(source: &RecordBatch, remote: &RecordBatch, limits: &DecodeLimit
                     || a.key != b.key
                     || a.value != b.value
                     || a.headers != b.headers
-                    || (compare_timestamps && timestamp_of(source, &a) != timestamp_of(remote, &b))
+                    || (compare_timestamps && source.timestamp_of(&a) != remote.timestamp_of(&b))
                 {
                     return false;
                 }
             }
             _ => return false,
         }
-    }
-}
-
-/// A record's timestamp as Kafka reads it (`DefaultRecordBatch`): the batch's max timestamp
-/// in a `LogAppendTime` batch, base timestamp + delta otherwise. A broker rebuilding a batch
-/// writes this value.
-fn timestamp_of(batch: &RecordBatch, record: &Record) -> i64 {
-    match batch.timestamp_type() {
-        TimestampType::LogAppendTime => batch.max_timestamp(),
-        TimestampType::CreateTime => record.timestamp(batch.base_timestamp()),
     }
 }
 
@@ -494,7 +484,7 @@ mod tests {
     use super::*;
     use bytes::{Bytes, BytesMut};
     use protocol_client::producer::rewrite_producer_fields;
-    use protocol_client::record::{BatchBuilder, Compression, RecordHeader, TimestampType};
+    use protocol_client::record::{BatchBuilder, Compression, Record, RecordHeader, TimestampType};
 
     const T0: i64 = 1_700_000_000_000;
 
