@@ -1580,6 +1580,13 @@ impl TestCluster for KafkaCluster {
     fn cluster_id(&self) -> &str {
         KafkaCluster::cluster_id(self)
     }
+
+    fn pids(&self) -> Vec<u32> {
+        self.nodes
+            .iter()
+            .filter_map(|n| n.process.as_ref().map(Supervised::pid))
+            .collect()
+    }
 }
 
 /// Starts a source and a target cluster (each as its closure says) in parallel.
@@ -1728,6 +1735,11 @@ impl Mm2Process {
     /// Whether the process is alive.
     pub fn is_running(&mut self) -> bool {
         still_running(&mut self.process)
+    }
+
+    /// The JVM's process id while it runs (for CPU and memory readings).
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(Supervised::pid)
     }
 
     /// SIGTERM and wait up to 30 s for the exit; panics, after a SIGKILL, if it does not.

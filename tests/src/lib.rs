@@ -53,6 +53,8 @@ pub trait TestCluster {
     fn kind(&self) -> BrokerKind;
     /// The cluster id the brokers report.
     fn cluster_id(&self) -> &str;
+    /// Process ids of the running broker processes (for CPU and memory readings).
+    fn pids(&self) -> Vec<u32>;
 }
 
 /// Two independent clusters of `kind` (tansu or Apache Kafka) for one test.

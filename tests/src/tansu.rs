@@ -164,6 +164,10 @@ impl crate::TestCluster for TansuBroker {
     fn cluster_id(&self) -> &str {
         TansuBroker::cluster_id(self)
     }
+
+    fn pids(&self) -> Vec<u32> {
+        self.child.iter().map(Child::id).collect()
+    }
 }
 
 /// Starts `n` independent clusters named `prefix-0`, `prefix-1`, … (in parallel).

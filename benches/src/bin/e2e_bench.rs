@@ -50,7 +50,8 @@ use strait_benches::proc_stats::{cpu_seconds, peak_rss_bytes};
 use strait_benches::table::{num, ratio, Table};
 use strait_benches::workload::{key, ValuePool};
 use strait_benches::{kafka, now_ns, GB, MB, MIB};
-use strait_tests::tansu::start_clusters;
+use strait_tests::kafka::Mm2Process;
+use strait_tests::{start_pair, BrokerKind, TestCluster};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -91,9 +92,15 @@ struct Args {
     /// `max_wait` of the latency observers' fetches, in ms.
     #[arg(long, default_value_t = 10)]
     observer_wait_ms: u64,
-    /// Skip the librdkafka baseline.
+    /// Skip the librdkafka mirror.
     #[arg(long)]
     no_baseline: bool,
+    /// Skip MirrorMaker 2.
+    #[arg(long)]
+    no_mm2: bool,
+    /// Broker implementation: `kafka` (Apache Kafka from scripts/install-kafka.sh) or `tansu`.
+    #[arg(long, default_value = "kafka")]
+    broker: String,
     /// Record Strait's throughput phase with `perf record -g` into this file.
     #[arg(long)]
     perf: Option<PathBuf>,
@@ -132,12 +139,11 @@ fn main() -> Result<(), BoxError> {
         "row",
         "mirror",
         "MB/s",
-        "records/s",
         "CPU s/GB",
         "peak RSS MiB",
         "first record s",
-        "lat p50 ms",
         "lat p99 ms",
+        "added p99 ms",
     ]);
     for (name, row_args) in rows {
         eprintln!("== {name} (load {})", load_average());
@@ -250,6 +256,44 @@ fn strait_binary(args: &Args) -> Result<PathBuf, BoxError> {
     Ok(bin)
 }
 
+/// A mirror under test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mirror {
+    Strait,
+    Librdkafka,
+    Mm2,
+}
+
+impl Mirror {
+    fn name(self) -> &'static str {
+        match self {
+            Mirror::Strait => "strait",
+            Mirror::Librdkafka => "librdkafka mirror",
+            Mirror::Mm2 => "MirrorMaker 2",
+        }
+    }
+
+    /// Its own latency topic on the source (each mirror copies only its own).
+    fn latency_topic(self) -> &'static str {
+        match self {
+            Mirror::Strait => "lat-strait",
+            Mirror::Librdkafka => "lat-base",
+            Mirror::Mm2 => "lat-mm2",
+        }
+    }
+
+    /// Where it writes `topic` on the target: Strait as flow `A->B`, MM2 as flow `S->T` (its
+    /// own aliases, so the two never share a remote topic or an internal topic), the librdkafka
+    /// mirror under `base.`.
+    fn remote(self, topic: &str) -> String {
+        match self {
+            Mirror::Strait => format!("A.{topic}"),
+            Mirror::Librdkafka => format!("base.{topic}"),
+            Mirror::Mm2 => format!("S.{topic}"),
+        }
+    }
+}
+
 /// What one mirror achieved.
 #[derive(Debug, Clone)]
 struct MirrorResult {
@@ -258,6 +302,8 @@ struct MirrorResult {
     /// Seconds from the first record on the target to the last.
     secs: f64,
     cpu_secs: f64,
+    /// CPU seconds of the source and the target brokers' processes over the same time.
+    broker_cpu_secs: (f64, f64),
     peak_rss: u64,
     first_record: f64,
     latency: Option<Latency>,
@@ -272,6 +318,10 @@ impl MirrorResult {
     }
     fn cpu_per_gb(&self) -> f64 {
         self.cpu_secs / (self.value_bytes as f64 / GB)
+    }
+    fn broker_cpu_per_gb(&self) -> (f64, f64) {
+        let gb = self.value_bytes as f64 / GB;
+        (self.broker_cpu_secs.0 / gb, self.broker_cpu_secs.1 / gb)
     }
     fn rss_mib(&self) -> f64 {
         self.peak_rss as f64 / MIB
@@ -290,20 +340,61 @@ struct Latency {
     floor_p99_ms: f64,
 }
 
+impl Latency {
+    /// What the mirror adds at p99: its p99 minus the source floor's p99.
+    fn added_p99_ms(&self) -> f64 {
+        self.p99_ms - self.floor_p99_ms
+    }
+}
+
 #[derive(Debug)]
 struct RowResult {
     preload_mb_s: f64,
-    strait: MirrorResult,
-    baseline: Option<MirrorResult>,
+    mirrors: Vec<(Mirror, MirrorResult)>,
 }
 
 impl RowResult {
+    fn get(&self, m: Mirror) -> Option<&MirrorResult> {
+        self.mirrors.iter().find(|(k, _)| *k == m).map(|(_, r)| r)
+    }
+
+    /// Strait over each other mirror, per column.
+    fn ratios(&self) -> Vec<(Mirror, [String; 8])> {
+        let Some(s) = self.get(Mirror::Strait) else {
+            return Vec::new();
+        };
+        self.mirrors
+            .iter()
+            .filter(|(k, _)| *k != Mirror::Strait)
+            .map(|(k, b)| {
+                let lat = |f: fn(&Latency) -> f64| match (&s.latency, &b.latency) {
+                    (Some(x), Some(y)) => ratio(f(x), f(y)),
+                    _ => "-".into(),
+                };
+                (
+                    *k,
+                    [
+                        ratio(s.mb_s(), b.mb_s()),
+                        ratio(s.rec_s(), b.rec_s()),
+                        ratio(s.cpu_per_gb(), b.cpu_per_gb()),
+                        ratio(s.rss_mib(), b.rss_mib()),
+                        ratio(s.first_record, b.first_record),
+                        lat(|l| l.p50_ms),
+                        lat(|l| l.p99_ms),
+                        lat(|l| l.max_ms),
+                    ],
+                )
+            })
+            .collect()
+    }
+
     fn table(&self) -> Table {
         let mut t = Table::new([
             "mirror",
             "MB/s",
             "records/s",
             "CPU s/GB",
+            "source/target broker CPU s/GB",
             "peak RSS MiB",
             "first record s",
             "latency rate rec/s",
@@ -311,15 +402,20 @@ impl RowResult {
             "p99 ms",
             "max ms",
             "source floor p50/p99 ms",
+            "added p99 ms",
             "seen/sent",
         ]);
-        let mut add = |name: &str, m: &MirrorResult| {
+        for (k, m) in &self.mirrors {
             let l = m.latency.as_ref();
             t.row([
-                name.to_string(),
+                k.name().to_string(),
                 num(m.mb_s(), 1),
                 num(m.rec_s(), 0),
                 num(m.cpu_per_gb(), 2),
+                {
+                    let (s, t) = m.broker_cpu_per_gb();
+                    format!("{}/{}", num(s, 2), num(t, 2))
+                },
                 num(m.rss_mib(), 1),
                 num(m.first_record, 2),
                 l.map_or("-".into(), |l| num(l.rate, 0)),
@@ -329,28 +425,24 @@ impl RowResult {
                 l.map_or("-".into(), |l| {
                     format!("{}/{}", num(l.floor_p50_ms, 1), num(l.floor_p99_ms, 1))
                 }),
+                l.map_or("-".into(), |l| num(l.added_p99_ms(), 1)),
                 l.map_or("-".into(), |l| format!("{}/{}", l.seen, l.sent)),
             ]);
-        };
-        add("strait", &self.strait);
-        if let Some(b) = &self.baseline {
-            add("librdkafka mirror", b);
-            let s = &self.strait;
-            let lat = |f: fn(&Latency) -> f64| match (&s.latency, &b.latency) {
-                (Some(x), Some(y)) => ratio(f(x), f(y)),
-                _ => "-".into(),
-            };
+        }
+        for (k, r) in self.ratios() {
+            let [mb, rec, cpu, rss, first, p50, p99, max] = r;
             t.row([
-                "strait / baseline".to_string(),
-                ratio(s.mb_s(), b.mb_s()),
-                ratio(s.rec_s(), b.rec_s()),
-                ratio(s.cpu_per_gb(), b.cpu_per_gb()),
-                ratio(s.rss_mib(), b.rss_mib()),
-                ratio(s.first_record, b.first_record),
+                format!("strait / {}", k.name()),
+                mb,
+                rec,
+                cpu,
                 String::new(),
-                lat(|l| l.p50_ms),
-                lat(|l| l.p99_ms),
-                lat(|l| l.max_ms),
+                rss,
+                first,
+                String::new(),
+                p50,
+                p99,
+                max,
             ]);
         }
         t.row([format!("(preload {} MB/s)", num(self.preload_mb_s, 1))]);
@@ -358,22 +450,75 @@ impl RowResult {
     }
 
     fn summary_rows(&self, name: &str, t: &mut Table) {
-        let mut add = |mirror: &str, m: &MirrorResult| {
+        for (k, m) in &self.mirrors {
             t.row([
                 name.to_string(),
-                mirror.to_string(),
+                k.name().to_string(),
                 num(m.mb_s(), 1),
-                num(m.rec_s(), 0),
                 num(m.cpu_per_gb(), 2),
                 num(m.rss_mib(), 1),
                 num(m.first_record, 2),
-                m.latency.as_ref().map_or("-".into(), |l| num(l.p50_ms, 1)),
                 m.latency.as_ref().map_or("-".into(), |l| num(l.p99_ms, 1)),
-            ])
+                m.latency
+                    .as_ref()
+                    .map_or("-".into(), |l| num(l.added_p99_ms(), 1)),
+            ]);
+        }
+        for (k, r) in self.ratios() {
+            let [mb, _, cpu, rss, first, _, p99, _] = r;
+            t.row([
+                name.to_string(),
+                format!("**strait / {}**", k.name()),
+                mb,
+                cpu,
+                rss,
+                first,
+                p99,
+            ]);
+        }
+    }
+}
+
+/// A mirror's running process.
+enum Running {
+    Child { child: Child, log: PathBuf },
+    Mm2(Mm2Process),
+}
+
+impl Running {
+    fn pid(&self) -> u32 {
+        match self {
+            Running::Child { child, .. } => child.id(),
+            Running::Mm2(m) => m.pid().unwrap_or(0),
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let log = match self {
+            Running::Child { log, .. } => std::fs::read_to_string(log).unwrap_or_default(),
+            Running::Mm2(m) => m.log(),
         };
-        add("strait", &self.strait);
-        if let Some(b) = &self.baseline {
-            add("librdkafka", b);
+        tail_lines(&log, 20)
+    }
+
+    /// SIGTERM (Strait: a clean stop whose errors are reported) or a kill.
+    fn stop(self, graceful: bool) {
+        match self {
+            Running::Child { mut child, log } => {
+                if graceful {
+                    signal(child.id(), "TERM");
+                    wait_or_kill(&mut child, Duration::from_secs(15));
+                    let text = std::fs::read_to_string(&log).unwrap_or_default();
+                    let errors: Vec<&str> = text.lines().filter(|l| l.contains("ERROR")).collect();
+                    if !errors.is_empty() {
+                        eprintln!("logged errors:\n{}", errors.join("\n"));
+                    }
+                } else {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+            }
+            Running::Mm2(mut m) => m.kill9(),
         }
     }
 }
@@ -383,16 +528,29 @@ fn run_row(args: &Args, strait: &PathBuf) -> Result<RowResult, BoxError> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let brokers = start_clusters("e2e", 2);
+    let kind = match args.broker.as_str() {
+        "kafka" => BrokerKind::Kafka,
+        "tansu" => BrokerKind::Tansu,
+        other => return Err(format!("--broker {other}: kafka or tansu").into()),
+    };
+    let brokers = start_pair(kind, "e2e");
     let (src_addr, dst_addr) = (brokers[0].bootstrap(), brokers[1].bootstrap());
     let n = ((args.gb * GB) / args.record_size as f64).round().max(1.0) as usize;
     let lat_partitions = args.partitions.min(16);
+    let mut mirrors = vec![Mirror::Strait];
+    if !args.no_baseline {
+        mirrors.push(Mirror::Librdkafka);
+    }
+    if !args.no_mm2 {
+        mirrors.push(Mirror::Mm2);
+    }
     let (source, target) = rt.block_on(async {
         let s = kafka::connect(&src_addr).await?;
         let t = kafka::connect(&dst_addr).await?;
         kafka::create_topic(&s, "bench", args.partitions, &[]).await?;
-        kafka::create_topic(&s, "lat-strait", lat_partitions, &[]).await?;
-        kafka::create_topic(&s, "lat-base", lat_partitions, &[]).await?;
+        for m in &mirrors {
+            kafka::create_topic(&s, m.latency_topic(), lat_partitions, &[]).await?;
+        }
         // Fresh clusters hand out the same first producer ids: without this the source batches
         // would carry exactly the id, epoch and sequences Strait's target producer gets, and
         // its header rewrite would find nothing to change, which never happens in production.
@@ -408,131 +566,140 @@ fn run_row(args: &Args, strait: &PathBuf) -> Result<RowResult, BoxError> {
     eprintln!("preloading {n} records of {} B", args.record_size);
     let preload = rt.block_on(preload(&source, args, n))?;
     let preload_mb_s = (n * args.record_size) as f64 / MB / preload;
-
-    // Strait.
+    eprintln!("warming up the brokers");
+    rt.block_on(warm_up(&source, &target, args, n))?;
     let dir = tempfile::tempdir()?;
-    let cfg = dir.path().join("mm2.properties");
-    std::fs::write(&cfg, mm2_properties(&src_addr, &dst_addr))?;
-    let log = dir.path().join("strait.log");
-    let mut child = Command::new(strait)
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .env("STRAIT_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log)?)
-        .spawn()?;
-    let mut guard = ChildGuard(Some(child.id()));
-    let perf = match &args.perf {
-        Some(out) => Some(
-            Command::new("perf")
-                .args(["record", "-e", "cpu-clock", "-F", "999", "-g", "-o"])
-                .arg(out)
-                .args(["-p", &child.id().to_string()])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()?,
-        ),
-        None => None,
-    };
-    eprintln!("strait: replicating");
-    let result = rt.block_on(measure_mirror(&target, "A.bench", args, n, child.id()));
-    if let Some(p) = perf {
-        signal(p.id(), "INT");
-        let mut p = p;
-        let _ = p.wait();
-    }
-    let mut strait_result = match result {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            let tail = std::fs::read_to_string(&log).unwrap_or_default();
-            return Err(format!("strait: {e}; log tail:\n{}", tail_lines(&tail, 20)).into());
+    let mut results: Vec<(Mirror, MirrorResult)> = Vec::new();
+    for m in mirrors {
+        eprintln!("{}: replicating (load {})", m.name(), load_average());
+        let running = start_mirror(m, args, strait, &src_addr, &dst_addr, &target, &rt, &dir)?;
+        let mut guard = ChildGuard(Some(running.pid()));
+        let perf = match (&args.perf, m) {
+            (Some(out), Mirror::Strait) => Some(
+                Command::new("perf")
+                    .args(["record", "-e", "cpu-clock", "-F", "999", "-g", "-o"])
+                    .arg(out)
+                    .args(["-p", &running.pid().to_string()])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()?,
+            ),
+            _ => None,
+        };
+        let brokers_cpu = || -> (f64, f64) {
+            let cpu = |c: &dyn TestCluster| -> f64 {
+                c.pids()
+                    .iter()
+                    .filter_map(|p| cpu_seconds(Some(*p)).ok())
+                    .sum()
+            };
+            (cpu(brokers[0].as_ref()), cpu(brokers[1].as_ref()))
+        };
+        let broker_cpu_before = brokers_cpu();
+        let measured = rt
+            .block_on(measure_mirror(
+                &target,
+                &m.remote("bench"),
+                args,
+                n,
+                running.pid(),
+            ))
+            .map(|mut r| {
+                let after = brokers_cpu();
+                r.broker_cpu_secs = (after.0 - broker_cpu_before.0, after.1 - broker_cpu_before.1);
+                r
+            });
+        if let Some(mut p) = perf {
+            signal(p.id(), "INT");
+            let _ = p.wait();
         }
-    };
-    if args.latency_secs > 0 {
-        let rate = args
-            .latency_rate
-            .unwrap_or(strait_result.rec_s() / 2.0)
-            .max(1.0);
-        eprintln!("strait: latency at {rate:.0} records/s");
-        strait_result.latency = Some(rt.block_on(latency_phase(
-            &source,
-            &target,
-            ("lat-strait", "A.lat-strait"),
-            lat_partitions,
-            rate,
-            args,
-        ))?);
-    }
-    signal(child.id(), "TERM");
-    wait_or_kill(&mut child, Duration::from_secs(15));
-    guard.0 = None;
-    let warnings = std::fs::read_to_string(&log).unwrap_or_default();
-    let errors: Vec<&str> = warnings.lines().filter(|l| l.contains("ERROR")).collect();
-    if !errors.is_empty() {
-        eprintln!("strait logged errors:\n{}", errors.join("\n"));
-    }
-
-    // Baseline.
-    let baseline = if args.no_baseline {
-        None
-    } else {
-        rt.block_on(async {
-            kafka::create_topic(&target, "base.bench", args.partitions, &[]).await?;
-            kafka::create_topic(&target, "base.lat-base", lat_partitions, &[]).await
-        })?;
-        let mut child = Command::new(std::env::current_exe()?)
-            .args([
-                "--baseline-child",
-                "--source",
-                &src_addr,
-                "--target",
-                &dst_addr,
-            ])
-            .args(["--topics", "bench,lat-base", "--codec", &args.codec])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("baseline.log"))?)
-            .spawn()?;
-        let mut guard = ChildGuard(Some(child.id()));
-        eprintln!("baseline: replicating");
-        let mut r = match rt.block_on(measure_mirror(&target, "base.bench", args, n, child.id())) {
+        let mut r = match measured {
             Ok(r) => r,
             Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                let tail =
-                    std::fs::read_to_string(dir.path().join("baseline.log")).unwrap_or_default();
-                return Err(format!("baseline: {e}; log tail:\n{}", tail_lines(&tail, 20)).into());
+                let tail = running.log_tail();
+                running.stop(false);
+                guard.0 = None;
+                return Err(format!("{}: {e}; log tail:\n{tail}", m.name()).into());
             }
         };
         if args.latency_secs > 0 {
-            let rate = args
-                .latency_rate
-                .unwrap_or(strait_result.rec_s() / 2.0)
-                .max(1.0);
-            eprintln!("baseline: latency at {rate:.0} records/s");
+            // Every mirror gets the same rate: half of what Strait moved (it runs first).
+            let strait_rate = results
+                .first()
+                .map_or(r.rec_s(), |(_, s): &(Mirror, MirrorResult)| s.rec_s());
+            let rate = args.latency_rate.unwrap_or(strait_rate / 2.0).max(1.0);
+            eprintln!("{}: latency at {rate:.0} records/s", m.name());
             r.latency = Some(rt.block_on(latency_phase(
                 &source,
                 &target,
-                ("lat-base", "base.lat-base"),
+                (m.latency_topic(), &m.remote(m.latency_topic())),
                 lat_partitions,
                 rate,
                 args,
             ))?);
         }
-        let _ = child.kill();
-        let _ = child.wait();
+        running.stop(m == Mirror::Strait);
         guard.0 = None;
-        Some(r)
-    };
+        results.push((m, r));
+    }
     drop(brokers);
     Ok(RowResult {
         preload_mb_s,
-        strait: strait_result,
-        baseline,
+        mirrors: results,
+    })
+}
+
+/// Starts one mirror of the row's topic and its latency topic.
+#[allow(clippy::too_many_arguments)]
+fn start_mirror(
+    m: Mirror,
+    args: &Args,
+    strait: &PathBuf,
+    src_addr: &str,
+    dst_addr: &str,
+    target: &Arc<Cluster>,
+    rt: &tokio::runtime::Runtime,
+    dir: &tempfile::TempDir,
+) -> Result<Running, BoxError> {
+    Ok(match m {
+        Mirror::Strait => {
+            let cfg = dir.path().join("mm2.properties");
+            std::fs::write(&cfg, strait_properties(src_addr, dst_addr))?;
+            let log = dir.path().join("strait.log");
+            let child = Command::new(strait)
+                .args(["run", "--config"])
+                .arg(&cfg)
+                .env("STRAIT_LOG", "warn")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log)?)
+                .spawn()?;
+            Running::Child { child, log }
+        }
+        Mirror::Librdkafka => {
+            let lat_partitions = args.partitions.min(16);
+            rt.block_on(async {
+                kafka::create_topic(target, &m.remote("bench"), args.partitions, &[]).await?;
+                kafka::create_topic(target, &m.remote(m.latency_topic()), lat_partitions, &[]).await
+            })?;
+            let log = dir.path().join("baseline.log");
+            let child = Command::new(std::env::current_exe()?)
+                .args([
+                    "--baseline-child",
+                    "--source",
+                    src_addr,
+                    "--target",
+                    dst_addr,
+                ])
+                .args(["--topics", &format!("bench,{}", m.latency_topic())])
+                .args(["--codec", &args.codec])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log)?)
+                .spawn()?;
+            Running::Child { child, log }
+        }
+        Mirror::Mm2 => Running::Mm2(Mm2Process::start(&mm2_properties(src_addr, dst_addr, args))),
     })
 }
 
@@ -576,7 +743,7 @@ fn wait_or_kill(child: &mut Child, within: Duration) {
     let _ = child.wait();
 }
 
-fn mm2_properties(source: &str, target: &str) -> String {
+fn strait_properties(source: &str, target: &str) -> String {
     format!(
         "clusters = A, B\n\
          A.bootstrap.servers = {source}\n\
@@ -592,7 +759,52 @@ fn mm2_properties(source: &str, target: &str) -> String {
     )
 }
 
+/// MirrorMaker 2 (dedicated mode) tuned as its users tune it for throughput: `tasks.max` =
+/// partitions up to 4 (the machine has 2 cores; more tasks only add threads), the target
+/// producer batching like the librdkafka mirror (`batch.size` 1 MiB, `linger.ms` 50,
+/// `max.request.size` 2 MiB) with the source's codec (MM2 re-produces records: without it the
+/// target data would be uncompressed), and the source consumer fetching in large polls
+/// (`max.poll.records` 10 000, 4 MiB per partition). Connect's own producer guarantees stay
+/// (`acks=all`, one request in flight, idempotence off): they are what MM2 runs with.
+fn mm2_properties(source: &str, target: &str, args: &Args) -> String {
+    let tasks = args.partitions.clamp(1, 4);
+    format!(
+        "clusters = S, T\n\
+         S.bootstrap.servers = {source}\n\
+         T.bootstrap.servers = {target}\n\
+         S->T.enabled = true\n\
+         S->T.topics = bench, lat-mm2\n\
+         tasks.max = {tasks}\n\
+         T.producer.batch.size = 1048576\n\
+         T.producer.linger.ms = 50\n\
+         T.producer.max.request.size = 2097152\n\
+         T.producer.compression.type = {codec}\n\
+         S.consumer.max.poll.records = 10000\n\
+         S.consumer.max.partition.fetch.bytes = 4194304\n\
+         replication.factor = 1\n\
+         offset-syncs.topic.replication.factor = 1\n\
+         checkpoints.topic.replication.factor = 1\n\
+         heartbeats.topic.replication.factor = 1\n\
+         offset.storage.replication.factor = 1\n\
+         status.storage.replication.factor = 1\n\
+         config.storage.replication.factor = 1\n\
+         sync.topic.acls.enabled = false\n",
+        codec = args.codec,
+    )
+}
+
 async fn preload(source: &Arc<Cluster>, args: &Args, n: usize) -> Result<f64, BoxError> {
+    produce_load(source, "bench", args, n).await
+}
+
+/// Writes `n` records of the row's workload to `topic`; returns the seconds it took and checks
+/// the topic holds them.
+async fn produce_load(
+    source: &Arc<Cluster>,
+    topic: &str,
+    args: &Args,
+    n: usize,
+) -> Result<f64, BoxError> {
     let pool = ValuePool::new(args.record_size, 4096);
     let producer = Producer::new(
         source.clone(),
@@ -609,7 +821,7 @@ async fn preload(source: &Arc<Cluster>, args: &Args, n: usize) -> Result<f64, Bo
     for i in 0..n {
         let rx = producer
             .send_nowait(ProducerRecord {
-                topic: "bench".into(),
+                topic: topic.into(),
                 partition: if args.keys {
                     None
                 } else {
@@ -632,11 +844,53 @@ async fn preload(source: &Arc<Cluster>, args: &Args, n: usize) -> Result<f64, Bo
     }
     let secs = start.elapsed().as_secs_f64();
     producer.close().await;
-    let total = kafka::total_records(source, "bench", args.partitions).await?;
+    let total = kafka::total_records(source, topic, args.partitions).await?;
     if total != n as i64 {
-        return Err(format!("source holds {total} records after preloading {n}").into());
+        return Err(format!("{topic} holds {total} records after writing {n}").into());
     }
     Ok(secs)
+}
+
+/// Warms both brokers' produce and fetch paths before the first mirror runs, so that the first
+/// one (Strait) does not pay for the JVM's just-in-time compilation that later ones would not:
+/// up to 0.2 GB of the workload is written to a `warmup` topic on the target, and the
+/// preloaded topic is read once on the source.
+async fn warm_up(
+    source: &Arc<Cluster>,
+    target: &Arc<Cluster>,
+    args: &Args,
+    n: usize,
+) -> Result<(), BoxError> {
+    let warm = n.min((0.2 * GB / args.record_size as f64) as usize).max(1);
+    kafka::create_topic(target, "warmup", args.partitions, &[]).await?;
+    produce_load(target, "warmup", args, warm).await?;
+    let mut fetcher = Fetcher::new(
+        source.clone(),
+        FetcherConfig {
+            isolation: IsolationLevel::ReadUncommitted,
+            ..FetcherConfig::default()
+        },
+    );
+    let ends = kafka::last_batch_offsets(source, "bench", args.partitions).await?;
+    let mut done = vec![false; args.partitions as usize];
+    for p in 0..args.partitions {
+        fetcher.assign("bench", p, 0);
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while done.iter().any(|d| !d) && Instant::now() < deadline {
+        for fp in fetcher.poll().await? {
+            let i = fp.partition as usize;
+            if i < done.len() && fp.high_watermark >= ends[i] {
+                if let Some(Ok(last)) = split_batches(fp.records).last() {
+                    done[i] |= last.next_offset() >= ends[i];
+                }
+                if !done[i] && ends[i] == 0 {
+                    done[i] = true;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Polls `topic` on the target until it holds `n` records; returns the mirror's numbers.
@@ -673,6 +927,7 @@ async fn measure_mirror(
                 value_bytes: (n * args.record_size) as u64,
                 secs: (now - first).as_secs_f64().max(1e-3),
                 cpu_secs,
+                broker_cpu_secs: (0.0, 0.0),
                 peak_rss,
                 first_record: (first - start).as_secs_f64(),
                 latency: None,
@@ -825,10 +1080,12 @@ async fn latency_phase(
         deadline,
         Duration::from_millis(args.observer_wait_ms),
     ));
+    // Linger 1 ms: at tens of thousands of records per second, one record per batch would
+    // make the probe producer itself the bottleneck (seconds of queueing in the floor).
     let producer = Producer::new(
         source.clone(),
         ProducerConfig {
-            linger: Duration::ZERO,
+            linger: Duration::from_millis(1),
             ..ProducerConfig::default()
         },
     )
