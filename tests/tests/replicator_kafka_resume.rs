@@ -55,6 +55,7 @@ fn crash_resume_with_rewritten_remote(
     remote_configs: &[(&str, &str)],
     source_codec: &'static str,
     keeps_timestamps: bool,
+    batch_records: &'static str,
 ) {
     // Built before anything runs, so that Strait starts while the writer is still writing.
     strait_binary();
@@ -78,7 +79,11 @@ fn crash_resume_with_rewritten_remote(
                     "stream",
                     p,
                     &numbered(p, from, to),
-                    &[("linger.ms", "1"), ("compression.codec", source_codec)],
+                    &[
+                        ("linger.ms", "1"),
+                        ("compression.codec", source_codec),
+                        ("batch.num.messages", batch_records),
+                    ],
                 );
             }
             std::thread::sleep(Duration::from_millis(200));
@@ -163,6 +168,12 @@ fn crash_resume_with_rewritten_remote(
         at_kill.iter().any(|&h| h < TOTAL as i64),
         "killed after the stream ended ({at_kill:?}): not a mid-stream crash"
     );
+    if name == "resume-merged" {
+        assert!(
+            matched.iter().any(|l| !l.contains(" merged=0")),
+            "no merged remote batch in the matched tail (killed at {at_kill:?}):\n{log}"
+        );
+    }
     eprintln!(
         "{name}: killed at remote high watermarks {at_kill:?}; {:.1} s; {}",
         started.elapsed().as_secs_f64(),
@@ -179,6 +190,7 @@ fn log_append_time_remote_topic_resumes_without_duplicates() {
         &[("message.timestamp.type", "LogAppendTime")],
         "lz4",
         false,
+        "10000",
     );
 }
 
@@ -186,7 +198,13 @@ fn log_append_time_remote_topic_resumes_without_duplicates() {
 /// the broker recompresses each batch, so no record byte is the same.
 #[test]
 fn recompressing_remote_topic_resumes_without_duplicates() {
-    crash_resume_with_rewritten_remote("resume-gzip", &[("compression.type", "gzip")], "lz4", true);
+    crash_resume_with_rewritten_remote(
+        "resume-gzip",
+        &[("compression.type", "gzip")],
+        "lz4",
+        true,
+        "10000",
+    );
 }
 
 /// Both at once, from uncompressed source batches: the broker compresses with zstd and stamps
@@ -201,5 +219,15 @@ fn log_append_time_and_compressing_remote_topic_resumes_without_duplicates() {
         ],
         "none",
         false,
+        "10000",
     );
+}
+
+/// Uncompressed source batches of 10 records each: Strait merges runs of them into one batch
+/// per request (`strait.coalesce.bytes`), so a remote batch is the copy of several source
+/// batches. Tail matching must recognise such a batch record by record, or the
+/// restart would write its records again.
+#[test]
+fn merged_batches_resume_without_duplicates() {
+    crash_resume_with_rewritten_remote("resume-merged", &[], "none", true, "10");
 }

@@ -98,6 +98,16 @@ struct Args {
     /// Skip MirrorMaker 2.
     #[arg(long)]
     no_mm2: bool,
+    /// Extra `key=value` line for Strait's mm2.properties (repeatable), e.g.
+    /// `--strait-set strait.coalesce.bytes=0`.
+    #[arg(long)]
+    strait_set: Vec<String>,
+    /// `STRAIT_LOG` for the Strait process (its log is printed on failure).
+    #[arg(long, default_value = "warn")]
+    strait_log: String,
+    /// Where Strait's log goes (default: a temporary file, removed after the row).
+    #[arg(long)]
+    strait_log_file: Option<PathBuf>,
     /// Broker implementation: `kafka` (Apache Kafka from scripts/install-kafka.sh) or `tansu`.
     #[arg(long, default_value = "kafka")]
     broker: String,
@@ -664,12 +674,20 @@ fn start_mirror(
     Ok(match m {
         Mirror::Strait => {
             let cfg = dir.path().join("mm2.properties");
-            std::fs::write(&cfg, strait_properties(src_addr, dst_addr))?;
-            let log = dir.path().join("strait.log");
+            let mut props = strait_properties(src_addr, dst_addr);
+            for line in &args.strait_set {
+                props.push_str(line);
+                props.push('\n');
+            }
+            std::fs::write(&cfg, props)?;
+            let log = args
+                .strait_log_file
+                .clone()
+                .unwrap_or_else(|| dir.path().join("strait.log"));
             let child = Command::new(strait)
                 .args(["run", "--config"])
                 .arg(&cfg)
-                .env("STRAIT_LOG", "warn")
+                .env("STRAIT_LOG", &args.strait_log)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(std::fs::File::create(&log)?)

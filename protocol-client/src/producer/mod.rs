@@ -72,6 +72,13 @@ pub struct ProducerConfig {
     pub max_in_flight_batches: usize,
     /// Largest Produce request built.
     pub max_request_bytes: usize,
+    /// Produce requests in flight to one broker at once. A broker reads a connection's
+    /// requests one at a time, so more only queue there; meanwhile batches appended wait here
+    /// and go together in the next request (as the Java producer's
+    /// `max.in.flight.requests.per.connection`): without it, many partitions each fed a small
+    /// batch at a time make as many requests as batches, and the broker's per-request work
+    /// dominates.
+    pub max_requests_per_broker: usize,
     /// How long a batch may take from append to acknowledgement, retries included.
     pub delivery_timeout: Duration,
     /// High-level API: records wait up to this long to fill a batch.
@@ -97,6 +104,7 @@ impl Default for ProducerConfig {
             idempotent: true,
             max_in_flight_batches: 5,
             max_request_bytes: 8 * 1024 * 1024,
+            max_requests_per_broker: 5,
             delivery_timeout: Duration::from_secs(120),
             linger: Duration::from_millis(5),
             batch_bytes: 256 * 1024,
@@ -256,6 +264,8 @@ struct State {
     /// An InitProducerId for a newer identity is under way.
     bumping: bool,
     parts: HashMap<TopicPartition, PartState>,
+    /// Produce requests sent to each broker and not yet answered.
+    requests_in_flight: HashMap<i32, usize>,
     unacked: usize,
     closed: bool,
     /// `abort()` was called: nothing is retried any more.
@@ -308,6 +318,7 @@ impl Producer {
                 generation: 0,
                 bumping: false,
                 parts: HashMap::new(),
+                requests_in_flight: HashMap::new(),
                 unacked: 0,
                 closed: false,
                 aborting: false,
@@ -508,7 +519,8 @@ async fn sender_loop(inner: std::sync::Weak<Inner>, wake_handle: Arc<Notify>) {
             for parts in reqs {
                 if let Err(e) = tx.send((broker.clone(), parts)) {
                     // The broker task ended (it only does when the producer is gone).
-                    let (_, parts) = e.0;
+                    let (broker, parts) = e.0;
+                    request_answered(&strong, broker.id);
                     complete(
                         &strong,
                         parts
@@ -583,6 +595,8 @@ fn collect_ready(inner: &Arc<Inner>) -> (BrokerRequests, Option<Duration>, bool)
         generation: st.generation,
     };
     let stop_on_failure = inner.config.stop_partition_on_failure;
+    let max_requests = inner.config.max_requests_per_broker.max(1);
+    let busy_before = st.requests_in_flight.clone();
     let mut expired = Vec::new();
     let mut stopped: Vec<Completion> = Vec::new();
     for (tp, ps) in st.parts.iter_mut() {
@@ -705,6 +719,12 @@ fn collect_ready(inner: &Arc<Inner>) -> (BrokerRequests, Option<Duration>, bool)
                 layer += 1;
             }
             if layer == entry.1.len() {
+                let busy = busy_before.get(&leader.id).copied().unwrap_or(0);
+                if busy + entry.1.len() >= max_requests {
+                    // The broker has enough requests to read: this batch waits for one to
+                    // answer and goes with what else has queued by then.
+                    break;
+                }
                 entry.1.push((Vec::new(), 0));
             }
             let mut p = ps.queue.pop_front().expect("front exists");
@@ -732,6 +752,9 @@ fn collect_ready(inner: &Arc<Inner>) -> (BrokerRequests, Option<Duration>, bool)
     let bump = need_bump && !st.bumping;
     if bump {
         st.bumping = true;
+    }
+    for (id, (_, reqs)) in &by_broker {
+        *st.requests_in_flight.entry(*id).or_default() += reqs.len();
     }
     let n_expired = expired.len() + stopped.len();
     st.unacked -= n_expired;
@@ -852,6 +875,14 @@ fn produce_error_message(
     (!parts.is_empty()).then(|| parts.join("; "))
 }
 
+/// A request to `broker` has its answer (or failed): one fewer in flight there.
+fn request_answered(inner: &Inner, broker: i32) {
+    let mut st = inner.lock();
+    if let Some(n) = st.requests_in_flight.get_mut(&broker) {
+        *n = n.saturating_sub(1);
+    }
+}
+
 /// Maps a Produce response (or the failure to get one) onto each partition of the request.
 async fn finish_request(
     inner: &Arc<Inner>,
@@ -859,6 +890,7 @@ async fn finish_request(
     parts: Vec<Outgoing>,
     result: Result<kafka_protocol::messages::ProduceResponse>,
 ) {
+    request_answered(inner, broker.id);
     let mut outcomes: Vec<(Outgoing, PartitionOutcome)> = Vec::with_capacity(parts.len());
     match result {
         Ok(resp) => {

@@ -331,6 +331,8 @@ struct BrokerState {
     partitions: i32,
     logs: HashMap<i32, PartitionLog>,
     attempts: Vec<Attempt>,
+    /// Per Produce request: when it was read and how many partitions it carried.
+    produce_requests: Vec<(Instant, usize)>,
     init_producer_ids: usize,
     faults: FaultScript,
     /// Metadata answers every partition without a leader.
@@ -356,6 +358,7 @@ impl Broker {
             partitions,
             logs: HashMap::new(),
             attempts: Vec::new(),
+            produce_requests: Vec::new(),
             init_producer_ids: 0,
             faults: Box::new(faults),
             leaderless: false,
@@ -544,6 +547,8 @@ fn handle(
         }
         ApiKey::Produce => {
             let req = ProduceRequest::decode(&mut b, v).unwrap();
+            let carried = req.topic_data.iter().map(|t| t.partition_data.len()).sum();
+            st.produce_requests.push((Instant::now(), carried));
             let (mut drop, mut late, mut throttle) = (false, None::<Duration>, 0);
             let mut topics = Vec::new();
             for t in &req.topic_data {
@@ -1088,4 +1093,38 @@ async fn a_log_append_time_topic_gets_batches_without_the_log_append_time_bit() 
         .filter(|a| a.answer == INVALID_TIMESTAMP)
         .count();
     assert!(refused <= 1, "only the first batch is refused: {refused}");
+}
+
+/// Many partitions fed one batch at a time, as a replicator's fetch loop feeds them: no more
+/// than `max_requests_per_broker` Produce requests are outstanding at the broker at once, and
+/// the batches appended meanwhile go together in the next requests instead of one request
+/// each (the broker's per-request work is what a small-batch workload pays for).
+#[tokio::test]
+async fn requests_to_a_broker_are_capped_and_what_waits_goes_together() {
+    let broker = Broker::start(40, |_, _| ok().late(Duration::from_millis(150))).await;
+    let producer = broker.producer(config()).await;
+    let mut pending = Vec::new();
+    for p in 0..40 {
+        pending.push(producer.append(TOPIC, p, batch(&format!("p{p}"))));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    for (r, p) in outcomes(pending).await.into_iter().zip(0..) {
+        assert_eq!(r.expect("produced"), 0, "partition {p}");
+    }
+    let requests = broker.lock().produce_requests.clone();
+    let first = requests[0].0;
+    let early = requests
+        .iter()
+        .filter(|(at, _)| *at < first + Duration::from_millis(100))
+        .count();
+    assert!(
+        early <= 5,
+        "{early} requests outstanding before the first answer: {requests:?}"
+    );
+    assert!(
+        requests.len() < 20,
+        "40 batches went in {} requests: {requests:?}",
+        requests.len()
+    );
+    assert_eq!(requests.iter().map(|r| r.1).sum::<usize>(), 40);
 }

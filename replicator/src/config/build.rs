@@ -10,7 +10,7 @@ use super::client::{
 use super::providers::{ProviderKind, Resolver, SecretSource};
 use super::{
     ClusterConfig, Config, ConfigError, ConfigWarning, FlowConfig, HeartbeatFlow, IsolationLevel,
-    OffsetSyncsLocation, DEFAULT_INFLIGHT_BYTES,
+    OffsetSyncsLocation, DEFAULT_COALESCE_BYTES, DEFAULT_INFLIGHT_BYTES,
 };
 use crate::filter::{
     parse_list, ConfigPropertyFilter, DefaultsFrom, GroupFilter, PatternList, TopicFilter,
@@ -84,6 +84,7 @@ const FLOW_KEYS: &[&str] = &[
     "admin.timeout.ms",
     "exactly.once.source.support",
     "strait.inflight.bytes",
+    "strait.coalesce.bytes",
     "strait.offset-map.max-runs",
     "strait.progress.connector",
 ];
@@ -917,6 +918,12 @@ fn build_flow(
         1,
         i64::MAX,
     )? as u64;
+    let coalesce_bytes = s.long_in(
+        "strait.coalesce.bytes",
+        DEFAULT_COALESCE_BYTES as i64,
+        0,
+        64 * 1024 * 1024,
+    )? as usize;
     let offset_map_max_runs = s.long_in(
         "strait.offset-map.max-runs",
         DEFAULT_MAX_RUNS as i64,
@@ -966,6 +973,7 @@ fn build_flow(
         isolation_level,
         exactly_once,
         inflight_bytes,
+        coalesce_bytes,
         offset_map_max_runs,
         progress_connector,
         tasks_max,

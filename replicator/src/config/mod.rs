@@ -35,6 +35,9 @@
 //! Strait's own settings (top level or per flow):
 //! - `strait.inflight.bytes` (default 67108864 = 64 MiB): byte budget for fetched but
 //!   not yet acknowledged data;
+//! - `strait.coalesce.bytes` (default 1048576 = 1 MiB, 0 = off): consecutive small uncompressed
+//!   source batches of a partition are merged into batches up to this size (and the remote
+//!   topic's `max.message.bytes`), see [`crate::flow::plan::coalesce`];
 //! - `strait.offset-map.max-runs` (default 4096): bound on offset-map runs per partition
 //!   (see [`crate::offsets::OffsetMap`]).
 //!
@@ -62,6 +65,9 @@ use crate::policy::ReplicationPolicy;
 
 /// Default `strait.inflight.bytes`.
 pub const DEFAULT_INFLIGHT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Default `strait.coalesce.bytes`.
+pub const DEFAULT_COALESCE_BYTES: u64 = 1024 * 1024;
 
 /// A configuration problem that stops Strait from starting.
 #[derive(Debug, thiserror::Error)]
@@ -231,6 +237,9 @@ pub struct FlowConfig {
     pub exactly_once: bool,
     /// `strait.inflight.bytes`.
     pub inflight_bytes: u64,
+    /// `strait.coalesce.bytes`: largest batch that consecutive small uncompressed source
+    /// batches are merged into (0: forward every batch as it is).
+    pub coalesce_bytes: usize,
     /// `strait.offset-map.max-runs`.
     pub offset_map_max_runs: usize,
     /// Connector name keying MM2 source progress (`strait.progress.connector`):

@@ -233,6 +233,10 @@ pub struct Flow {
     failback_failing: GroupFailures,
     /// What the flow did, for `/metrics` and the health probes.
     metrics: Arc<FlowMetrics>,
+    /// Per source topic, the largest batch small source batches are merged into:
+    /// `strait.coalesce.bytes` capped by the remote topic's `max.message.bytes` (a merged batch
+    /// must not be refused where its parts were not). No entry: not merged.
+    coalesce_limits: Mutex<HashMap<String, usize>>,
 }
 
 /// Per-group failures of a periodic job, logged when a group starts failing (warning, with the
@@ -310,6 +314,7 @@ impl Flow {
             group_read_failing: GroupFailures::default(),
             group_sync_failing: GroupFailures::default(),
             mm2_syncs: tokio::sync::OnceCell::new(),
+            coalesce_limits: Mutex::new(HashMap::new()),
             failback_failing: GroupFailures::default(),
             metrics: Metrics::new().flow(&config_source, &config_target),
         }
@@ -521,7 +526,63 @@ impl Flow {
             }
         }
         self.target.refresh_metadata().await.map_err(self.tgt())?;
+        self.learn_coalesce_limits(topics).await;
         Ok(())
+    }
+
+    /// Reads the remote topics' `max.message.bytes` and sets how large merged batches of each
+    /// topic may be. A topic whose limit cannot be read is not merged (its batches go as they
+    /// came), with a warning.
+    async fn learn_coalesce_limits(&self, topics: &BTreeMap<String, i32>) {
+        let wanted = self.config.coalesce_bytes;
+        if wanted == 0 || topics.is_empty() {
+            return;
+        }
+        let remotes: Vec<String> = topics.keys().map(|t| self.remote_topic(t)).collect();
+        let described = match self.target_admin.describe_topic_configs(&remotes).await {
+            Ok(d) => d,
+            Err(e) => {
+                self.warn_once("coalesce-limits", format!("cannot read the remote topics' max.message.bytes ({e}); small batches are forwarded unmerged"));
+                return;
+            }
+        };
+        let by_remote: HashMap<String, usize> = described
+            .into_iter()
+            .filter_map(|(remote, entries)| {
+                let limit = entries
+                    .ok()?
+                    .into_iter()
+                    .find(|e| e.name == "max.message.bytes")?
+                    .value?
+                    .parse::<usize>()
+                    .ok()?;
+                Some((remote, limit))
+            })
+            .collect();
+        let mut limits = self
+            .coalesce_limits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for topic in topics.keys() {
+            match by_remote.get(&self.remote_topic(topic)) {
+                Some(&limit) => {
+                    limits.insert(topic.clone(), wanted.min(limit));
+                }
+                None => {
+                    limits.remove(topic);
+                }
+            }
+        }
+    }
+
+    /// How large merged batches of `topic` may be (0: not merged).
+    fn coalesce_limit(&self, topic: &str) -> usize {
+        self.coalesce_limits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(topic)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// MM2's topic config sync: SET the filtered source configs on existing remote topics, and
@@ -568,6 +629,8 @@ impl Flow {
                 );
             }
         }
+        // `max.message.bytes` may have changed on either side.
+        self.learn_coalesce_limits(topics).await;
         Ok(())
     }
 
@@ -892,7 +955,10 @@ impl Flow {
                             }
                         }
                     }
-                    let steps = match plan::plan(fp.records, fp.fetch_offset, fp.aborted, iso, &self.limits) {
+                    let merge_up_to = self.coalesce_limit(&key.0);
+                    let steps = match plan::plan(fp.records, fp.fetch_offset, fp.aborted, iso, &self.limits)
+                        .and_then(|steps| plan::coalesce(steps, merge_up_to, &self.limits))
+                    {
                         Ok(steps) => steps,
                         Err(source) => {
                             // A batch Strait cannot read (magic v0/v1, corrupt framing, a

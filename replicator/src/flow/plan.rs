@@ -25,8 +25,8 @@ use std::collections::HashSet;
 use bytes::Bytes;
 use protocol_client::fetcher::{AbortedTransaction, IsolationLevel};
 use protocol_client::record::{
-    split_batches, BatchBuilder, ControlType, DecodeLimits, Record, RecordBatch, RecordError,
-    TimestampType,
+    split_batches, BatchBuilder, Compression, ControlType, DecodeLimits, Record, RecordBatch,
+    RecordError, TimestampType,
 };
 
 /// Upstream offset stretches `(first offset, count)` covered by a forwarded batch, in order.
@@ -227,11 +227,122 @@ fn rebuild_from(
     Ok(Some((builder.build()?, stretches)))
 }
 
+/// Per-record growth bound when a record is re-encoded in a merged batch: its length varint
+/// (≤ 5 bytes), timestamp delta (≤ 10) and offset delta (≤ 5) may each grow.
+const REENCODE_GROWTH: usize = 20;
+
+/// Whether a forwarded batch may be merged with its neighbours: uncompressed (merging
+/// compressed batches would mean decompressing and compressing again, costing more CPU than
+/// the broker saves), `CreateTime`, not transactional, no delete horizon (a compacted batch's
+/// tombstone clock), and smaller than a quarter of the merged size (larger batches already
+/// amortise the target's per-batch work and stay byte for byte).
+fn mergeable(batch: &RecordBatch, max_bytes: usize) -> bool {
+    batch.len().saturating_mul(4) <= max_bytes
+        && matches!(batch.compression(), Ok(Compression::None))
+        && batch.timestamp_type() == TimestampType::CreateTime
+        && !batch.is_transactional()
+        && !batch.is_control()
+        && !batch.has_delete_horizon()
+}
+
+/// Merges runs of consecutive small forwarded batches (see [`mergeable`]) into batches of at
+/// most `max_bytes` (0: off). The target broker does a fixed amount of work per batch and per
+/// request, and Kafka allows one batch per partition per Produce request within the
+/// idempotent window of five: a source written in small batches is otherwise mirrored no
+/// faster than those five batches per round trip allow. A merged batch keeps every record's
+/// key, value, headers, attributes and timestamp, renumbered consecutively; its `stretches`
+/// are its parts' in order, so the offset map stays exact. It carries no producer fields (the
+/// producer sets them) and costs one copy of its records. A run of one batch, and every batch
+/// that is not mergeable, is forwarded as it was planned; a skip ends a run.
+pub fn coalesce(
+    steps: Vec<Step>,
+    max_bytes: usize,
+    limits: &DecodeLimits,
+) -> Result<Vec<Step>, RecordError> {
+    if max_bytes == 0 || steps.len() < 2 {
+        return Ok(steps);
+    }
+    let mut out = Vec::with_capacity(steps.len());
+    let mut run: Vec<Step> = Vec::new();
+    let mut run_bytes = 0usize;
+    for step in steps {
+        let size = match &step {
+            Step::Forward { batch, .. } if mergeable(batch, max_bytes) => {
+                let records = batch.len().saturating_sub(RECORDS_OFFSET);
+                let growth = (batch.record_count().max(0) as usize).saturating_mul(REENCODE_GROWTH);
+                Some(records.saturating_add(growth))
+            }
+            _ => None,
+        };
+        match size {
+            Some(size) => {
+                if !run.is_empty() && RECORDS_OFFSET + run_bytes + size > max_bytes {
+                    flush_run(&mut run, &mut out, limits)?;
+                    run_bytes = 0;
+                }
+                run_bytes += size;
+                run.push(step);
+            }
+            None => {
+                flush_run(&mut run, &mut out, limits)?;
+                run_bytes = 0;
+                out.push(step);
+            }
+        }
+    }
+    flush_run(&mut run, &mut out, limits)?;
+    Ok(out)
+}
+
+/// Size of a v2 batch header: where the records begin.
+const RECORDS_OFFSET: usize = 61;
+
+fn flush_run(
+    run: &mut Vec<Step>,
+    out: &mut Vec<Step>,
+    limits: &DecodeLimits,
+) -> Result<(), RecordError> {
+    if run.len() < 2 {
+        out.append(run);
+        return Ok(());
+    }
+    let mut builder = BatchBuilder::new(Compression::None);
+    let mut all: Stretches = Vec::new();
+    let mut last_next = 0;
+    for step in run.drain(..) {
+        let Step::Forward {
+            batch,
+            stretches,
+            next,
+            ..
+        } = step
+        else {
+            unreachable!("runs hold forwarded batches only");
+        };
+        for r in batch.records(limits)? {
+            builder.push_record(batch.base_timestamp(), &r?);
+        }
+        for (start, count) in stretches {
+            match all.last_mut() {
+                Some((s, c)) if *s + *c == start => *c += count,
+                _ => all.push((start, count)),
+            }
+        }
+        last_next = next;
+    }
+    out.push(Step::Forward {
+        batch: builder.build()?,
+        stretches: all,
+        next: last_next,
+        rebuilt: true,
+    });
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use bytes::BytesMut;
-    use protocol_client::record::Compression;
 
     fn batch(base: i64, n: usize, pid: i64, txn: bool, codec: Compression) -> RecordBatch {
         let mut b = BatchBuilder::new(codec)
@@ -486,6 +597,200 @@ mod tests {
                 batch.verify_crc().unwrap();
             }
             s => panic!("{s:?}"),
+        }
+    }
+
+    /// Every record a consumer reads from `steps`' forwarded batches: (upstream offset from the
+    /// stretches, timestamp, key, value, headers), in order.
+    type Seen = (
+        i64,
+        i64,
+        Option<Bytes>,
+        Option<Bytes>,
+        Vec<(String, Option<Bytes>)>,
+    );
+    fn forwarded(steps: &[Step]) -> Vec<Seen> {
+        let limits = DecodeLimits::default();
+        let mut out = Vec::new();
+        for s in steps {
+            if let Step::Forward {
+                batch, stretches, ..
+            } = s
+            {
+                let upstream: Vec<i64> = stretches.iter().flat_map(|(a, n)| *a..*a + *n).collect();
+                let records: Vec<Record> = batch
+                    .records(&limits)
+                    .unwrap()
+                    .map(|r| r.unwrap())
+                    .collect();
+                assert_eq!(
+                    upstream.len(),
+                    records.len(),
+                    "stretches cover every record"
+                );
+                assert_eq!(batch.last_offset_delta() + 1, batch.record_count());
+                for (u, r) in upstream.into_iter().zip(records) {
+                    out.push((
+                        u,
+                        batch.timestamp_of(&r),
+                        r.key.clone(),
+                        r.value.clone(),
+                        r.headers
+                            .iter()
+                            .map(|h| (h.key_str().unwrap().to_string(), h.value.clone()))
+                            .collect(),
+                    ));
+                }
+            }
+        }
+        out
+    }
+
+    /// A batch of `n` records at `base` with distinct timestamps (some earlier than the
+    /// first), keys, values and a header.
+    fn rich(base: i64, n: usize, codec: Compression, value_len: usize) -> RecordBatch {
+        let mut b = BatchBuilder::new(codec).base_offset(base).producer(5, 1, 7);
+        for i in 0..n {
+            let o = base + i as i64;
+            b.push(
+                1_700_000_000_000 + (o * 37) % 11 - 5,
+                (o % 3 != 0)
+                    .then(|| format!("k{o}"))
+                    .as_deref()
+                    .map(str::as_bytes),
+                (o % 5 != 0)
+                    .then(|| vec![b'a' + (o % 26) as u8; value_len])
+                    .as_deref(),
+                &[protocol_client::record::RecordHeader::new(
+                    "h",
+                    Some(format!("{o}").as_bytes()),
+                )],
+            );
+        }
+        b.build().unwrap()
+    }
+
+    fn planned(batches: &[RecordBatch]) -> Vec<Step> {
+        let mut buf = BytesMut::new();
+        for b in batches {
+            buf.extend_from_slice(b.as_bytes());
+        }
+        plan(
+            buf.freeze(),
+            0,
+            Vec::new(),
+            IsolationLevel::ReadCommitted,
+            &DecodeLimits::default(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn coalescing_merges_small_batches_and_keeps_every_record() {
+        let batches: Vec<_> = (0..5)
+            .map(|i| rich(i * 4, 4, Compression::None, 100))
+            .collect();
+        let steps = planned(&batches);
+        let merged = coalesce(steps.clone(), 64 * 1024, &DecodeLimits::default()).unwrap();
+        assert_eq!(merged.len(), 1);
+        match &merged[0] {
+            Step::Forward {
+                batch,
+                stretches,
+                next,
+                rebuilt,
+            } => {
+                assert_eq!(stretches, &vec![(0, 20)]);
+                assert_eq!(*next, 20);
+                assert!(*rebuilt);
+                assert_eq!(batch.record_count(), 20);
+                assert_eq!(batch.producer_id(), -1, "the producer sets producer fields");
+                batch.verify_crc().unwrap();
+            }
+            s => panic!("{s:?}"),
+        }
+        assert_eq!(forwarded(&merged), forwarded(&steps));
+    }
+
+    #[test]
+    fn coalescing_leaves_large_compressed_transactional_and_lone_batches_alone() {
+        let limits = DecodeLimits::default();
+        // A marker between two small batches ends the run: each is alone, forwarded as is.
+        let steps = planned(&[
+            rich(0, 2, Compression::None, 10),
+            marker(2, 9, ControlType::Commit),
+            rich(3, 2, Compression::None, 10),
+        ]);
+        let out = coalesce(steps.clone(), 64 * 1024, &limits).unwrap();
+        assert_eq!(out.len(), 3);
+        for (a, b) in steps.iter().zip(&out) {
+            if let (Step::Forward { batch: x, .. }, Step::Forward { batch: y, .. }) = (a, b) {
+                assert_eq!(x.as_bytes(), y.as_bytes());
+            }
+        }
+        // Large (over a quarter of the limit), compressed and transactional batches stay byte
+        // for byte; the small ones around them merge only with their neighbours.
+        let big = rich(4, 40, Compression::None, 500);
+        let lz4 = rich(44, 3, Compression::Lz4, 10);
+        let txn = batch(47, 2, 9, true, Compression::None);
+        let steps = planned(&[
+            rich(0, 2, Compression::None, 10),
+            rich(2, 2, Compression::None, 10),
+            big.clone(),
+            lz4.clone(),
+            txn.clone(),
+            rich(49, 1, Compression::None, 10),
+            rich(50, 1, Compression::None, 10),
+        ]);
+        let out = coalesce(steps.clone(), 64 * 1024, &limits).unwrap();
+        let bytes: Vec<Option<Bytes>> = out
+            .iter()
+            .map(|s| match s {
+                Step::Forward { batch, .. } => Some(batch.as_bytes().clone()),
+                Step::Skip { .. } => None,
+            })
+            .collect();
+        assert_eq!(out.len(), 5, "{out:?}");
+        assert_eq!(bytes[1].as_ref(), Some(big.as_bytes()));
+        assert_eq!(bytes[2].as_ref(), Some(lz4.as_bytes()));
+        assert_eq!(bytes[3].as_ref(), Some(txn.as_bytes()));
+        assert_eq!(forwarded(&out), forwarded(&steps));
+        // Off.
+        let off = coalesce(steps.clone(), 0, &limits).unwrap();
+        assert_eq!(off.len(), steps.len());
+    }
+
+    proptest::proptest! {
+        /// Whatever the batch sizes, codecs, gaps and markers: the same records, timestamps and
+        /// upstream offsets come out in the same order, every merged batch fits the limit, and
+        /// the last step's position is the same.
+        #[test]
+        fn coalescing_never_changes_what_is_read(
+            shapes in proptest::collection::vec((1usize..30, 0usize..400, 0u8..6), 1..25),
+            max_bytes in 1024usize..40_000,
+        ) {
+            let mut batches = Vec::new();
+            let mut base = 0i64;
+            for (n, len, kind) in shapes {
+                let b = match kind {
+                    0 => rich(base, n, Compression::Lz4, len),
+                    1 => marker(base, 9, ControlType::Commit),
+                    _ => rich(base, n, Compression::None, len),
+                };
+                base = b.next_offset() + i64::from(kind == 5); // an offset gap now and then
+                batches.push(b);
+            }
+            let steps = planned(&batches);
+            let out = coalesce(steps.clone(), max_bytes, &DecodeLimits::default()).unwrap();
+            proptest::prop_assert_eq!(forwarded(&out), forwarded(&steps));
+            proptest::prop_assert_eq!(out.last().map(Step::next), steps.last().map(Step::next));
+            for s in &out {
+                if let Step::Forward { batch, rebuilt: true, .. } = s {
+                    if batch.compression().unwrap() == Compression::None && batch.producer_id() == -1 {
+                        proptest::prop_assert!(batch.len() <= max_bytes, "{} > {max_bytes}", batch.len());
+                    }
+                }
+            }
         }
     }
 }

@@ -30,7 +30,12 @@
 //! one batch per partition (Apache Kafka refuses more: `LogValidator`
 //! `getFirstBatchAndMaybeValidateNoMoreBatches`, "Compressed outer record has more than one
 //! batch"), so every remote batch is the copy of exactly one forwarded batch, with the same
-//! record count and offset deltas `0..n`. Its header is not ours, and its records may not be
+//! record count and offset deltas `0..n`. A forwarded batch is one source batch, or a run of
+//! consecutive small uncompressed source batches merged into one (`plan::coalesce`,
+//! `strait.coalesce.bytes`): a remote batch with more records than the source batch at its
+//! position is matched record by record against that batch and the ones after it (key, value,
+//! headers, timestamp), and recorded only once all its records matched, with the stretches of
+//! every part. Its header is not ours, and its records may not be
 //! either. Apache Kafka's `LogValidator` changes a batch on append in two ways besides the
 //! offsets, leader epoch and producer fields:
 //!
@@ -378,6 +383,11 @@ pub async fn resume_partition(
     let mut matched = 0i64;
     // Of those, batches the target rebuilt (recompressed), matched by their decoded records.
     let mut rewritten = 0i64;
+    // Of those, batches Strait merged from several source batches.
+    let mut merged = 0i64;
+    // A remote batch being matched against several source batches (a merged copy); nothing of
+    // it is recorded until all its records matched.
+    let mut merging: Option<MergedCopy> = None;
     'outer: while down < remote_end {
         let remote_fetch = fetch_at(
             target,
@@ -424,6 +434,11 @@ pub async fn resume_partition(
             }
             for step in steps {
                 match step {
+                    Step::Skip { .. } if merging.is_some() => {
+                        // Merged runs never span a skipped batch.
+                        warn!(flow = %flow.name(), %topic, partition, upstream = up, downstream = down, "remote partition holds a batch that does not match the source; resuming at the last known position (records after it may repeat)");
+                        break 'outer;
+                    }
                     Step::Skip { next } => {
                         map.advance_upstream(next);
                         up = next;
@@ -437,6 +452,50 @@ pub async fn resume_partition(
                         let Some(r) = remote_iter.peek() else {
                             continue 'outer;
                         };
+                        if merging.is_none()
+                            && r.base_offset() == down
+                            && r.record_count() > batch.record_count()
+                        {
+                            // Not the copy of this batch alone: of it and the ones after it,
+                            // merged (`plan::coalesce`)?
+                            match MergedCopy::start(r, up, flow.limits()) {
+                                Some(m) => merging = Some(m),
+                                None => {
+                                    warn!(flow = %flow.name(), %topic, partition, upstream = up, downstream = down, "remote batch cannot be read to match it; resuming at the last known position (records after it may repeat)");
+                                    break 'outer;
+                                }
+                            }
+                        }
+                        if let Some(m) = merging.as_mut() {
+                            if !m.take(&batch, r, stretches, flow.limits()) {
+                                warn!(flow = %flow.name(), %topic, partition, upstream = m.start_up, downstream = down, "remote partition holds a merged batch that does not match the source; resuming at the last known position (records after it may repeat)");
+                                break 'outer;
+                            }
+                            up = next;
+                            if !m.complete() {
+                                continue;
+                            }
+                            let m = merging.take().expect("merging");
+                            let mut d = down;
+                            for (u, n) in m.stretches {
+                                map.record_forwarded(u, d, n).map_err(|source| {
+                                    Error::OffsetMap {
+                                        context: format!("{topic}/{partition}"),
+                                        source,
+                                    }
+                                })?;
+                                d += n;
+                            }
+                            map.advance_upstream(next);
+                            let r = remote_iter.next().expect("peeked");
+                            down = r.next_offset();
+                            matched += 1;
+                            merged += 1;
+                            if down >= remote_end {
+                                break 'outer;
+                            }
+                            continue;
+                        }
                         let found = if r.base_offset() == down {
                             match_batch(&batch, r, flow.limits())
                         } else {
@@ -473,10 +532,80 @@ pub async fn resume_partition(
             }
         }
     }
+    if let Some(m) = merging {
+        // A merged copy only partly matched (the source ended, or could not be read): resume
+        // before it; nothing of it was recorded.
+        up = m.start_up;
+    }
     if matched > 0 {
-        info!(flow = %flow.name(), %topic, partition, from = downstream, batches = matched, recompressed = rewritten, resume_at = up, "matched the remote tail written after the last commit: no duplicates");
+        info!(flow = %flow.name(), %topic, partition, from = downstream, batches = matched, recompressed = rewritten, merged, resume_at = up, "matched the remote tail written after the last commit: no duplicates");
     }
     Ok((map, up))
+}
+
+/// A remote batch matched record by record against consecutive source batches: Strait merges
+/// runs of small source batches into one (`plan::coalesce`), renumbered, each record's key,
+/// value, headers and timestamp kept.
+struct MergedCopy {
+    /// The source position before its first part.
+    start_up: i64,
+    /// The remote batch's records, decoded once.
+    records: Vec<protocol_client::record::Record>,
+    /// Records matched so far.
+    taken: usize,
+    /// The upstream stretches of the parts matched so far.
+    stretches: Vec<(i64, i64)>,
+}
+
+impl MergedCopy {
+    fn start(remote: &RecordBatch, start_up: i64, limits: &DecodeLimits) -> Option<MergedCopy> {
+        let records = remote
+            .records(limits)
+            .ok()?
+            .collect::<Result<Vec<_>, _>>()
+            .ok()?;
+        (records.len() == remote.record_count().max(0) as usize).then_some(MergedCopy {
+            start_up,
+            records,
+            taken: 0,
+            stretches: Vec::new(),
+        })
+    }
+
+    /// Matches `source`'s records against the next ones of `remote` (the batch `start` read):
+    /// key, value, headers and, unless `remote` is `LogAppendTime`, the timestamp as read.
+    fn take(
+        &mut self,
+        source: &RecordBatch,
+        remote: &RecordBatch,
+        stretches: Vec<(i64, i64)>,
+        limits: &DecodeLimits,
+    ) -> bool {
+        let compare_timestamps = remote.timestamp_type() == TimestampType::CreateTime;
+        let Ok(ours) = source.records(limits) else {
+            return false;
+        };
+        for a in ours {
+            let Ok(a) = a else { return false };
+            let Some(b) = self.records.get(self.taken) else {
+                return false;
+            };
+            if a.key != b.key
+                || a.value != b.value
+                || a.headers != b.headers
+                || (compare_timestamps && source.timestamp_of(&a) != remote.timestamp_of(b))
+            {
+                return false;
+            }
+            self.taken += 1;
+        }
+        self.stretches.extend(stretches);
+        true
+    }
+
+    fn complete(&self) -> bool {
+        self.taken == self.records.len()
+    }
 }
 
 #[cfg(test)]
