@@ -86,9 +86,15 @@ struct Args {
     /// Latency phase length in seconds (0 skips it).
     #[arg(long, default_value_t = 10)]
     latency_secs: u64,
-    /// Latency phase rate in records/s (default: half of Strait's measured rate).
+    /// Latency phase rate in records/s (default: half of Strait's measured rate, at most
+    /// `--latency-max-rate`).
     #[arg(long)]
     latency_rate: Option<f64>,
+    /// Upper bound of the default latency rate. Above about 20 000 records/s the bench's own
+    /// probe producer and observers (which decode every record) saturate this 2-core machine
+    /// and the source floor itself grows to seconds, so nothing of the mirrors is measured.
+    #[arg(long, default_value_t = 20_000.0)]
+    latency_max_rate: f64,
     /// `max_wait` of the latency observers' fetches, in ms.
     #[arg(long, default_value_t = 10)]
     observer_wait_ms: u64,
@@ -582,6 +588,19 @@ fn run_row(args: &Args, strait: &PathBuf) -> Result<RowResult, BoxError> {
     let mut results: Vec<(Mirror, MirrorResult)> = Vec::new();
     for m in mirrors {
         eprintln!("{}: replicating (load {})", m.name(), load_average());
+        let brokers_cpu = || -> (f64, f64) {
+            let cpu = |c: &dyn TestCluster| -> f64 {
+                c.pids()
+                    .iter()
+                    .filter_map(|p| cpu_seconds(Some(*p)).ok())
+                    .sum()
+            };
+            (cpu(brokers[0].as_ref()), cpu(brokers[1].as_ref()))
+        };
+        // Every mirror's clock and broker CPU start before its remote topic exists: Strait and
+        // MM2 create theirs, and the bench creates the librdkafka mirror's in `start_mirror`.
+        let started = Instant::now();
+        let broker_cpu_before = brokers_cpu();
         let running = start_mirror(m, args, strait, &src_addr, &dst_addr, &target, &rt, &dir)?;
         let mut guard = ChildGuard(Some(running.pid()));
         let perf = match (&args.perf, m) {
@@ -596,16 +615,6 @@ fn run_row(args: &Args, strait: &PathBuf) -> Result<RowResult, BoxError> {
             ),
             _ => None,
         };
-        let brokers_cpu = || -> (f64, f64) {
-            let cpu = |c: &dyn TestCluster| -> f64 {
-                c.pids()
-                    .iter()
-                    .filter_map(|p| cpu_seconds(Some(*p)).ok())
-                    .sum()
-            };
-            (cpu(brokers[0].as_ref()), cpu(brokers[1].as_ref()))
-        };
-        let broker_cpu_before = brokers_cpu();
         let measured = rt
             .block_on(measure_mirror(
                 &target,
@@ -613,6 +622,7 @@ fn run_row(args: &Args, strait: &PathBuf) -> Result<RowResult, BoxError> {
                 args,
                 n,
                 running.pid(),
+                started,
             ))
             .map(|mut r| {
                 let after = brokers_cpu();
@@ -637,7 +647,10 @@ fn run_row(args: &Args, strait: &PathBuf) -> Result<RowResult, BoxError> {
             let strait_rate = results
                 .first()
                 .map_or(r.rec_s(), |(_, s): &(Mirror, MirrorResult)| s.rec_s());
-            let rate = args.latency_rate.unwrap_or(strait_rate / 2.0).max(1.0);
+            let rate = args
+                .latency_rate
+                .unwrap_or((strait_rate / 2.0).min(args.latency_max_rate))
+                .max(1.0);
             eprintln!("{}: latency at {rate:.0} records/s", m.name());
             r.latency = Some(rt.block_on(latency_phase(
                 &source,
@@ -918,8 +931,8 @@ async fn measure_mirror(
     args: &Args,
     n: usize,
     pid: u32,
+    start: Instant,
 ) -> Result<MirrorResult, BoxError> {
-    let start = Instant::now();
     let mut known = Vec::new();
     let mut first: Option<Instant> = None;
     let mut last_progress = (0i64, Instant::now());

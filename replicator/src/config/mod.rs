@@ -33,7 +33,7 @@
 //!   have no meaning and produce warnings.
 //!
 //! Strait's own settings (top level or per flow):
-//! - `strait.inflight.bytes` (default 67108864 = 64 MiB): byte budget for fetched but
+//! - `strait.inflight.bytes` (default 33554432 = 32 MiB): byte budget for fetched but
 //!   not yet acknowledged data;
 //! - `strait.coalesce.bytes` (default 1048576 = 1 MiB, 0 = off): consecutive small uncompressed
 //!   source batches of a partition are merged into batches up to this size (and the remote
@@ -64,7 +64,7 @@ use crate::filter::{ConfigPropertyFilter, GroupFilter, TopicFilter};
 use crate::policy::ReplicationPolicy;
 
 /// Default `strait.inflight.bytes`.
-pub const DEFAULT_INFLIGHT_BYTES: u64 = 64 * 1024 * 1024;
+pub const DEFAULT_INFLIGHT_BYTES: u64 = 32 * 1024 * 1024;
 
 /// Default `strait.coalesce.bytes`.
 pub const DEFAULT_COALESCE_BYTES: u64 = 1024 * 1024;

@@ -52,7 +52,8 @@ fn basic_flow_with_mm2_defaults() {
     );
     assert_eq!(f.checkpoints_topic(), "A.checkpoints.internal");
     assert_eq!(f.isolation_level, IsolationLevel::ReadCommitted);
-    assert_eq!(f.inflight_bytes, 64 * 1024 * 1024);
+    assert_eq!(f.inflight_bytes, 32 * 1024 * 1024);
+    assert_eq!(f.coalesce_bytes, 1024 * 1024);
     assert_eq!(f.tasks_max, 1);
     assert_eq!(f.policy.format_remote_topic("A", "orders"), "A.orders");
     // B->A is not enabled but emits heartbeats, as MM2 does.
@@ -68,6 +69,7 @@ fn flow_overrides_top_level() {
         "{BASIC}offset.lag.max = 50\nA->B.offset.lag.max = 7\nsync.group.offsets.enabled=true\n\
          emit.checkpoints.interval.seconds=5\nreplication.factor=-1\n\
          replication.policy.class=IdentityReplicationPolicy\nA->B.strait.inflight.bytes=1024\n\
+         strait.coalesce.bytes=0\n\
          topics.blacklist=secret.*\nemit.heartbeats.enabled=false\n"
     ))
     .unwrap();
@@ -79,6 +81,7 @@ fn flow_overrides_top_level() {
     assert_eq!(f.policy.kind(), crate::policy::PolicyKind::Identity);
     assert_eq!(f.policy.topic_source("orders"), Some("A"));
     assert_eq!(f.inflight_bytes, 1024);
+    assert_eq!(f.coalesce_bytes, 0, "merging off");
     assert!(!f.topics.should_replicate_topic("secret-x"));
     assert!(c.heartbeat_only.is_empty());
     assert!(c

@@ -785,11 +785,17 @@ impl Flow {
         }
         let (mut stored, progress) = self.load_stored().await?;
         let iso = isolation(self.config.isolation_level);
+        let budget_total = self.config.inflight_bytes.clamp(1 << 20, u32::MAX as u64) as usize;
+        // A fetched batch keeps its whole response in memory until it is acknowledged (batches
+        // are slices of it): responses are kept to a quarter of the budget, so memory stays
+        // near the budget whatever the partition count.
+        let fetch_max_bytes = (budget_total / 4).clamp(1 << 20, 50 << 20);
         let mut fetcher = Fetcher::new(
             self.source.clone(),
             FetcherConfig {
                 isolation: iso,
                 max_wait: Duration::from_millis(200),
+                max_bytes: fetch_max_bytes as i32,
                 partition_max_bytes: 1024 * 1024,
                 ..FetcherConfig::default()
             },
@@ -804,7 +810,6 @@ impl Flow {
         );
         info!(flow = %self.name(), topics = topics.len(), partitions = assigned.len(), "replicating");
 
-        let budget_total = self.config.inflight_bytes.clamp(1 << 20, u32::MAX as u64) as usize;
         let budget = Arc::new(Semaphore::new(budget_total));
         self.metrics.set_budget(budget.clone(), budget_total);
         // No partition holds more than an eighth of the budget (beyond its first batch): a
