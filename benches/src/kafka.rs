@@ -53,7 +53,8 @@ pub async fn create_topic(
         }
     }
     cluster.track_topics([topic]);
-    let deadline = Instant::now() + Duration::from_secs(30);
+    // Thousands of partitions take a broker tens of seconds to create.
+    let deadline = Instant::now() + Duration::from_secs(180);
     loop {
         let md = cluster.refresh_metadata().await?;
         if let Some(t) = md.topics.get(topic) {
@@ -65,7 +66,7 @@ pub async fn create_topic(
         }
         if Instant::now() > deadline {
             return Err(Error::Metadata(format!(
-                "topic {topic} has no leaders for all {partitions} partitions after 30 s"
+                "topic {topic} has no leaders for all {partitions} partitions in time"
             )));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -163,7 +163,19 @@ pub async fn ensure_compacted_topic(
 
 /// Waits until metadata shows every partition of `topic` with a leader.
 pub async fn wait_for_topic(cluster: &Arc<Cluster>, alias: &str, topic: &str) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    wait_for_partitions(cluster, alias, topic, 1).await
+}
+
+/// [`wait_for_topic`] until the topic has at least `partitions` partitions, all with leaders.
+pub async fn wait_for_partitions(
+    cluster: &Arc<Cluster>,
+    alias: &str,
+    topic: &str,
+    partitions: i32,
+) -> Result<()> {
+    // A broker creates a partition's log in milliseconds; thousands take tens of seconds.
+    let within = Duration::from_secs(30) + Duration::from_millis(10) * partitions.max(0) as u32;
+    let deadline = Instant::now() + within;
     cluster.track_topics([topic]);
     loop {
         let md = cluster
@@ -171,7 +183,10 @@ pub async fn wait_for_topic(cluster: &Arc<Cluster>, alias: &str, topic: &str) ->
             .await
             .map_err(Error::client(alias))?;
         if let Some(t) = md.topics.get(topic) {
-            if !t.partitions.is_empty() && t.partitions.iter().all(|p| p.leader >= 0) {
+            if !t.partitions.is_empty()
+                && t.partitions.len() >= partitions.max(1) as usize
+                && t.partitions.iter().all(|p| p.leader >= 0)
+            {
                 return Ok(());
             }
         }
@@ -180,7 +195,7 @@ pub async fn wait_for_topic(cluster: &Arc<Cluster>, alias: &str, topic: &str) ->
             return Err(Error::Client {
                 cluster: alias.to_string(),
                 source: protocol_client::Error::Metadata(format!(
-                    "topic {topic} has no leaders 30 s after creation"
+                    "topic {topic} has no leaders for {partitions} partitions {within:?} after creation"
                 )),
             });
         }

@@ -86,6 +86,14 @@ struct Args {
     /// Latency phase length in seconds (0 skips it).
     #[arg(long, default_value_t = 10)]
     latency_secs: u64,
+    /// After catching up, measure the mirror's CPU while nothing new arrives for this long
+    /// (0 skips it): the cost of idle partitions.
+    #[arg(long, default_value_t = 0)]
+    idle_secs: u64,
+    /// Skip the broker warm-up (it writes a topic with as many partitions as the row's to the
+    /// target: too many for one broker's file descriptors at 10 000).
+    #[arg(long)]
+    no_warm_up: bool,
     /// Latency phase rate in records/s (default: half of Strait's measured rate, at most
     /// `--latency-max-rate`).
     #[arg(long)]
@@ -323,6 +331,9 @@ struct MirrorResult {
     peak_rss: u64,
     first_record: f64,
     latency: Option<Latency>,
+    /// After catching up, with no new data for `--idle-secs`: CPU in % of one core, and the
+    /// RSS at the end (MiB).
+    idle: Option<(f64, f64)>,
 }
 
 impl MirrorResult {
@@ -420,6 +431,7 @@ impl RowResult {
             "source floor p50/p99 ms",
             "added p99 ms",
             "seen/sent",
+            "idle % core / RSS MiB",
         ]);
         for (k, m) in &self.mirrors {
             let l = m.latency.as_ref();
@@ -443,6 +455,9 @@ impl RowResult {
                 }),
                 l.map_or("-".into(), |l| num(l.added_p99_ms(), 1)),
                 l.map_or("-".into(), |l| format!("{}/{}", l.seen, l.sent)),
+                m.idle.map_or("-".into(), |(cpu, rss)| {
+                    format!("{} / {}", num(cpu, 2), num(rss, 1))
+                }),
             ]);
         }
         for (k, r) in self.ratios() {
@@ -582,8 +597,10 @@ fn run_row(args: &Args, strait: &PathBuf) -> Result<RowResult, BoxError> {
     eprintln!("preloading {n} records of {} B", args.record_size);
     let preload = rt.block_on(preload(&source, args, n))?;
     let preload_mb_s = (n * args.record_size) as f64 / MB / preload;
-    eprintln!("warming up the brokers");
-    rt.block_on(warm_up(&source, &target, args, n))?;
+    if !args.no_warm_up {
+        eprintln!("warming up the brokers");
+        rt.block_on(warm_up(&source, &target, args, n))?;
+    }
     let dir = tempfile::tempdir()?;
     let mut results: Vec<(Mirror, MirrorResult)> = Vec::new();
     for m in mirrors {
@@ -642,6 +659,19 @@ fn run_row(args: &Args, strait: &PathBuf) -> Result<RowResult, BoxError> {
                 return Err(format!("{}: {e}; log tail:\n{tail}", m.name()).into());
             }
         };
+        if args.idle_secs > 0 {
+            let pid = running.pid();
+            let before = cpu_seconds(Some(pid)).unwrap_or(0.0);
+            std::thread::sleep(Duration::from_secs(args.idle_secs));
+            let used = cpu_seconds(Some(pid)).unwrap_or(0.0) - before;
+            let rss = strait_benches::proc_stats::rss_bytes(Some(pid)).unwrap_or(0) as f64 / MIB;
+            r.idle = Some((100.0 * used / args.idle_secs as f64, rss));
+            eprintln!(
+                "{}: idle {:.2} % of a core, RSS {rss:.1} MiB",
+                m.name(),
+                100.0 * used / args.idle_secs as f64
+            );
+        }
         if args.latency_secs > 0 {
             // Every mirror gets the same rate: half of what Strait moved (it runs first).
             let strait_rate = results
@@ -939,8 +969,10 @@ async fn measure_mirror(
     let mut last_draw = start;
     loop {
         // The remote topic may not exist yet: until it does, nothing has arrived.
+        // Partitions the mirror has not created yet (a large topic grows in steps) count as
+        // empty until they have a leader.
         let total = if target.leader(topic, 0).await.is_ok() {
-            kafka::high_watermarks(target, topic, args.partitions, &mut known).await?;
+            let _ = kafka::high_watermarks(target, topic, args.partitions, &mut known).await;
             known.iter().sum()
         } else {
             0
@@ -962,6 +994,7 @@ async fn measure_mirror(
                 peak_rss,
                 first_record: (first - start).as_secs_f64(),
                 latency: None,
+                idle: None,
             });
         }
         // A one-line progress bar on stderr: redrawn in place twice a second on a terminal,

@@ -203,6 +203,11 @@ pub struct FlowState {
     pub data_loss: Vec<String>,
 }
 
+/// Partitions a remote topic is created or grown by in one operation: a KRaft controller
+/// refuses an operation of more than 10 000 metadata records, and the topic record and its
+/// configs count too.
+const PARTITIONS_PER_OPERATION: i32 = 9_000;
+
 /// A running flow.
 pub struct Flow {
     /// The flow's settings.
@@ -489,16 +494,22 @@ impl Flow {
             match md.topics.get(&remote) {
                 None => {
                     let configs = self.replicated_configs(topic).await?;
+                    // A KRaft controller takes at most 10 000 metadata records per operation
+                    // (`QuorumController.MAX_RECORDS_PER_USER_OP`: one per partition, one per
+                    // config, one for the topic) and refuses more with POLICY_VIOLATION: a
+                    // larger topic is created in steps, growing by CreatePartitions.
+                    let first = partitions.min(PARTITIONS_PER_OPERATION);
                     let res = self
                         .target_admin
                         .create_topics(&[NewTopic {
                             name: remote.clone(),
-                            partitions,
+                            partitions: first,
                             replication_factor: self.config.replication_factor,
                             configs: configs.clone(),
                         }])
                         .await
                         .map_err(self.tgt())?;
+                    let mut existed = false;
                     for (_, r) in res {
                         match r {
                             Ok(()) => {
@@ -506,11 +517,43 @@ impl Flow {
                             }
                             Err(e)
                                 if e.response_error()
-                                    == Some(ResponseError::TopicAlreadyExists) => {}
+                                    == Some(ResponseError::TopicAlreadyExists) =>
+                            {
+                                existed = true;
+                            }
                             Err(e) => return Err(self.tgt()(e)),
                         }
                     }
-                    internal::wait_for_topic(&self.target, &self.config.target, &remote).await?;
+                    if existed {
+                        // Made meanwhile by someone else: grown like any existing remote topic
+                        // (the next refresh), not here.
+                        internal::wait_for_topic(&self.target, &self.config.target, &remote)
+                            .await?;
+                        continue;
+                    }
+                    let mut created = first;
+                    while created < partitions {
+                        internal::wait_for_partitions(
+                            &self.target,
+                            &self.config.target,
+                            &remote,
+                            created,
+                        )
+                        .await?;
+                        created = (created + PARTITIONS_PER_OPERATION).min(partitions);
+                        self.target_admin
+                            .create_partitions(&remote, created)
+                            .await
+                            .map_err(self.tgt())?;
+                        info!(flow = %self.name(), %remote, partitions = created, "grew remote topic (created in steps)");
+                    }
+                    internal::wait_for_partitions(
+                        &self.target,
+                        &self.config.target,
+                        &remote,
+                        partitions,
+                    )
+                    .await?;
                 }
                 Some(t) if (t.partitions.len() as i32) < partitions => {
                     match self.target_admin.create_partitions(&remote, partitions).await {
