@@ -57,9 +57,23 @@ fn wait_for_high_watermark(
 /// no gap — and Strait exits non-zero naming the topic, partition, source offsets and the
 /// broker's reason. Before the fix the producer wrote the later batches under a new epoch
 /// (a hole in the remote partition) while the process kept running.
+///
+/// With merging off (`strait.coalesce.bytes = 0`) the partition stops exactly before the
+/// refused source batch. With merging on (the default) the small source batches may have been
+/// merged into one: the partition then stops before the merged batch that holds the refused
+/// record (here offset 0 or 100, as the fetch happened to cut them), never after it.
 #[test]
 fn a_refused_batch_stops_the_partition_without_a_gap() {
-    let clusters = start_clusters("refuse", 2);
+    refused_batch_stops_the_partition(false);
+}
+
+#[test]
+fn a_refused_merged_batch_stops_the_partition_without_a_gap() {
+    refused_batch_stops_the_partition(true);
+}
+
+fn refused_batch_stops_the_partition(merging: bool) {
+    let clusters = start_clusters(if merging { "refuse-merged" } else { "refuse" }, 2);
     let (a, b) = (clusters[0].bootstrap(), clusters[1].bootstrap());
     reference::create_topic(&a, "events", 1);
     reference::create_topic_with_configs(
@@ -74,7 +88,12 @@ fn a_refused_batch_stops_the_partition_without_a_gap() {
     reference::produce(&a, "events", 0, &numbered(100, 110, 1_580_000_000_000), &[]);
     reference::produce(&a, "events", 0, &numbered(110, 300, now), &[]);
     let dir = tempfile::tempdir().unwrap();
-    let mut strait = StraitProcess::start(&mm2_properties(&a, &b, ""), dir.path());
+    let extra = if merging {
+        ""
+    } else {
+        "strait.coalesce.bytes = 0\n"
+    };
+    let mut strait = StraitProcess::start(&mm2_properties(&a, &b, extra), dir.path());
     let status = strait
         .wait_exit(Duration::from_secs(90))
         .unwrap_or_else(|| {
@@ -90,9 +109,23 @@ fn a_refused_batch_stops_the_partition_without_a_gap() {
         .rev()
         .find(|l| !l.trim().is_empty())
         .unwrap_or("");
+    // Exactly the records before the refused (or merged) batch, nothing after it.
+    let (_, hi) = reference::watermarks(&b, "A.events", 0);
+    if merging {
+        assert!(
+            hi == 0 || hi == 100,
+            "remote partition holds only what came before the refused batch: {hi}\n{log}"
+        );
+    } else {
+        assert_eq!(
+            hi, 100,
+            "remote partition holds only what came before the refused batch\n{log}"
+        );
+    }
+    let stopped_at = format!("offsets {hi}..");
     for want in [
         "events/0",
-        "offsets 100..",
+        stopped_at.as_str(),
         "A.events",
         "InvalidTimestamp",
         "out of range",
@@ -102,14 +135,8 @@ fn a_refused_batch_stops_the_partition_without_a_gap() {
             "the error names {want:?}; last line: {last}\n{log}"
         );
     }
-    // Exactly the records before the refused batch, nothing after it.
-    let (_, hi) = reference::watermarks(&b, "A.events", 0);
-    assert_eq!(
-        hi, 100,
-        "remote partition holds only what came before the refused batch\n{log}"
-    );
-    let got = reference::consume(&b, "A.events", 0, 0, 100, Duration::from_secs(20));
-    let want: Vec<String> = (0..100).map(|i| format!("v{i}")).collect();
+    let got = reference::consume(&b, "A.events", 0, 0, hi as usize, Duration::from_secs(20));
+    let want: Vec<String> = (0..hi).map(|i| format!("v{i}")).collect();
     assert_eq!(values(&got), want);
 }
 

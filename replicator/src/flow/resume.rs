@@ -476,16 +476,7 @@ pub async fn resume_partition(
                                 continue;
                             }
                             let m = merging.take().expect("merging");
-                            let mut d = down;
-                            for (u, n) in m.stretches {
-                                map.record_forwarded(u, d, n).map_err(|source| {
-                                    Error::OffsetMap {
-                                        context: format!("{topic}/{partition}"),
-                                        source,
-                                    }
-                                })?;
-                                d += n;
-                            }
+                            record_copies(&mut map, m.stretches, down, topic, partition)?;
                             map.advance_upstream(next);
                             let r = remote_iter.next().expect("peeked");
                             down = r.next_offset();
@@ -510,15 +501,7 @@ pub async fn resume_partition(
                         if found == Match::Records {
                             rewritten += 1;
                         }
-                        let mut d = down;
-                        for (u, n) in stretches {
-                            map.record_forwarded(u, d, n)
-                                .map_err(|source| Error::OffsetMap {
-                                    context: format!("{topic}/{partition}"),
-                                    source,
-                                })?;
-                            d += n;
-                        }
+                        record_copies(&mut map, stretches, down, topic, partition)?;
                         map.advance_upstream(next);
                         let r = remote_iter.next().expect("peeked");
                         down = r.next_offset();
@@ -541,6 +524,27 @@ pub async fn resume_partition(
         info!(flow = %flow.name(), %topic, partition, from = downstream, batches = matched, recompressed = rewritten, merged, resume_at = up, "matched the remote tail written after the last commit: no duplicates");
     }
     Ok((map, up))
+}
+
+/// Records in `map` that the remote records from `down` on are, in order, the copies of the
+/// upstream `stretches`.
+fn record_copies(
+    map: &mut OffsetMap,
+    stretches: Vec<(i64, i64)>,
+    down: i64,
+    topic: &str,
+    partition: i32,
+) -> Result<()> {
+    let mut d = down;
+    for (u, n) in stretches {
+        map.record_forwarded(u, d, n)
+            .map_err(|source| Error::OffsetMap {
+                context: format!("{topic}/{partition}"),
+                source,
+            })?;
+        d += n;
+    }
+    Ok(())
 }
 
 /// A remote batch matched record by record against consecutive source batches: Strait merges
