@@ -26,7 +26,7 @@ use bytes::Bytes;
 use protocol_client::fetcher::{AbortedTransaction, IsolationLevel};
 use protocol_client::record::{
     split_batches, BatchBuilder, Compression, ControlType, DecodeLimits, Record, RecordBatch,
-    RecordError, TimestampType,
+    RecordError, TimestampType, BATCH_HEADER_LEN,
 };
 
 /// Upstream offset stretches `(first offset, count)` covered by a forwarded batch, in order.
@@ -268,7 +268,7 @@ pub fn coalesce(
     for step in steps {
         let size = match &step {
             Step::Forward { batch, .. } if mergeable(batch, max_bytes) => {
-                let records = batch.len().saturating_sub(RECORDS_OFFSET);
+                let records = batch.len().saturating_sub(BATCH_HEADER_LEN);
                 let growth = (batch.record_count().max(0) as usize).saturating_mul(REENCODE_GROWTH);
                 Some(records.saturating_add(growth))
             }
@@ -276,7 +276,7 @@ pub fn coalesce(
         };
         match size {
             Some(size) => {
-                if !run.is_empty() && RECORDS_OFFSET + run_bytes + size > max_bytes {
+                if !run.is_empty() && BATCH_HEADER_LEN + run_bytes + size > max_bytes {
                     flush_run(&mut run, &mut out, limits)?;
                     run_bytes = 0;
                 }
@@ -293,9 +293,6 @@ pub fn coalesce(
     flush_run(&mut run, &mut out, limits)?;
     Ok(out)
 }
-
-/// Size of a v2 batch header: where the records begin.
-const RECORDS_OFFSET: usize = 61;
 
 fn flush_run(
     run: &mut Vec<Step>,
