@@ -423,6 +423,15 @@ type Key = (Arc<str>, i32);
 /// names each topic once, so the cursor topic's partitions that come before the cursor ride
 /// along right after it: sharing is fair to within that, and nobody is starved.) Cost per
 /// round: one pass over the assignment and a rotation of each broker's list.
+///
+/// Brokers are independent: each broker has at most one Fetch in flight, as a task of its own
+/// that outlives the `poll` that sent it, and a poll returns as soon as one broker has
+/// answered. A broker that does not answer (a cut network path, a host that died without
+/// closing its connections) holds back only its own partitions until the request times out;
+/// the others keep flowing (before, every round waited for the slowest broker). A partition
+/// is never in two requests at once, and an answer is used only for partitions still assigned,
+/// unpaused and at the position it was fetched from (a `seek` or `unassign` meanwhile drops
+/// it; the records are fetched again from the new position).
 #[derive(Debug)]
 pub struct Fetcher {
     cluster: Arc<Cluster>,
@@ -434,6 +443,26 @@ pub struct Fetcher {
     cursors: HashMap<i32, usize>,
     paused: HashSet<Key>,
     out_of_range: Vec<OutOfRange>,
+    /// Fetches sent and not yet answered, one per broker at most.
+    inflight: Vec<InFlight>,
+    /// Answers taken from finished fetches and not yet applied (a poll dropped after taking
+    /// them leaves them here for the next one).
+    answered: Vec<(BrokerRequest, Result<Vec<FetchedPartition>>)>,
+}
+
+/// A Fetch running as a task of its own.
+#[derive(Debug)]
+struct InFlight {
+    request: BrokerRequest,
+    task: tokio::task::JoinHandle<Result<Vec<FetchedPartition>>>,
+}
+
+impl Drop for Fetcher {
+    fn drop(&mut self) {
+        for f in &self.inflight {
+            f.task.abort();
+        }
+    }
 }
 
 /// One broker's share of a round: its partitions in request order, with their places in
@@ -538,6 +567,8 @@ impl Fetcher {
             cursors: HashMap::new(),
             paused: HashSet::new(),
             out_of_range: Vec::new(),
+            inflight: Vec::new(),
+            answered: Vec::new(),
         }
     }
 
@@ -610,11 +641,20 @@ impl Fetcher {
         let mut by_broker: HashMap<i32, usize> = HashMap::new();
         let mut missing = false;
         let mut throttled: Option<Duration> = None;
+        let busy_brokers: HashSet<i32> =
+            self.inflight.iter().map(|f| f.request.broker.id).collect();
+        let busy: HashSet<(&str, i32)> = self
+            .inflight
+            .iter()
+            .map(|f| &f.request)
+            .chain(self.answered.iter().map(|(r, _)| r))
+            .flat_map(|r| r.positions.iter().map(|p| (&*p.topic, p.partition)))
+            .collect();
         for (g, key) in self.order.iter().enumerate() {
             let Some(&offset) = self.positions.get(key) else {
                 continue;
             };
-            if self.paused.contains(key) {
+            if self.paused.contains(key) || busy.contains(&(&*key.0, key.1)) {
                 continue;
             }
             let (topic, partition) = key;
@@ -628,6 +668,9 @@ impl Fetcher {
             };
             if let Some(d) = self.cluster.throttled_for(leader.id) {
                 throttled = Some(throttled.map_or(d, |t| t.min(d)));
+                continue;
+            }
+            if busy_brokers.contains(&leader.id) {
                 continue;
             }
             let i = *by_broker.entry(leader.id).or_insert_with(|| {
@@ -682,7 +725,7 @@ impl Fetcher {
                 refresh_failed = true;
             }
         }
-        if requests.is_empty() {
+        if requests.is_empty() && self.inflight.is_empty() && self.answered.is_empty() {
             if !missing || refresh_failed {
                 let idle = self.config.max_wait.min(Duration::from_millis(100));
                 // A throttling broker is asked again as soon as its throttle ends.
@@ -690,21 +733,54 @@ impl Fetcher {
             }
             return Ok(Vec::new());
         }
-        let cluster = &*self.cluster;
-        let config = &self.config;
-        let results = join_all(
-            requests
-                .iter()
-                .map(|r| fetch_once(cluster, &r.broker, config, &r.positions)),
-        )
+        // Send: one task per broker, which a dropped poll does not cancel.
+        for request in requests {
+            let (cluster, config) = (self.cluster.clone(), self.config.clone());
+            let (broker, positions) = (request.broker.clone(), request.positions.clone());
+            let task =
+                tokio::spawn(
+                    async move { fetch_once(&cluster, &broker, &config, &positions).await },
+                );
+            self.inflight.push(InFlight { request, task });
+        }
+        // Wait for at least one answer; take every answer there is.
+        std::future::poll_fn(|cx| {
+            let mut i = 0;
+            while i < self.inflight.len() {
+                match std::future::Future::poll(std::pin::Pin::new(&mut self.inflight[i].task), cx)
+                {
+                    std::task::Poll::Ready(r) => {
+                        let f = self.inflight.swap_remove(i);
+                        // A panic in the task is the poll's, as when it ran inline; the
+                        // task is aborted only when the fetcher is dropped.
+                        let r = match r {
+                            Ok(r) => r,
+                            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                            Err(_) => Err(Error::Shutdown),
+                        };
+                        self.answered.push((f.request, r));
+                    }
+                    std::task::Poll::Pending => i += 1,
+                }
+            }
+            if self.answered.is_empty() {
+                std::task::Poll::Pending
+            } else {
+                std::task::Poll::Ready(())
+            }
+        })
         .await;
+        let answered = std::mem::take(&mut self.answered);
 
-        // Decide (no await, no mutation of self).
+        // Decide (no mutation of self; the answers taken above are dropped if the poll is,
+        // and fetched again).
         let mut round = RoundUpdate::default();
         let mut out = Vec::new();
         let mut refresh = false;
         let mut out_of_range: Vec<(String, FetchedPartition)> = Vec::new();
-        for (request, r) in requests.iter().zip(results) {
+        let config = &self.config;
+        for (request, r) in answered {
+            let request = &request;
             let broker = &request.broker;
             let who = || format!("{}@{}", broker.id, broker.addr());
             let parts = match r {
@@ -718,6 +794,12 @@ impl Fetcher {
             };
             let mut waited: HashSet<Key> = HashSet::new();
             for p in parts {
+                // Sent before a seek, unassign or pause of its partition: not used.
+                let key: Key = (p.topic.clone(), p.partition);
+                if self.positions.get(&key) != Some(&p.fetch_offset) || self.paused.contains(&key) {
+                    debug!(topic = %p.topic, partition = p.partition, offset = p.fetch_offset, "fetched data no longer wanted (position moved, unassigned or paused); dropped");
+                    continue;
+                }
                 match p.error {
                     None => {
                         match complete_end(&p.records)? {

@@ -117,6 +117,14 @@ struct Script {
     list_offsets: ListScript,
     /// Metadata requests after this many are left unanswered.
     answer_metadata: usize,
+    /// The cluster's brokers as `(node id, port)` in metadata; empty: this broker alone, id 0.
+    brokers: Vec<(i32, i32)>,
+    /// Leader of each partition index (node id); missing: 0.
+    leaders: Vec<i32>,
+    /// Fetches are never answered (a cut network path).
+    silent_fetch: bool,
+    /// Fetches are answered this late.
+    fetch_delay: Duration,
 }
 
 #[derive(Default)]
@@ -143,6 +151,10 @@ impl Broker {
             fetch: Box::new(|_, p, _, _| empty(p, 0)),
             list_offsets: Box::new(|_, _, _, _| Some(0)),
             answer_metadata: usize::MAX,
+            brokers: Vec::new(),
+            leaders: Vec::new(),
+            silent_fetch: false,
+            fetch_delay: Duration::ZERO,
         }));
         let seen = Arc::new(Mutex::new(Seen::default()));
         let stalled = Arc::new(Notify::new());
@@ -253,22 +265,41 @@ async fn serve(
                                 .with_partitions(
                                     (0..*n)
                                         .map(|p| {
+                                            let leader = BrokerId(
+                                                script
+                                                    .leaders
+                                                    .get(p as usize)
+                                                    .copied()
+                                                    .unwrap_or(0),
+                                            );
                                             MetadataResponsePartition::default()
                                                 .with_partition_index(p)
-                                                .with_leader_id(BrokerId(0))
+                                                .with_leader_id(leader)
                                                 .with_leader_epoch(0)
-                                                .with_replica_nodes(vec![BrokerId(0)])
-                                                .with_isr_nodes(vec![BrokerId(0)])
+                                                .with_replica_nodes(vec![leader])
+                                                .with_isr_nodes(vec![leader])
                                         })
                                         .collect(),
                                 )
                         })
                         .collect();
+                    let brokers = if script.brokers.is_empty() {
+                        vec![(0, port)]
+                    } else {
+                        script.brokers.clone()
+                    };
                     let resp = MetadataResponse::default()
-                        .with_brokers(vec![MetadataResponseBroker::default()
-                            .with_node_id(BrokerId(0))
-                            .with_host(StrBytes::from_static_str("127.0.0.1"))
-                            .with_port(port)])
+                        .with_brokers(
+                            brokers
+                                .into_iter()
+                                .map(|(id, port)| {
+                                    MetadataResponseBroker::default()
+                                        .with_node_id(BrokerId(id))
+                                        .with_host(StrBytes::from_static_str("127.0.0.1"))
+                                        .with_port(port)
+                                })
+                                .collect(),
+                        )
                         .with_controller_id(BrokerId(0))
                         .with_topics(topics);
                     frame(corr, v, &resp)
@@ -276,28 +307,31 @@ async fn serve(
             }
             ApiKey::Fetch => {
                 let req = FetchRequest::decode(&mut b, v).unwrap();
-                let mut asked = Vec::new();
-                let mut responses = Vec::new();
-                let mut script = script.lock().unwrap();
-                for t in &req.topics {
-                    let mut parts = Vec::new();
-                    for p in &t.partitions {
-                        let i = asked.len();
-                        asked.push((t.topic.0.to_string(), p.partition, p.fetch_offset));
-                        parts.push((script.fetch)(&t.topic.0, p.partition, p.fetch_offset, i));
+                let (responses, silent, delay) = {
+                    let mut asked = Vec::new();
+                    let mut responses = Vec::new();
+                    let mut script = script.lock().unwrap();
+                    for t in &req.topics {
+                        let mut parts = Vec::new();
+                        for p in &t.partitions {
+                            let i = asked.len();
+                            asked.push((t.topic.0.to_string(), p.partition, p.fetch_offset));
+                            parts.push((script.fetch)(&t.topic.0, p.partition, p.fetch_offset, i));
+                        }
+                        responses.push(
+                            FetchableTopicResponse::default()
+                                .with_topic(t.topic.clone())
+                                .with_partitions(parts),
+                        );
                     }
-                    responses.push(
-                        FetchableTopicResponse::default()
-                            .with_topic(t.topic.clone())
-                            .with_partitions(parts),
-                    );
+                    seen.lock().unwrap().fetches.push(asked);
+                    (responses, script.silent_fetch, script.fetch_delay)
+                };
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
                 }
-                seen.lock().unwrap().fetches.push(asked);
-                Some(frame(
-                    corr,
-                    v,
-                    &FetchResponse::default().with_responses(responses),
-                ))
+                (!silent)
+                    .then(|| frame(corr, v, &FetchResponse::default().with_responses(responses)))
             }
             ApiKey::ListOffsets => {
                 let req = ListOffsetsRequest::decode(&mut b, v).unwrap();
@@ -687,4 +721,83 @@ async fn an_oversized_batch_gets_through_by_leading_the_request() {
     f.poll().await.unwrap();
     assert_eq!(f.position("t", 2), Some(3), "{:?}", broker.fetches());
     assert_eq!(broker.fetches()[1][0], ("t".to_string(), 2, 0));
+}
+
+// ---------------------------------------------------------------------------------------------
+// D. Brokers are independent
+
+/// Two brokers, each leading one partition of `t`; `t/1`'s leader is `second`.
+async fn two_brokers() -> (Broker, Broker) {
+    let (first, second) = (
+        Broker::start(&[("t", 2)]).await,
+        Broker::start(&[("t", 2)]).await,
+    );
+    let port = |b: &Broker| b.addr.rsplit_once(':').unwrap().1.parse::<i32>().unwrap();
+    let brokers = vec![(0, port(&first)), (1, port(&second))];
+    for b in [&first, &second] {
+        let mut s = b.script.lock().unwrap();
+        s.brokers = brokers.clone();
+        s.leaders = vec![0, 1];
+        s.fetch = Box::new(|_, p, offset, _| data(p, offset));
+    }
+    (first, second)
+}
+
+/// A broker that never answers (a cut network path: the request waits for its timeout, 10 s
+/// here) holds back its own partition only: polls keep returning the other broker's records
+/// within milliseconds, and the silent broker is not sent a second Fetch meanwhile. Before,
+/// every poll waited for every broker.
+#[tokio::test]
+async fn a_silent_broker_holds_back_only_its_own_partitions() {
+    let (first, second) = two_brokers().await;
+    second.script.lock().unwrap().silent_fetch = true;
+    let mut f = Fetcher::new(
+        first.cluster().await,
+        config(OffsetReset::Earliest, IsolationLevel::ReadUncommitted),
+    );
+    f.assign("t", 0, 0);
+    f.assign("t", 1, 0);
+    for round in 0..5 {
+        let got = tokio::time::timeout(Duration::from_secs(2), f.poll())
+            .await
+            .unwrap_or_else(|_| panic!("poll {round} waited for the silent broker"))
+            .unwrap();
+        assert!(got.iter().all(|p| p.partition == 0), "{got:?}");
+    }
+    assert_eq!(f.position("t", 0), Some(15));
+    assert_eq!(f.position("t", 1), Some(0));
+    assert_eq!(second.fetches(), vec![vec![("t".to_string(), 1, 0)]]);
+}
+
+/// An answer for a partition whose position moved while its Fetch was in flight is dropped
+/// (never returned, position untouched), and the partition is fetched from its new position.
+#[tokio::test]
+async fn an_answer_for_a_partition_moved_meanwhile_is_dropped() {
+    let (first, second) = two_brokers().await;
+    second.script.lock().unwrap().fetch_delay = Duration::from_millis(300);
+    let mut f = Fetcher::new(
+        first.cluster().await,
+        config(OffsetReset::Earliest, IsolationLevel::ReadUncommitted),
+    );
+    f.assign("t", 0, 0);
+    f.assign("t", 1, 0);
+    let got = f.poll().await.unwrap();
+    assert!(got.iter().all(|p| p.partition == 0), "{got:?}");
+    f.seek("t", 1, 30);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while f.position("t", 1) == Some(30) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "t/1 never fetched at 30"
+        );
+        for p in f.poll().await.unwrap() {
+            assert!(
+                p.partition == 0 || p.fetch_offset == 30,
+                "stale answer returned: {p:?}"
+            );
+        }
+    }
+    assert_eq!(f.position("t", 1), Some(33));
+    let asked: Vec<i64> = second.fetches().iter().map(|r| r[0].2).collect();
+    assert_eq!(asked, vec![0, 30]);
 }
