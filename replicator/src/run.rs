@@ -27,6 +27,9 @@ pub fn client_config(cluster: &ClusterConfig) -> Result<ClientConfig> {
         .client_id
         .clone()
         .unwrap_or_else(|| format!("strait-{}", cluster.alias));
+    if let Some(t) = cluster.client.request_timeout {
+        cfg.conn.request_timeout = t;
+    }
     cfg.conn.tls = security.tls;
     cfg.conn.sasl = security.sasl;
     Ok(cfg)

@@ -129,8 +129,10 @@ fn is_ignored(key: &str) -> bool {
 }
 
 fn is_client_key(key: &str) -> bool {
-    matches!(key, "bootstrap.servers" | "security.protocol" | "client.id")
-        || key.starts_with("ssl.")
+    matches!(
+        key,
+        "bootstrap.servers" | "security.protocol" | "client.id" | "request.timeout.ms"
+    ) || key.starts_with("ssl.")
         || key.starts_with("sasl.")
 }
 
@@ -675,6 +677,20 @@ fn build_cluster(
         enabled_protocols: list("ssl.enabled.protocols"),
         cipher_suites: list("ssl.cipher.suites"),
     };
+    // Kafka's clients: how long to wait for a response before the request fails (and the
+    // connection is closed); Strait then retries on a new connection.
+    let request_timeout = match get("request.timeout.ms") {
+        Some(e) => match e.value.trim().parse::<u64>() {
+            Ok(ms) if (1..=i32::MAX as u64).contains(&ms) => Some(Duration::from_millis(ms)),
+            _ => {
+                return Err(invalid(
+                    e,
+                    "expected milliseconds, a whole number from 1 to 2147483647",
+                ))
+            }
+        },
+        None => None,
+    };
     let raw = RawSettings(
         client
             .iter()
@@ -689,6 +705,7 @@ fn build_cluster(
             sasl,
             tls,
             client_id: string("client.id"),
+            request_timeout,
             raw,
         },
         producer: RawSettings::default(),

@@ -364,6 +364,9 @@ pub struct ClientSettings {
     pub tls: TlsSettings,
     /// `client.id`.
     pub client_id: Option<String>,
+    /// `request.timeout.ms`: a request unanswered this long fails and its connection is closed
+    /// (the client's default, 30 s, when unset).
+    pub request_timeout: Option<std::time::Duration>,
     /// Every cluster-level client setting as given (redacted in `Debug`).
     pub raw: RawSettings,
 }

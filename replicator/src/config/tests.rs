@@ -527,3 +527,29 @@ fn format_detection_and_load() {
     let err = Config::load(&dir.path().join("missing.properties")).unwrap_err();
     assert!(matches!(err, ConfigError::Io { .. }));
 }
+
+#[test]
+fn request_timeout_is_a_client_setting() {
+    let c = props(&format!("{BASIC}A.request.timeout.ms = 8000\n")).unwrap();
+    assert_eq!(
+        c.clusters["A"].client.request_timeout,
+        Some(Duration::from_secs(8))
+    );
+    assert_eq!(c.clusters["B"].client.request_timeout, None);
+    assert!(
+        !c.warnings
+            .iter()
+            .any(|w| w.to_string().contains("request.timeout.ms")),
+        "{:?}",
+        c.warnings
+    );
+    let c = props(&format!("{BASIC}request.timeout.ms = 5000\n")).unwrap();
+    assert_eq!(
+        c.clusters["B"].client.request_timeout,
+        Some(Duration::from_secs(5))
+    );
+    for bad in ["0", "-1", "soon", "99999999999"] {
+        let e = props(&format!("{BASIC}A.request.timeout.ms = {bad}\n")).unwrap_err();
+        assert!(e.to_string().contains("A.request.timeout.ms"), "{bad}: {e}");
+    }
+}
