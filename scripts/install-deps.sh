@@ -40,3 +40,11 @@ if ! command -v prometheus >/dev/null 2>&1; then
 fi
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
+# iptables cuts and degrades Strait's network path inside a namespace of the chaos test's own
+# (tests/tests/chaos.rs, tests/src/netns.rs); iproute2's `ip` makes the namespace.
+if ! command -v iptables >/dev/null 2>&1 || ! command -v ip >/dev/null 2>&1; then
+  echo "install-deps: installing iptables iproute2"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends iptables iproute2
+fi

@@ -18,6 +18,11 @@
 //       reads every partition of the topic from its log start to its end offset and decodes
 //       each record with MM2's own classes (Checkpoint/Heartbeat/OffsetSync.deserializeRecord,
 //       Connect's JsonConverter for mm2-offsets.*); the kind is guessed from the name if absent.
+//   move-leaders <bootstrap> <shift> <topic>...
+//       moves the leadership of every partition of the topics with Kafka's Admin API, as an
+//       operator does: a reassignment to the same replicas in an order whose first (preferred)
+//       replica is another in-sync one (the shift-th after the leader), then a preferred leader
+//       election -> "CHECK leader topic=.. partition=.. before=.. after=.. election=.." lines.
 
 import java.lang.reflect.Method;
 import java.nio.charset.StandardCharsets;
@@ -31,7 +36,16 @@ import java.util.Set;
 import java.util.TreeMap;
 import java.util.TreeSet;
 
+import java.util.Collections;
+import java.util.Optional;
+
+import org.apache.kafka.clients.admin.Admin;
+import org.apache.kafka.clients.admin.NewPartitionReassignment;
+import org.apache.kafka.clients.admin.TopicDescription;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
+import org.apache.kafka.common.ElectionType;
+import org.apache.kafka.common.Node;
+import org.apache.kafka.common.TopicPartitionInfo;
 import org.apache.kafka.clients.consumer.KafkaConsumer;
 import org.apache.kafka.clients.consumer.OffsetAndMetadata;
 import org.apache.kafka.common.PartitionInfo;
@@ -83,6 +97,7 @@ public class Checker {
                         case "translate": status = translate(argv); break;
                         case "client": status = client(argv); break;
                         case "decode": status = decode(argv); break;
+                        case "move-leaders": status = moveLeaders(argv); break;
                         default:
                             System.err.println("unknown command " + argv[0]);
                             status = 2;
@@ -97,6 +112,59 @@ public class Checker {
             worst = Math.max(worst, status);
         }
         System.exit(worst);
+    }
+
+    static int moveLeaders(String[] args) throws Exception {
+        Map<String, Object> props = new HashMap<>();
+        props.put("bootstrap.servers", args[1]);
+        int shift = Math.max(1, Integer.parseInt(args[2]));
+        List<String> topics = Arrays.asList(args).subList(3, args.length);
+        try (Admin admin = Admin.create(props)) {
+            Map<String, TopicDescription> before = admin.describeTopics(topics).allTopicNames().get();
+            Map<TopicPartition, Optional<NewPartitionReassignment>> moves = new HashMap<>();
+            Map<TopicPartition, Integer> was = new HashMap<>();
+            for (TopicDescription d : before.values()) {
+                for (TopicPartitionInfo p : d.partitions()) {
+                    TopicPartition tp = new TopicPartition(d.name(), p.partition());
+                    int leader = p.leader() == null ? -1 : p.leader().id();
+                    List<Integer> isr = new ArrayList<>();
+                    for (Node n : p.isr()) if (n.id() != leader) isr.add(n.id());
+                    Collections.sort(isr);
+                    if (isr.isEmpty()) {
+                        out("leader topic=" + tp.topic() + " partition=" + tp.partition()
+                            + " before=" + leader + " after=" + leader + " election=no_other_in_sync_replica");
+                        continue;
+                    }
+                    int chosen = isr.get((shift - 1) % isr.size());
+                    List<Integer> order = new ArrayList<>();
+                    order.add(chosen);
+                    for (Node n : p.replicas()) if (n.id() != chosen) order.add(n.id());
+                    moves.put(tp, Optional.of(new NewPartitionReassignment(order)));
+                    was.put(tp, leader);
+                }
+            }
+            if (moves.isEmpty()) return 0;
+            admin.alterPartitionReassignments(moves).all().get();
+            long deadline = System.currentTimeMillis() + 60_000;
+            while (!admin.listPartitionReassignments(moves.keySet()).reassignments().get().isEmpty()) {
+                if (System.currentTimeMillis() > deadline) throw new IllegalStateException("reassignment not done in 60 s");
+                Thread.sleep(200);
+            }
+            Map<TopicPartition, Optional<Throwable>> elected =
+                admin.electLeaders(ElectionType.PREFERRED, moves.keySet()).partitions().get();
+            Map<String, TopicDescription> after = admin.describeTopics(topics).allTopicNames().get();
+            for (TopicDescription d : after.values()) {
+                for (TopicPartitionInfo p : d.partitions()) {
+                    TopicPartition tp = new TopicPartition(d.name(), p.partition());
+                    if (!was.containsKey(tp)) continue;
+                    Optional<Throwable> e = elected.getOrDefault(tp, Optional.empty());
+                    out("leader topic=" + tp.topic() + " partition=" + tp.partition()
+                        + " before=" + was.get(tp) + " after=" + (p.leader() == null ? -1 : p.leader().id())
+                        + " election=" + clean(e.map(t -> t.getClass().getSimpleName()).orElse("ok")));
+                }
+            }
+        }
+        return 0;
     }
 
     static int translate(String[] args) throws Exception {

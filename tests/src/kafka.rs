@@ -739,6 +739,9 @@ pub struct KafkaListener {
     pub reauth: Option<Duration>,
     /// Further settings of this listener, written as `listener.name.<name>.<key>=<value>`.
     pub properties: Vec<(String, String)>,
+    /// The address it binds to and advertises (`127.0.0.1` when `None`), e.g. the host side
+    /// of a [`crate::netns::NetNs`] veth pair, so that a process in that namespace reaches it.
+    pub host: Option<String>,
 }
 
 impl From<SecurityProtocol> for KafkaListener {
@@ -759,7 +762,19 @@ impl KafkaListener {
             sasl_mechanisms: None,
             reauth: None,
             properties: Vec::new(),
+            host: None,
         }
+    }
+
+    /// Binds and advertises the listener on `host` instead of `127.0.0.1`.
+    pub fn host(mut self, host: &str) -> KafkaListener {
+        self.host = Some(host.to_string());
+        self
+    }
+
+    /// The address the listener binds to and advertises.
+    fn host_or_loopback(&self) -> &str {
+        self.host.as_deref().unwrap_or("127.0.0.1")
     }
 
     /// Renames the listener (for several listeners of one protocol), e.g. `SSL_EXPIRED`.
@@ -1227,7 +1242,40 @@ impl KafkaCluster {
                     .collect::<String>()
             );
         };
-        format!("127.0.0.1:{}", self.nodes[i].listener_ports[at])
+        format!(
+            "{}:{}",
+            self.listeners[at].host_or_loopback(),
+            self.nodes[i].listener_ports[at]
+        )
+    }
+
+    /// The port of broker `i`'s listener named `name` (or `PLAINTEXT`).
+    pub fn listener_port(&self, i: usize, name: &str) -> u16 {
+        let addr = self.listener_addr(i, name);
+        addr.rsplit_once(':')
+            .and_then(|(_, p)| p.parse().ok())
+            .expect("host:port")
+    }
+
+    /// Runs one of Kafka's command-line tools (`class`, e.g.
+    /// `org.apache.kafka.tools.LeaderElectionCommand`) with `args` against this cluster's
+    /// `PLAINTEXT` listener (pass `{bootstrap}` where the tool wants the bootstrap address) and
+    /// returns its exit status and output.
+    pub fn run_tool(&self, class: &str, args: &[&str]) -> (ExitStatus, String) {
+        let bootstrap = self.bootstrap();
+        let mut cmd = java_command(256, self.cds.clone(), Some(&self.log4j));
+        cmd.arg(class);
+        for a in args {
+            cmd.arg(a.replace("{bootstrap}", &bootstrap));
+        }
+        let out = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap_or_else(|e| panic!("run {class}: {e}"));
+        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&out.stderr));
+        (out.status, text)
     }
 
     /// The extra listeners (as given in [`KafkaOptions::listeners`]).
@@ -1350,7 +1398,7 @@ fn server_properties(
     );
     let mut protocol_map = "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT".to_string();
     for (l, port) in options.listeners.iter().zip(&node.listener_ports) {
-        listeners.push_str(&format!(",{}://127.0.0.1:{port}", l.name));
+        listeners.push_str(&format!(",{}://{}:{port}", l.name, l.host_or_loopback()));
         protocol_map.push_str(&format!(",{}:{}", l.name, l.protocol.name()));
     }
     let mut s = format!(

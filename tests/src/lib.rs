@@ -21,6 +21,7 @@
 pub mod http;
 pub mod kafka;
 pub mod mock;
+pub mod netns;
 pub mod reference;
 pub mod secure;
 pub mod strait;

@@ -718,3 +718,42 @@ pub fn commit_offsets(bootstrap: &str, group: &str, offsets: &[(&str, i32, i64)]
         }
     }
 }
+
+/// Every committed record of `topic`/`partition` (`isolation.level=read_committed`: aborted
+/// records and transaction markers left out) from its log start to its end, read until
+/// librdkafka reports the partition's end (the last stable offset: call it once no
+/// transaction is open). Fails the test after `timeout`.
+pub fn consume_committed(
+    bootstrap: &str,
+    topic: &str,
+    partition: i32,
+    timeout: Duration,
+) -> Vec<RefRecord> {
+    let consumer: BaseConsumer = base_config(bootstrap)
+        .set("group.id", crate::unique("ref-reader"))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("create reference consumer");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, rdkafka::Offset::Beginning)
+        .expect("tpl");
+    consumer.assign(&tpl).expect("assign");
+    let deadline = std::time::Instant::now() + timeout;
+    let mut out = Vec::new();
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "read_committed {topic}/{partition}: {} records and no end within {timeout:?}",
+            out.len()
+        );
+        match consumer.poll(Duration::from_millis(100)) {
+            None => {}
+            Some(Err(KafkaError::PartitionEOF(_))) => return out,
+            Some(Err(e)) => panic!("reference consume {topic}/{partition}: {e}"),
+            Some(Ok(m)) => out.push(ref_record(&m)),
+        }
+    }
+}

@@ -71,11 +71,31 @@ impl StraitProcess {
         dir: &std::path::Path,
         env: &[(&str, &str)],
     ) -> StraitProcess {
+        StraitProcess::start_wrapped(&[], file_name, config_text, dir, env)
+    }
+
+    /// [`StraitProcess::start_with`] run through a command prefix, e.g.
+    /// [`crate::netns::NetNs::exec_prefix`] (which execs, so the child is Strait itself).
+    pub fn start_wrapped(
+        prefix: &[String],
+        file_name: &str,
+        config_text: &str,
+        dir: &std::path::Path,
+        env: &[(&str, &str)],
+    ) -> StraitProcess {
         let cfg = dir.join(file_name);
         std::fs::write(&cfg, config_text).expect("write config");
         let log = dir.join(format!("strait-{}.log", crate::unique("run")));
         let f = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(strait_binary())
+        let mut cmd = match prefix.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(strait_binary());
+                c
+            }
+            None => Command::new(strait_binary()),
+        };
+        let child = cmd
             .args(["run", "--config"])
             .arg(&cfg)
             .env(
@@ -108,6 +128,16 @@ impl StraitProcess {
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
+    }
+
+    /// The process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Where its output goes.
+    pub fn log_path(&self) -> &std::path::Path {
+        &self.log
     }
 
     /// The process's log so far.
