@@ -802,18 +802,25 @@ impl Fetcher {
                 }
                 match p.error {
                     None => {
-                        match complete_end(&p.records)? {
-                            Some(next) if next > p.fetch_offset && p.fetch_offset >= 0 => {
+                        match complete_end(&p.records) {
+                            // Records this client cannot frame (an old magic, a corrupt
+                            // length) are the reader's to judge for this partition alone: they
+                            // are returned and the position stays, so the rest of the round is
+                            // not lost with them.
+                            Err(e) => {
+                                debug!(topic = %p.topic, partition = p.partition, offset = p.fetch_offset, error = %e, "fetched records do not frame; returned, position kept");
+                            }
+                            Ok(Some(next)) if next > p.fetch_offset && p.fetch_offset >= 0 => {
                                 round.advances.push((
                                     (p.topic.clone(), p.partition),
                                     p.fetch_offset,
                                     next,
                                 ));
                             }
-                            _ if had_records_available(&p, config.isolation) => {
+                            Ok(_) if had_records_available(&p, config.isolation) => {
                                 waited.insert((p.topic.clone(), p.partition));
                             }
-                            _ => {}
+                            Ok(_) => {}
                         }
                         out.push(p);
                     }

@@ -801,3 +801,34 @@ async fn an_answer_for_a_partition_moved_meanwhile_is_dropped() {
     let asked: Vec<i64> = second.fetches().iter().map(|r| r[0].2).collect();
     assert_eq!(asked, vec![0, 30]);
 }
+
+/// Records of one partition that do not frame (an old message format here, magic 1) do not
+/// fail the poll: they are returned for the reader to judge, that partition's position stays,
+/// and the other partition's records come through and advance. Before, the whole poll failed,
+/// and with it every partition of the replicator.
+#[tokio::test]
+async fn records_that_do_not_frame_stay_with_their_partition() {
+    let broker = Broker::start(&[("t", 2)]).await;
+    broker.on_fetch(|_, p, offset, _| {
+        if p == 0 {
+            let mut old = batch(offset).to_vec();
+            old[16] = 1; // magic
+            partition_data(p, 100, Bytes::from(old))
+        } else {
+            data(p, offset)
+        }
+    });
+    let mut f = Fetcher::new(
+        broker.cluster().await,
+        config(OffsetReset::Earliest, IsolationLevel::ReadUncommitted),
+    );
+    f.assign("t", 0, 0);
+    f.assign("t", 1, 0);
+    let got = f.poll().await.expect("the poll succeeds");
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(got
+        .iter()
+        .any(|p| p.partition == 0 && !p.records.is_empty()));
+    assert_eq!(f.position("t", 0), Some(0));
+    assert_eq!(f.position("t", 1), Some(3));
+}

@@ -132,6 +132,12 @@ pub fn plan(
     let mut position = position;
     for batch in split_batches(records) {
         let batch = batch?;
+        // Kafka's consumers check every batch's CRC (`check.crcs`); so does Strait, before a
+        // batch is forwarded, rebuilt (which would give corrupt records a fresh, valid CRC) or
+        // read for its transaction markers. A corrupt batch stops its partition.
+        if batch.next_offset() > position {
+            batch.verify_crc()?;
+        }
         if batch.next_offset() <= position {
             if batch.is_control() {
                 tracker.on_control(&batch, batch.control_type()?);
@@ -391,6 +397,55 @@ mod tests {
             .unwrap()
             .map(|r| String::from_utf8(r.unwrap().value.unwrap().to_vec()).unwrap())
             .collect()
+    }
+
+    /// A batch whose bytes changed after its CRC was computed (one record byte flipped) is
+    /// refused whatever would happen to it: forwarded as is, rebuilt (a resume inside it, or
+    /// offset gaps), or read as a transaction marker; a corrupt batch already behind the
+    /// position is not looked at.
+    #[test]
+    fn corrupt_batches_are_refused_before_forwarding_or_rebuilding() {
+        let corrupt = |b: &RecordBatch| {
+            let mut bytes = BytesMut::from(b.as_bytes().as_ref());
+            let last = bytes.len() - 1;
+            bytes[last] ^= 0x01;
+            bytes.freeze()
+        };
+        let limits = DecodeLimits::default();
+        let plain = batch(0, 3, -1, false, Compression::None);
+        let mark = marker(0, 7, ControlType::Abort);
+        for (what, bytes, position) in [
+            ("forwarded", corrupt(&plain), 0),
+            ("rebuilt from inside", corrupt(&plain), 1),
+            ("a marker", corrupt(&mark), 0),
+        ] {
+            match plan(
+                bytes,
+                position,
+                vec![],
+                IsolationLevel::ReadCommitted,
+                &limits,
+            ) {
+                Err(RecordError::CrcMismatch { base_offset: 0, .. }) => {}
+                other => panic!("{what}: {other:?}"),
+            }
+        }
+        let behind = corrupt(&plain);
+        let next = batch(3, 2, -1, false, Compression::None);
+        let mut both = BytesMut::from(behind.as_ref());
+        both.extend_from_slice(next.as_bytes());
+        let steps = plan(
+            both.freeze(),
+            3,
+            vec![],
+            IsolationLevel::ReadCommitted,
+            &limits,
+        )
+        .unwrap();
+        assert!(
+            matches!(&steps[..], [Step::Forward { next: 5, .. }]),
+            "{steps:?}"
+        );
     }
 
     #[test]
