@@ -37,6 +37,7 @@ use tracing::{debug, warn};
 use crate::cluster::{BrokerInfo, Cluster, ConnKind};
 use crate::error::{Error, ResponseError, Result};
 use crate::record::split_batches;
+use crate::retry::{Backoff, RetryPolicy};
 
 /// Isolation level of fetches and ListOffsets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -448,6 +449,8 @@ pub struct Fetcher {
     /// Answers taken from finished fetches and not yet applied (a poll dropped after taking
     /// them leaves them here for the next one).
     answered: Vec<(BrokerRequest, Result<Vec<FetchedPartition>>)>,
+    /// Brokers whose last Fetch failed: their backoff, and when they may be asked again.
+    backoff: HashMap<i32, (Backoff, std::time::Instant)>,
 }
 
 /// A Fetch running as a task of its own.
@@ -484,6 +487,20 @@ struct RoundUpdate {
     out_of_range: Vec<OutOfRange>,
     /// `(broker id, index in order)` where that broker's next request starts.
     cursors: Vec<(i32, usize)>,
+    /// `(broker id, whether its Fetch succeeded)`: a failure backs that broker off.
+    outcomes: Vec<(i32, bool)>,
+}
+
+/// How long a broker whose Fetch failed (refused connection, timeout) waits before the next
+/// one: 50 ms doubling to 1 s, with jitter, for as long as it keeps failing. Without it a broker
+/// that refuses connections at once was asked again in a tight loop, since the other brokers'
+/// answers no longer pace the rounds.
+fn broker_retry_policy() -> RetryPolicy {
+    RetryPolicy {
+        min_backoff: Duration::from_millis(50),
+        max_backoff: Duration::from_secs(1),
+        max_elapsed: Duration::from_secs(u64::from(u32::MAX)),
+    }
 }
 
 /// The offset after the last complete batch in `records` (`None`: no complete batch).
@@ -569,6 +586,7 @@ impl Fetcher {
             out_of_range: Vec::new(),
             inflight: Vec::new(),
             answered: Vec::new(),
+            backoff: HashMap::new(),
         }
     }
 
@@ -641,6 +659,7 @@ impl Fetcher {
         let mut by_broker: HashMap<i32, usize> = HashMap::new();
         let mut missing = false;
         let mut throttled: Option<Duration> = None;
+        let now = std::time::Instant::now();
         let busy_brokers: HashSet<i32> =
             self.inflight.iter().map(|f| f.request.broker.id).collect();
         let busy: HashSet<(&str, i32)> = self
@@ -672,6 +691,13 @@ impl Fetcher {
             }
             if busy_brokers.contains(&leader.id) {
                 continue;
+            }
+            if let Some((_, at)) = self.backoff.get(&leader.id) {
+                let wait = at.saturating_duration_since(now);
+                if !wait.is_zero() {
+                    throttled = Some(throttled.map_or(wait, |t| t.min(wait)));
+                    continue;
+                }
             }
             let i = *by_broker.entry(leader.id).or_insert_with(|| {
                 requests.push(BrokerRequest {
@@ -788,10 +814,12 @@ impl Fetcher {
                 Err(e) if e.is_retriable() => {
                     debug!(broker = %broker.addr(), error = %e, "fetch failed, will retry");
                     refresh |= e.needs_metadata_refresh();
+                    round.outcomes.push((broker.id, false));
                     continue;
                 }
                 Err(e) => return Err(e),
             };
+            round.outcomes.push((broker.id, true));
             let mut waited: HashSet<Key> = HashSet::new();
             for p in parts {
                 // Sent before a seek, unassign or pause of its partition: not used.
@@ -974,6 +1002,18 @@ impl Fetcher {
                     self.paused.insert(key);
                     warn!(topic = %r.topic, partition = r.partition, offset = r.fetch_offset, log_start = r.log_start_offset, high_watermark = r.high_watermark, "offset out of range, {}: partition paused, position kept", r.kind);
                 }
+            }
+        }
+        let now = std::time::Instant::now();
+        for (broker, ok) in round.outcomes {
+            if ok {
+                self.backoff.remove(&broker);
+            } else {
+                let (b, at) = self
+                    .backoff
+                    .entry(broker)
+                    .or_insert_with(|| (Backoff::new(&broker_retry_policy(), now), now));
+                *at = now + b.next_delay(now).unwrap_or(Duration::from_secs(1));
             }
         }
         self.cursors.extend(round.cursors);

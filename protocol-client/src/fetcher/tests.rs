@@ -832,3 +832,57 @@ async fn records_that_do_not_frame_stay_with_their_partition() {
     assert_eq!(f.position("t", 0), Some(0));
     assert_eq!(f.position("t", 1), Some(3));
 }
+
+/// A broker that refuses every connection at once is asked again only after a backoff (50 ms
+/// doubling to 1 s), not in a tight loop, while the other broker's partition keeps flowing.
+#[tokio::test]
+async fn a_refusing_broker_is_retried_with_backoff() {
+    let (first, _second) = two_brokers().await;
+    // Broker 1 is now a port that accepts and closes every connection, counting them.
+    let closer = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let closer_port = closer.local_addr().unwrap().port() as i32;
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = closer.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            drop(s);
+        }
+    });
+    {
+        let first_port = first
+            .addr
+            .rsplit_once(':')
+            .unwrap()
+            .1
+            .parse::<i32>()
+            .unwrap();
+        let mut s = first.script.lock().unwrap();
+        s.brokers = vec![(0, first_port), (1, closer_port)];
+        s.fetch = Box::new(|_, p, offset, _| data(p, offset));
+        s.fetch_delay = Duration::from_millis(20);
+    }
+    let mut f = Fetcher::new(
+        first.cluster().await,
+        config(OffsetReset::Earliest, IsolationLevel::ReadUncommitted),
+    );
+    f.assign("t", 0, 0);
+    f.assign("t", 1, 0);
+    let until = tokio::time::Instant::now() + Duration::from_secs(2);
+    let mut polls = 0;
+    while tokio::time::Instant::now() < until {
+        f.poll().await.unwrap();
+        polls += 1;
+    }
+    let n = accepted.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        n >= 2,
+        "the refusing broker was tried again ({n} connections)"
+    );
+    assert!(
+        n <= 25,
+        "{n} connections in 2 s: no backoff ({polls} polls)"
+    );
+    assert!(f.position("t", 0).unwrap() >= 30, "t/0 kept flowing");
+    assert_eq!(f.position("t", 1), Some(0));
+}
