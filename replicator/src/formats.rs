@@ -705,6 +705,19 @@ impl OffsetMapRecord {
         Ok(v)
     }
 
+    /// The source partition a key names, when at least that much of it reads (version 0, any
+    /// kind): which partition's map an undecodable record belongs to.
+    pub fn key_partition(key: &[u8]) -> Option<(String, i32)> {
+        let mut k = Reader::new(key, Self::KEY);
+        if k.i16("version").ok()? != OFFSET_MAP_FORMAT_VERSION {
+            return None;
+        }
+        k.i8("kind").ok()?;
+        let topic = k.string("topic").ok()?;
+        let partition = k.i32("partition").ok()?;
+        Some((topic, partition))
+    }
+
     /// Decodes a record. Versions other than 0 are rejected: this is Strait's own format and
     /// a newer writer must not be misread by an older reader.
     pub fn decode(key: &[u8], value: Option<&[u8]>) -> Result<Self, FormatError> {

@@ -17,7 +17,7 @@ use protocol_client::fetcher::{
 };
 use protocol_client::record::{split_batches, DecodeLimits};
 use protocol_client::ResponseError;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::error::{Error, Result};
 use crate::formats::{OffsetMapRecord, OffsetSync, SourceProgress, SourceProgressKey};
@@ -64,15 +64,31 @@ pub async fn read_offset_maps(
         .into_iter()
         .chain([offset_map_topic(source_alias)]);
     let mut by_partition: HashMap<(String, i32), Vec<OffsetMapRecord>> = HashMap::new();
+    // A record that does not decode (written by someone else, or by a newer Strait) makes its
+    // partition's map unusable, not the whole run: that partition resumes from MM2 progress and
+    // the remote tail, as after any restore failure. One whose partition cannot be read from
+    // its key is skipped.
+    let mut unreadable: HashMap<(String, i32), String> = HashMap::new();
     for map_topic in topics {
         for r in read_to_end(cluster, alias, &map_topic).await? {
             let Some(key) = r.key else { continue };
-            let rec = OffsetMapRecord::decode(&key, r.value.as_deref()).map_err(|source| {
-                Error::Format {
-                    context: format!("{alias}:{map_topic} offset {}", r.offset),
-                    source,
+            let rec = match OffsetMapRecord::decode(&key, r.value.as_deref()) {
+                Ok(rec) => rec,
+                Err(e) => {
+                    let at = format!("{alias}:{map_topic} offset {}", r.offset);
+                    match OffsetMapRecord::key_partition(&key) {
+                        Some(tp) => {
+                            unreadable
+                                .entry(tp)
+                                .or_insert(format!("record at {at}: {e}"));
+                        }
+                        None => {
+                            warn!(record = %at, error = %e, "offset map record does not decode and names no partition; skipped")
+                        }
+                    }
+                    continue;
                 }
-            })?;
+            };
             let (t, p) = rec.topic_partition();
             by_partition
                 .entry((t.to_string(), p))
@@ -80,10 +96,14 @@ pub async fn read_offset_maps(
                 .push(rec);
         }
     }
-    Ok(by_partition
+    let mut maps: StoredMaps = by_partition
         .into_iter()
         .map(|(key, records)| (key, OffsetMap::restore(records, max_runs)))
-        .collect())
+        .collect();
+    for (key, why) in unreadable {
+        maps.insert(key, Err(OffsetMapError::Corrupt(why)));
+    }
+    Ok(maps)
 }
 
 /// MM2's source progress of flow `fc` (kept on its target `cluster`): per source partition the

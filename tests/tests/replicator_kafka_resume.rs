@@ -231,3 +231,73 @@ fn log_append_time_and_compressing_remote_topic_resumes_without_duplicates() {
 fn merged_batches_resume_without_duplicates() {
     crash_resume_with_rewritten_remote("resume-merged", &[], "none", true, "10");
 }
+
+/// The offset map topic holds records Strait cannot read: one whose key names `om/0` but whose
+/// value is of an unknown format version (a newer writer), and one that is not an offset map
+/// key at all. Strait still starts: `om/0`'s map is dropped with a warning and the partition
+/// resumes from MM2 progress and the remote tail (every record once), `om/1` keeps its map,
+/// and the foreign record is skipped with a warning. Before, the first undecodable record
+/// stopped every flow at every start.
+#[test]
+fn unreadable_offset_map_records_cost_only_their_partition() {
+    strait_binary();
+    let clusters = start_clusters("om-foreign", 2);
+    let (a, b) = (clusters[0].bootstrap(), clusters[1].bootstrap());
+    reference::create_topic(&a, "om", 2);
+    for p in 0..2 {
+        reference::produce(&a, "om", p, &numbered(p, 0, 100), &[]);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = mm2_properties(&a, &b, "");
+    let mut first = StraitProcess::start(&config, dir.path());
+    for p in 0..2 {
+        reference::consume(&b, "A.om", p, 0, 100, Duration::from_secs(60));
+    }
+    let status = first.terminate(Duration::from_secs(60)).expect("exits");
+    assert!(status.success(), "{}", first.log());
+
+    // Key: version 0, kind 0 (head), topic "om", partition 0; value: version 7.
+    let mut key = vec![0, 0, 0];
+    key.extend_from_slice(&(2i16).to_be_bytes());
+    key.extend_from_slice(b"om");
+    key.extend_from_slice(&0i32.to_be_bytes());
+    let mut value = 7i16.to_be_bytes().to_vec();
+    value.extend_from_slice(&[0; 24]);
+    reference::produce(
+        &b,
+        "mm2-offset-map.A.internal",
+        0,
+        &[
+            Outgoing::kv(key, value),
+            Outgoing::kv(b"not an offset map key".to_vec(), b"x".to_vec()),
+        ],
+        &[],
+    );
+    for p in 0..2 {
+        reference::produce(&a, "om", p, &numbered(p, 100, 150), &[]);
+    }
+    let mut second = StraitProcess::start(&config, dir.path());
+    for p in 0..2 {
+        let got = reference::consume(&b, "A.om", p, 0, 150, Duration::from_secs(60));
+        let want: Vec<String> = (0..150).map(|i| format!("v{i}")).collect();
+        assert_eq!(values(&got), want, "partition {p}\n{}", second.log());
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    for p in 0..2 {
+        let high = reference::watermarks(&b, "A.om", p).1;
+        assert_eq!(
+            high,
+            150,
+            "partition {p}: nothing written twice\n{}",
+            second.log()
+        );
+    }
+    let status = second.terminate(Duration::from_secs(60)).expect("exits");
+    let log = second.log();
+    assert!(status.success(), "{log}");
+    assert!(
+        log.contains("stored offset map unusable") && log.contains("partition=0"),
+        "{log}"
+    );
+    assert!(log.contains("names no partition; skipped"), "{log}");
+}

@@ -45,7 +45,9 @@
 
 mod build;
 pub mod client;
-mod properties;
+/// Exposed for the fuzz targets only (`fuzz/fuzz_targets/mm2_properties.rs`).
+#[doc(hidden)]
+pub mod properties;
 pub mod providers;
 mod strimzi;
 

@@ -11,17 +11,17 @@
 
 /// One `key = value` pair with the 1-based line where its logical line starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct PropertyLine {
-    pub(crate) key: String,
-    pub(crate) value: String,
-    pub(crate) line: usize,
+pub struct PropertyLine {
+    pub key: String,
+    pub value: String,
+    pub line: usize,
 }
 
 /// A syntax error at a 1-based line.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct SyntaxError {
-    pub(crate) line: usize,
-    pub(crate) message: String,
+pub struct SyntaxError {
+    pub line: usize,
+    pub message: String,
 }
 
 fn is_blank(c: char) -> bool {
@@ -64,7 +64,7 @@ fn ends_with_odd_backslashes(s: &str) -> bool {
 }
 
 /// Parses properties text; duplicate keys are all returned, in order.
-pub(crate) fn parse(text: &str) -> Result<Vec<PropertyLine>, SyntaxError> {
+pub fn parse(text: &str) -> Result<Vec<PropertyLine>, SyntaxError> {
     let lines = natural_lines(text);
     let mut out = Vec::new();
     let mut idx = 0;

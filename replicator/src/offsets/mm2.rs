@@ -195,9 +195,11 @@ pub fn conservative_below(map: &OffsetMap, syncs: &[SyncPoint], upstream: i64) -
     };
     let mut believed: Vec<SyncPoint> = Vec::new();
     for s in syncs.iter().filter(|s| s.upstream < start) {
+        // Exact in i128: syncs read back may hold any i64.
         let consistent = s.upstream <= newer.upstream
             && s.downstream <= newer.downstream
-            && newer.downstream - s.downstream <= newer.upstream - s.upstream;
+            && i128::from(newer.downstream) - i128::from(s.downstream)
+                <= i128::from(newer.upstream) - i128::from(s.upstream);
         if !consistent {
             break;
         }
@@ -215,7 +217,9 @@ fn translate_with(sync: SyncPoint, upstream: i64) -> Mm2Translation {
         return Mm2Translation::TooOld;
     }
     let step = if upstream == sync.upstream { 0 } else { 1 };
-    Mm2Translation::Offset(sync.downstream + step)
+    // Java's wrapping `long` addition: a sync at `i64::MAX` gives a negative offset, which
+    // checkpointing drops as untranslatable.
+    Mm2Translation::Offset(sync.downstream.wrapping_add(step))
 }
 
 /// `updateSyncArray`: puts `new` in slot 0 and moves older syncs down only as far as the
@@ -497,5 +501,41 @@ mod tests {
             downstream: 500,
         }];
         assert_eq!(conservative_below(&map, &edge, 495), Some(500));
+    }
+
+    /// Syncs are read from a topic and may hold any `i64` (found by `fuzz/mm2_records`): a
+    /// sync far below the map in downstream or upstream offsets overflowed the consistency
+    /// check (`newer - older`), a panic with overflow checks, and a wrong answer without them
+    /// (the wrapped difference made the sync look consistent).
+    #[test]
+    fn conservative_below_with_extreme_syncs() {
+        let map = OffsetMap::starting_at(500, Some(300), 16).unwrap();
+        let far_below_downstream = [SyncPoint {
+            upstream: 100,
+            downstream: i64::MIN,
+        }];
+        assert_eq!(conservative_below(&map, &far_below_downstream, 200), None);
+        let far_below_upstream = [SyncPoint {
+            upstream: i64::MIN,
+            downstream: 0,
+        }];
+        assert_eq!(conservative_below(&map, &far_below_upstream, -1), Some(1));
+    }
+
+    /// A sync at the largest downstream offset translates a later upstream offset as MM2's
+    /// `long` arithmetic does (wrapping to a negative offset, which checkpointing drops) instead
+    /// of overflowing (seen while writing `fuzz/mm2_records`, whose sync logs reach it).
+    #[test]
+    fn translate_past_a_sync_at_the_largest_offset() {
+        let tp = TopicPartition::new("t", 0);
+        let mut s = Mm2OffsetSyncStore::new();
+        s.handle(&sync(10, i64::MAX));
+        s.mark_read_to_end();
+        assert_eq!(s.translate(&tp, 10), Mm2Translation::Offset(i64::MAX));
+        assert_eq!(s.translate(&tp, 11), Mm2Translation::Offset(i64::MIN));
+        assert_eq!(
+            translate_over(&s.syncs(&tp), 11),
+            Mm2Translation::Offset(i64::MIN)
+        );
     }
 }
