@@ -32,7 +32,7 @@ use kafka_protocol::messages::list_offsets_request::{
 };
 use kafka_protocol::messages::{ApiKey, BrokerId, TopicName};
 use kafka_protocol::protocol::StrBytes;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::cluster::{BrokerInfo, Cluster, ConnKind};
 use crate::error::{Error, ResponseError, Result};
@@ -487,8 +487,8 @@ struct RoundUpdate {
     out_of_range: Vec<OutOfRange>,
     /// `(broker id, index in order)` where that broker's next request starts.
     cursors: Vec<(i32, usize)>,
-    /// `(broker id, whether its Fetch succeeded)`: a failure backs that broker off.
-    outcomes: Vec<(i32, bool)>,
+    /// `(broker id, address, the error if its Fetch failed)`: a failure backs that broker off.
+    outcomes: Vec<(i32, String, Option<String>)>,
 }
 
 /// How long a broker whose Fetch failed (refused connection, timeout) waits before the next
@@ -814,12 +814,14 @@ impl Fetcher {
                 Err(e) if e.is_retriable() => {
                     debug!(broker = %broker.addr(), error = %e, "fetch failed, will retry");
                     refresh |= e.needs_metadata_refresh();
-                    round.outcomes.push((broker.id, false));
+                    round
+                        .outcomes
+                        .push((broker.id, broker.addr(), Some(e.to_string())));
                     continue;
                 }
                 Err(e) => return Err(e),
             };
-            round.outcomes.push((broker.id, true));
+            round.outcomes.push((broker.id, broker.addr(), None));
             let mut waited: HashSet<Key> = HashSet::new();
             for p in parts {
                 // Sent before a seek, unassign or pause of its partition: not used.
@@ -1005,15 +1007,22 @@ impl Fetcher {
             }
         }
         let now = std::time::Instant::now();
-        for (broker, ok) in round.outcomes {
-            if ok {
-                self.backoff.remove(&broker);
-            } else {
-                let (b, at) = self
-                    .backoff
-                    .entry(broker)
-                    .or_insert_with(|| (Backoff::new(&broker_retry_policy(), now), now));
-                *at = now + b.next_delay(now).unwrap_or(Duration::from_secs(1));
+        // Said once when a broker starts failing and once when it answers again; the retries
+        // between are debug lines.
+        for (broker, addr, failure) in round.outcomes {
+            match failure {
+                None => {
+                    if let Some((b, _)) = self.backoff.remove(&broker) {
+                        info!(broker = %addr, failed_for_ms = b.elapsed(now).as_millis() as u64, attempts = b.attempts(), "fetches from the broker answer again");
+                    }
+                }
+                Some(error) => {
+                    let (b, at) = self.backoff.entry(broker).or_insert_with(|| {
+                        warn!(broker = %addr, %error, "fetch from the broker failed; its partitions wait, the others go on; retrying with backoff");
+                        (Backoff::new(&broker_retry_policy(), now), now)
+                    });
+                    *at = now + b.next_delay(now).unwrap_or(Duration::from_secs(1));
+                }
             }
         }
         self.cursors.extend(round.cursors);
