@@ -22,7 +22,9 @@
 //!
 //! Sized for CI by default (600 records/s while the faults last, 2 rounds); the longer run:
 //! `STRAIT_CHAOS_RATE=1500 STRAIT_CHAOS_ROUNDS=4 cargo test
-//! -p strait-tests --test chaos -- --nocapture`.
+//! -p strait-tests --test chaos -- --nocapture`. `STRAIT_CHAOS_ONLY=cut,loss` runs only the
+//! fault kinds whose names contain one of those words; `STRAIT_CHAOS_SEED` repeats a run's
+//! random points.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -395,6 +397,21 @@ impl Mirror {
     }
 }
 
+impl Drop for Mirror {
+    /// Strait's logs outlive the test: copied under `target/test-logs/chaos-<pid>/`.
+    fn drop(&mut self) {
+        let dir = strait_tests::log_dir().join(format!("chaos-{}", std::process::id()));
+        if std::fs::create_dir_all(&dir).is_ok() {
+            for l in &self.logs {
+                if let Some(name) = l.file_name() {
+                    let _ = std::fs::copy(l, dir.join(name));
+                }
+            }
+            eprintln!("chaos: Strait's logs are in {}", dir.display());
+        }
+    }
+}
+
 fn tail(s: &str, n: usize) -> String {
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
@@ -537,6 +554,11 @@ fn chaos_on_three_broker_clusters_loses_and_duplicates_nothing() {
     );
     // Built before anything starts, so the workload and the faults meet a running mirror.
     let _ = strait_tests::strait::strait_binary();
+    // `STRAIT_CHAOS_ONLY=cut,loss`: only the fault kinds whose names contain one of these.
+    let only: Vec<String> = std::env::var("STRAIT_CHAOS_ONLY")
+        .map(|v| v.split(',').map(str::to_owned).collect())
+        .unwrap_or_default();
+    let wanted = |kind: &str| only.is_empty() || only.iter().any(|o| kind.contains(o.as_str()));
     let mut rng = Rng(seed);
     let test_start = Instant::now();
 
@@ -647,6 +669,9 @@ fn chaos_on_three_broker_clusters_loses_and_duplicates_nothing() {
             } else {
                 "kill -9 target broker"
             };
+            if !wanted(kind) {
+                continue;
+            }
             let before = log_counts(&mirror.all_logs());
             let i = (round as usize + usize::from(which == "target")) % 3;
             eprintln!("chaos: round {round}: {kind} {}", cluster.broker_id(i));
@@ -662,6 +687,9 @@ fn chaos_on_three_broker_clusters_loses_and_duplicates_nothing() {
             } else {
                 "leader moves on target"
             };
+            if !wanted(kind) {
+                continue;
+            }
             let before = log_counts(&mirror.all_logs());
             let topics: Vec<String> = TOPICS
                 .iter()
@@ -689,6 +717,9 @@ fn chaos_on_three_broker_clusters_loses_and_duplicates_nothing() {
             } else {
                 "path to a target broker cut 12 s"
             };
+            if !wanted(kind) {
+                continue;
+            }
             let before = log_counts(&mirror.all_logs());
             let i = (round as usize + 1) % 3;
             let port = cluster.listener_port(i, LISTENER);
@@ -703,6 +734,9 @@ fn chaos_on_three_broker_clusters_loses_and_duplicates_nothing() {
             record(kind, &mut mirror, before, &b, String::new());
         }
         let kind = "5% packet loss 15 s";
+        if !wanted(kind) {
+            continue;
+        }
         let before = log_counts(&mirror.all_logs());
         mirror.ns.lose_packets(0.05).expect("loss");
         std::thread::sleep(Duration::from_secs(15));
@@ -710,6 +744,11 @@ fn chaos_on_three_broker_clusters_loses_and_duplicates_nothing() {
         record(kind, &mut mirror, before, &b, String::new());
     }
     let mut kills_before = None;
+    let (kills, terms) = if wanted("kill -9 Strait") {
+        (kills, 3)
+    } else {
+        (0, 0)
+    };
     for k in 0..kills {
         let kind = "kill -9 Strait";
         let before = *kills_before.get_or_insert_with(|| log_counts(&mirror.all_logs()));
@@ -724,7 +763,7 @@ fn chaos_on_three_broker_clusters_loses_and_duplicates_nothing() {
             kills_before = None;
         }
     }
-    for _ in 0..3 {
+    for _ in 0..terms {
         let kind = "SIGTERM Strait";
         let before = log_counts(&mirror.all_logs());
         std::thread::sleep(rng.millis(1_000, 4_000));
