@@ -114,10 +114,15 @@ pub async fn read_progress(
     fc: &crate::config::FlowConfig,
 ) -> Result<HashMap<(String, i32), i64>> {
     let mut progress = HashMap::new();
+    let mut skipped = Skipped::default();
     for r in read_to_end(cluster, &fc.target, &fc.offset_storage_topic).await? {
         let Some(key) = r.key else { continue };
-        let Ok(k) = SourceProgressKey::decode(&key) else {
-            continue;
+        let k = match SourceProgressKey::decode(&key) {
+            Ok(k) => k,
+            Err(e) => {
+                skipped.add(r.offset, &e);
+                continue;
+            }
         };
         if k.cluster != fc.source || k.connector != fc.progress_connector {
             continue;
@@ -129,9 +134,10 @@ pub async fn read_progress(
             Ok(None) => {
                 progress.remove(&(k.topic, k.partition));
             }
-            Err(_) => {}
+            Err(e) => skipped.add(r.offset, &e),
         }
     }
+    skipped.warn(&fc.target, &fc.offset_storage_topic);
     Ok(progress)
 }
 
@@ -142,11 +148,42 @@ pub async fn read_offset_syncs(
     alias: &str,
     topic: &str,
 ) -> Result<Vec<OffsetSync>> {
-    Ok(read_to_end(cluster, alias, topic)
+    let mut skipped = Skipped::default();
+    let syncs = read_to_end(cluster, alias, topic)
         .await?
         .into_iter()
-        .filter_map(|r| OffsetSync::decode(&r.key?, r.value.as_deref()).ok())
-        .collect())
+        .filter_map(|r| {
+            OffsetSync::decode(&r.key?, r.value.as_deref())
+                .map_err(|e| skipped.add(r.offset, &e))
+                .ok()
+        })
+        .collect();
+    skipped.warn(alias, topic);
+    Ok(syncs)
+}
+
+/// Records of an internal topic that did not decode (written by someone else): skipped, and
+/// said once per read with how many and the first.
+#[derive(Debug, Default)]
+pub struct Skipped {
+    count: u64,
+    first: Option<(i64, String)>,
+}
+
+impl Skipped {
+    /// One more record at `offset` that did not decode.
+    pub fn add(&mut self, offset: i64, error: &dyn std::fmt::Display) {
+        self.count += 1;
+        self.first
+            .get_or_insert_with(|| (offset, error.to_string()));
+    }
+
+    /// Logs a warning naming `alias:topic` if anything was skipped.
+    pub fn warn(&self, alias: &str, topic: &str) {
+        if let Some((offset, error)) = &self.first {
+            warn!(cluster = %alias, %topic, skipped = self.count, first_offset = offset, first_error = %error, "records that do not decode were skipped");
+        }
+    }
 }
 
 /// Creates `topic` as a compacted topic unless it exists.

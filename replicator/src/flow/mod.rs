@@ -805,14 +805,17 @@ impl Flow {
         let progress = internal::read_progress(&self.target, c).await?;
         if c.emit_checkpoints {
             let mut cs = CheckpointState::new();
+            let mut skipped = internal::Skipped::default();
             for r in internal::read_to_end(&self.target, &c.target, &c.checkpoints_topic()).await? {
                 let (Some(key), Some(value)) = (r.key, r.value) else {
                     continue;
                 };
-                if let Ok(cp) = Checkpoint::decode(&key, Some(&value)) {
-                    cs.load(cp);
+                match Checkpoint::decode(&key, Some(&value)) {
+                    Ok(cp) => cs.load(cp),
+                    Err(e) => skipped.add(r.offset, &e),
                 }
             }
+            skipped.warn(&c.target, &c.checkpoints_topic());
             *self.checkpoints.lock().unwrap_or_else(|p| p.into_inner()) = cs;
         }
         Ok((maps, progress))
