@@ -451,6 +451,8 @@ pub struct Fetcher {
     answered: Vec<(BrokerRequest, Result<Vec<FetchedPartition>>)>,
     /// Brokers whose last Fetch failed: their backoff, and when they may be asked again.
     backoff: HashMap<i32, (Backoff, std::time::Instant)>,
+    /// A metadata refresh running in the background.
+    refreshing: Option<tokio::task::JoinHandle<Result<()>>>,
 }
 
 /// A Fetch running as a task of its own.
@@ -464,6 +466,9 @@ impl Drop for Fetcher {
     fn drop(&mut self) {
         for f in &self.inflight {
             f.task.abort();
+        }
+        if let Some(h) = &self.refreshing {
+            h.abort();
         }
     }
 }
@@ -587,6 +592,7 @@ impl Fetcher {
             inflight: Vec::new(),
             answered: Vec::new(),
             backoff: HashMap::new(),
+            refreshing: None,
         }
     }
 
@@ -740,23 +746,15 @@ impl Fetcher {
     /// in one synchronous step after its last `.await`, right before it returns `Ok`. So it
     /// may be raced in a `select!` against timers.
     pub async fn poll(&mut self) -> Result<Vec<FetchedPartition>> {
+        self.refresh_outcome()?;
         let (requests, missing, throttled) = self.build_requests();
-        let mut refresh_failed = false;
         if missing {
-            if let Err(e) = self.cluster.refresh_metadata().await {
-                if !e.is_retriable() {
-                    return Err(e);
-                }
-                debug!(error = %e, "metadata refresh failed, will retry");
-                refresh_failed = true;
-            }
+            self.refresh_in_background();
         }
         if requests.is_empty() && self.inflight.is_empty() && self.answered.is_empty() {
-            if !missing || refresh_failed {
-                let idle = self.config.max_wait.min(Duration::from_millis(100));
-                // A throttling broker is asked again as soon as its throttle ends.
-                tokio::time::sleep(throttled.map_or(idle, |t| t.min(self.config.max_wait))).await;
-            }
+            let idle = self.config.max_wait.min(Duration::from_millis(100));
+            // A throttling broker is asked again as soon as its throttle ends.
+            tokio::time::sleep(throttled.map_or(idle, |t| t.min(self.config.max_wait))).await;
             return Ok(Vec::new());
         }
         // Send: one task per broker, which a dropped poll does not cancel.
@@ -881,17 +879,47 @@ impl Fetcher {
             refresh |= again;
         }
         if refresh {
-            if let Err(e) = self.cluster.refresh_metadata().await {
-                if !e.is_retriable() {
-                    return Err(e);
-                }
-                debug!(error = %e, "metadata refresh failed, will retry");
-            }
+            self.refresh_in_background();
         }
 
         // Apply: one synchronous step, nothing awaited after it.
         self.apply(round);
         Ok(out)
+    }
+
+    /// Starts a metadata refresh as a task of its own unless one is running. A refresh may wait
+    /// for a request timeout (the broker it asks does not answer): awaited here, it held every
+    /// partition's answers back, and a poll raced against a timer shorter than that never
+    /// completed at all (found by the chaos test: catch-up 12-18 s after a 12 s cut).
+    fn refresh_in_background(&mut self) {
+        if self.refreshing.as_ref().is_some_and(|h| !h.is_finished()) {
+            return;
+        }
+        let cluster = self.cluster.clone();
+        self.refreshing = Some(tokio::spawn(async move {
+            cluster.refresh_metadata().await.map(|_| ())
+        }));
+    }
+
+    /// The outcome of a finished background refresh: a retriable failure is retried by the next
+    /// round that needs one; any other fails this poll (as an awaited refresh did).
+    fn refresh_outcome(&mut self) -> Result<()> {
+        if !self.refreshing.as_ref().is_some_and(|h| h.is_finished()) {
+            return Ok(());
+        }
+        let mut h = self.refreshing.take().expect("checked");
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match std::future::Future::poll(std::pin::Pin::new(&mut h), &mut cx) {
+            std::task::Poll::Ready(Ok(Err(e))) if !e.is_retriable() => Err(e),
+            std::task::Poll::Ready(Ok(Err(e))) => {
+                debug!(error = %e, "metadata refresh failed, will retry");
+                Ok(())
+            }
+            std::task::Poll::Ready(Err(e)) if e.is_panic() => {
+                std::panic::resume_unwind(e.into_panic())
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Classifies out-of-range positions with ListOffsets and decides what to do with each by
