@@ -1106,9 +1106,16 @@ async fn complete(inner: &Arc<Inner>, outcomes: Vec<(Outgoing, PartitionOutcome)
     }
     inner.idle.notify_waiters();
     if refresh {
-        if let Err(e) = inner.cluster.refresh_metadata().await {
-            debug!(error = %e, "metadata refresh after produce error failed");
-        }
+        // In the background: the caller may be a broker's sender, and a refresh that asks a
+        // broker that does not answer waits a request timeout.
+        let c = inner.cluster.clone();
+        let wake = inner.wake.clone();
+        tokio::spawn(async move {
+            if let Err(e) = c.refresh_metadata().await {
+                debug!(error = %e, "metadata refresh after produce error failed");
+            }
+            wake.notify_one();
+        });
     }
     inner.wake.notify_one();
 }
