@@ -505,6 +505,10 @@ fn wait_caught_up(
         if behind.is_empty() {
             return t.elapsed();
         }
+        // What is still behind, every 2 s of waiting (which partitions recover slowly).
+        if t.elapsed().as_millis() / 250 % 8 == 7 {
+            eprintln!("chaos: after {what}, {:.1?}: behind {behind:?}", t.elapsed());
+        }
         assert!(
             Instant::now() < deadline,
             "after {what}: the target did not catch up within 240 s: {behind:?}\n{}",
