@@ -507,7 +507,10 @@ fn wait_caught_up(
         }
         // What is still behind, every 2 s of waiting (which partitions recover slowly).
         if t.elapsed().as_millis() / 250 % 8 == 7 {
-            eprintln!("chaos: after {what}, {:.1?}: behind {behind:?}", t.elapsed());
+            eprintln!(
+                "chaos: after {what}, {:.1?}: behind {behind:?}",
+                t.elapsed()
+            );
         }
         assert!(
             Instant::now() < deadline,
@@ -516,6 +519,116 @@ fn wait_caught_up(
         );
         std::thread::sleep(Duration::from_millis(250));
     }
+}
+
+/// Two 3-broker clusters with a `STRAIT` listener on a new namespace's host address, the
+/// workload's topics on the source, and Strait's configuration (`extra` appended) for a
+/// [`Mirror`] in that namespace (not started).
+fn setup(prefix: &str, heap_mb: u32, extra: &str) -> (KafkaCluster, KafkaCluster, Mirror) {
+    let ns = NetNs::create().expect("network namespace");
+    let options = KafkaOptions::brokers(3).heap_mb(heap_mb).listener(
+        KafkaListener::new(SecurityProtocol::Plaintext)
+            .named(LISTENER)
+            .host(ns.host_addr()),
+    );
+    let (o1, o2) = (options.clone(), options);
+    let (n1, n2) = (format!("{prefix}-a"), format!("{prefix}-b"));
+    let (src, dst) = start_source_and_target(
+        move || KafkaCluster::start_with(&n1, o1),
+        move || KafkaCluster::start_with(&n2, o2),
+    );
+    for t in &TOPICS {
+        reference::create_topic_replicated(
+            &src.bootstrap(),
+            t.name,
+            t.partitions,
+            3,
+            &[("min.insync.replicas", "2")],
+        );
+    }
+    // Strait, inside the namespace, reaching both clusters through their STRAIT listeners.
+    let config = format!(
+        "clusters = A, B\n\
+         A.bootstrap.servers = {}\n\
+         B.bootstrap.servers = {}\n\
+         A->B.enabled = true\n\
+         A->B.topics = c\\..*\n\
+         A->B.groups = chaos.*\n\
+         replication.factor = 3\n\
+         {extra}",
+        src.bootstrap_for_listener(LISTENER),
+        dst.bootstrap_for_listener(LISTENER),
+    );
+    let mirror = Mirror {
+        ns,
+        config,
+        dir: tempfile::tempdir().unwrap(),
+        process: None,
+        logs: Vec::new(),
+        pid: Arc::new(Mutex::new(None)),
+        starts: 0,
+    };
+    (src, dst, mirror)
+}
+
+/// One writer per topic, `rate` records/s in all (shared by partition count), until `stop`.
+fn start_writers(
+    a: &str,
+    rate: f64,
+    stop: &Arc<AtomicBool>,
+) -> Vec<(&'static str, JoinHandle<u64>)> {
+    let total_weight: u64 = TOPICS.iter().map(|t| t.partitions as u64).sum();
+    TOPICS
+        .iter()
+        .map(|t| {
+            let share = rate * t.partitions as f64 / total_weight as f64;
+            let h = if t.transactional {
+                txn_writer(a.to_string(), t, share, stop.clone())
+            } else {
+                plain_writer(a.to_string(), t, share, stop.clone())
+            };
+            (t.name, h)
+        })
+        .collect()
+}
+
+/// Every partition's committed records on both sides, compared ([`compare`]); returns how many
+/// and each partition's [`Translation`].
+fn compare_everything(
+    a: &str,
+    b: &str,
+    mirror: &mut Mirror,
+    timeout: Duration,
+) -> (usize, BTreeMap<(String, i32), Translation>) {
+    let mut translation = BTreeMap::new();
+    let mut total = 0usize;
+    for t in &TOPICS {
+        for p in 0..t.partitions {
+            let source = reference::consume_committed(a, t.name, p, timeout);
+            let remote_name = format!("A.{}", t.name);
+            let deadline = Instant::now() + Duration::from_secs(120);
+            let remote = loop {
+                let r = reference::consume_committed(b, &remote_name, p, timeout);
+                if r.len() >= source.len() || Instant::now() > deadline {
+                    break r;
+                }
+                mirror.assert_running("the end");
+                std::thread::sleep(Duration::from_secs(1));
+            };
+            compare(t, p, &source, &remote);
+            total += source.len();
+            let remote_end = reference::watermarks(b, &remote_name, p).1;
+            translation.insert(
+                (t.name.to_string(), p),
+                (
+                    source.iter().map(|r| r.offset).collect(),
+                    remote.iter().map(|r| r.offset).collect(),
+                    remote_end,
+                ),
+            );
+        }
+    }
+    (total, translation)
 }
 
 /// A partition's committed source offsets, their remote offsets (same index, same record) and
@@ -566,38 +679,10 @@ fn chaos_on_three_broker_clusters_loses_and_duplicates_nothing() {
     let mut rng = Rng(seed);
     let test_start = Instant::now();
 
-    let ns = NetNs::create().expect("network namespace");
-    let options = KafkaOptions::brokers(3).heap_mb(384).listener(
-        KafkaListener::new(SecurityProtocol::Plaintext)
-            .named(LISTENER)
-            .host(ns.host_addr()),
-    );
-    let (o1, o2) = (options.clone(), options);
-    let (mut src, mut dst) = start_source_and_target(
-        move || KafkaCluster::start_with("chaos-a", o1),
-        move || KafkaCluster::start_with("chaos-b", o2),
-    );
-    let (a, b) = (src.bootstrap(), dst.bootstrap());
-    for t in &TOPICS {
-        reference::create_topic_replicated(
-            &a,
-            t.name,
-            t.partitions,
-            3,
-            &[("min.insync.replicas", "2")],
-        );
-    }
-
-    // Strait, inside the namespace, reaching both clusters through their STRAIT listeners.
-    let config = format!(
-        "clusters = A, B\n\
-         A.bootstrap.servers = {}\n\
-         B.bootstrap.servers = {}\n\
-         A->B.enabled = true\n\
-         A->B.topics = c\\..*\n\
-         A->B.groups = chaos.*\n\
-         replication.factor = 3\n\
-         offset-syncs.topic.replication.factor = 3\n\
+    let (mut src, mut dst, mut mirror) = setup(
+        "chaos",
+        384,
+        "offset-syncs.topic.replication.factor = 3\n\
          checkpoints.topic.replication.factor = 3\n\
          heartbeats.topic.replication.factor = 3\n\
          offset.storage.replication.factor = 3\n\
@@ -606,36 +691,14 @@ fn chaos_on_three_broker_clusters_loses_and_duplicates_nothing() {
          refresh.topics.interval.seconds = 5\n\
          refresh.groups.interval.seconds = 2\n\
          request.timeout.ms = 6000\n",
-        src.bootstrap_for_listener(LISTENER),
-        dst.bootstrap_for_listener(LISTENER),
     );
-    let mut mirror = Mirror {
-        ns,
-        config,
-        dir: tempfile::tempdir().unwrap(),
-        process: None,
-        logs: Vec::new(),
-        pid: Arc::new(Mutex::new(None)),
-        starts: 0,
-    };
+    let (a, b) = (src.bootstrap(), dst.bootstrap());
     let stop = Arc::new(AtomicBool::new(false));
     let stop_producing = Arc::new(AtomicBool::new(false));
     let _stop_on_drop = StopOnDrop(stop.clone());
     let _stop_producing_guard = StopOnDrop(stop_producing.clone());
     let sampler = rss_sampler(mirror.pid.clone(), stop.clone());
-    let total_weight: u64 = TOPICS.iter().map(|t| t.partitions as u64).sum();
-    let writers: Vec<(&str, JoinHandle<u64>)> = TOPICS
-        .iter()
-        .map(|t| {
-            let share = rate * t.partitions as f64 / total_weight as f64;
-            let h = if t.transactional {
-                txn_writer(a.clone(), t, share, stop_producing.clone())
-            } else {
-                plain_writer(a.clone(), t, share, stop_producing.clone())
-            };
-            (t.name, h)
-        })
-        .collect();
+    let writers = start_writers(&a, rate, &stop_producing);
     let commits = committer(a.clone(), stop.clone());
     mirror.start();
     let first = wait_caught_up(&b, &plain_ends(&a, false), &mut mirror, "the start");
@@ -797,34 +860,7 @@ fn chaos_on_three_broker_clusters_loses_and_duplicates_nothing() {
     wait_caught_up(&b, &plain_ends(&a, false), &mut mirror, "the end");
 
     // Every partition, committed records only, both sides.
-    let mut translation: BTreeMap<(String, i32), Translation> = BTreeMap::new();
-    let mut total = 0usize;
-    for t in &TOPICS {
-        for p in 0..t.partitions {
-            let source = reference::consume_committed(&a, t.name, p, Duration::from_secs(120));
-            let remote_name = format!("A.{}", t.name);
-            let deadline = Instant::now() + Duration::from_secs(120);
-            let remote = loop {
-                let r = reference::consume_committed(&b, &remote_name, p, Duration::from_secs(120));
-                if r.len() >= source.len() || Instant::now() > deadline {
-                    break r;
-                }
-                mirror.assert_running("the end");
-                std::thread::sleep(Duration::from_secs(1));
-            };
-            compare(t, p, &source, &remote);
-            total += source.len();
-            let remote_end = reference::watermarks(&b, &remote_name, p).1;
-            translation.insert(
-                (t.name.to_string(), p),
-                (
-                    source.iter().map(|r| r.offset).collect(),
-                    remote.iter().map(|r| r.offset).collect(),
-                    remote_end,
-                ),
-            );
-        }
-    }
+    let (total, translation) = compare_everything(&a, &b, &mut mirror, Duration::from_secs(120));
     eprintln!("chaos: {total} committed records compared, all identical and in order");
 
     // Offset syncs and checkpoints, every one of them.
@@ -1064,64 +1100,17 @@ fn soak_steady_load_stays_flat() {
     let every = env_or("STRAIT_SOAK_REPORT_SECS", 300);
     let rate = env_or("STRAIT_SOAK_RATE", 5000) as f64;
     let _ = strait_tests::strait::strait_binary();
-    let ns = NetNs::create().expect("network namespace");
-    let options = KafkaOptions::brokers(3).heap_mb(512).listener(
-        KafkaListener::new(SecurityProtocol::Plaintext)
-            .named(LISTENER)
-            .host(ns.host_addr()),
-    );
-    let (o1, o2) = (options.clone(), options);
-    let (src, dst) = start_source_and_target(
-        move || KafkaCluster::start_with("soak-a", o1),
-        move || KafkaCluster::start_with("soak-b", o2),
-    );
-    let (a, b) = (src.bootstrap(), dst.bootstrap());
-    for t in &TOPICS {
-        reference::create_topic_replicated(
-            &a,
-            t.name,
-            t.partitions,
-            3,
-            &[("min.insync.replicas", "2")],
-        );
-    }
-    let config = format!(
-        "clusters = A, B\n\
-         A.bootstrap.servers = {}\n\
-         B.bootstrap.servers = {}\n\
-         A->B.enabled = true\n\
-         A->B.topics = c\\..*\n\
-         A->B.groups = chaos.*\n\
-         replication.factor = 3\n\
-         emit.checkpoints.interval.seconds = 5\n\
+    let (src, dst, mut mirror) = setup(
+        "soak",
+        512,
+        "emit.checkpoints.interval.seconds = 5\n\
          refresh.topics.interval.seconds = 30\n\
          refresh.groups.interval.seconds = 10\n",
-        src.bootstrap_for_listener(LISTENER),
-        dst.bootstrap_for_listener(LISTENER),
     );
-    let mut mirror = Mirror {
-        ns,
-        config,
-        dir: tempfile::tempdir().unwrap(),
-        process: None,
-        logs: Vec::new(),
-        pid: Arc::new(Mutex::new(None)),
-        starts: 0,
-    };
+    let (a, b) = (src.bootstrap(), dst.bootstrap());
     let stop = Arc::new(AtomicBool::new(false));
     let _guard = StopOnDrop(stop.clone());
-    let total_weight: u64 = TOPICS.iter().map(|t| t.partitions as u64).sum();
-    let writers: Vec<JoinHandle<u64>> = TOPICS
-        .iter()
-        .map(|t| {
-            let share = rate * t.partitions as f64 / total_weight as f64;
-            if t.transactional {
-                txn_writer(a.clone(), t, share, stop.clone())
-            } else {
-                plain_writer(a.clone(), t, share, stop.clone())
-            }
-        })
-        .collect();
+    let writers = start_writers(&a, rate, &stop);
     let commits = committer(a.clone(), stop.clone());
     mirror.start();
     let pid = mirror.pid.lock().unwrap().expect("running");
@@ -1166,7 +1155,7 @@ fn soak_steady_load_stays_flat() {
         last = now;
     }
     stop.store(true, Ordering::Relaxed);
-    for w in writers {
+    for (_, w) in writers {
         w.join().unwrap();
     }
     commits.join().unwrap();
@@ -1176,23 +1165,7 @@ fn soak_steady_load_stays_flat() {
         &mut mirror,
         "the end of the soak",
     );
-    let mut total = 0;
-    for t in &TOPICS {
-        for p in 0..t.partitions {
-            let source = reference::consume_committed(&a, t.name, p, Duration::from_secs(600));
-            let remote_name = format!("A.{}", t.name);
-            let deadline = Instant::now() + Duration::from_secs(120);
-            let remote = loop {
-                let r = reference::consume_committed(&b, &remote_name, p, Duration::from_secs(600));
-                if r.len() >= source.len() || Instant::now() > deadline {
-                    break r;
-                }
-                std::thread::sleep(Duration::from_secs(1));
-            };
-            compare(t, p, &source, &remote);
-            total += source.len();
-        }
-    }
+    let (total, _) = compare_everything(&a, &b, &mut mirror, Duration::from_secs(600));
     mirror.terminate();
     let (warn, error, _) = log_counts(&mirror.all_logs());
     eprintln!(
