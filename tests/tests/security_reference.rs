@@ -501,11 +501,15 @@ fn sasl_over_tls() {
     ]);
     assert!(probe(&probes, "sasl-ssl-wrong-password").reported(RDKafkaErrorCode::Authentication));
     assert!(probe(&probes, "sasl-ssl-other-ca").reported(RDKafkaErrorCode::SSL));
+    // The broker closes the connection of a client that skips SASL: librdkafka reports the
+    // brokers down, and, when the close races its next send, also a transport failure ("SSL
+    // transport error: Broken pipe", seen in CI). Never an authentication or TLS error.
     let p = probe(&probes, "ssl-client-without-sasl-to-sasl-ssl");
     assert!(
-        p.errors
-            .iter()
-            .all(|(code, _)| *code == Some(RDKafkaErrorCode::AllBrokersDown)),
+        p.errors.iter().all(|(code, _)| matches!(
+            code,
+            Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure)
+        )),
         "{}",
         p.summary()
     );
