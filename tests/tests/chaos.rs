@@ -731,11 +731,7 @@ fn chaos_on_three_broker_clusters_loses_and_duplicates_nothing() {
 
     for round in 0..rounds {
         for (which, cluster) in [("source", &mut src), ("target", &mut dst)] {
-            let kind: &'static str = if which == "source" {
-                "kill -9 source broker"
-            } else {
-                "kill -9 target broker"
-            };
+            let kind = per_side(which, "kill -9 source broker", "kill -9 target broker");
             if !wanted(kind) {
                 continue;
             }
@@ -749,11 +745,7 @@ fn chaos_on_three_broker_clusters_loses_and_duplicates_nothing() {
             record(kind, &mut mirror, before, &b, String::new());
         }
         for (which, cluster) in [("source", &src), ("target", &dst)] {
-            let kind: &'static str = if which == "source" {
-                "leader moves on source"
-            } else {
-                "leader moves on target"
-            };
+            let kind = per_side(which, "leader moves on source", "leader moves on target");
             if !wanted(kind) {
                 continue;
             }
@@ -779,11 +771,11 @@ fn chaos_on_three_broker_clusters_loses_and_duplicates_nothing() {
             );
         }
         for (which, cluster) in [("source", &src), ("target", &dst)] {
-            let kind: &'static str = if which == "source" {
-                "path to a source broker cut 12 s"
-            } else {
-                "path to a target broker cut 12 s"
-            };
+            let kind = per_side(
+                which,
+                "path to a source broker cut 12 s",
+                "path to a target broker cut 12 s",
+            );
             if !wanted(kind) {
                 continue;
             }
@@ -1048,6 +1040,15 @@ fn move_leaders(bootstrap: &str, shift: u32, topics: &[String]) -> (usize, Strin
     }
     eprintln!("chaos: move-leaders on {bootstrap}: {moved} of {total} moved");
     (moved, text, total)
+}
+
+/// The fault kind's name for the `which` side ("source" or "target").
+fn per_side(which: &str, source: &'static str, target: &'static str) -> &'static str {
+    if which == "source" {
+        source
+    } else {
+        target
+    }
 }
 
 struct StopOnDrop(Arc<AtomicBool>);
