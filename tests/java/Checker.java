@@ -23,6 +23,10 @@
 //       operator does: a reassignment to the same replicas in an order whose first (preferred)
 //       replica is another in-sync one (the shift-th after the leader), then a preferred leader
 //       election -> "CHECK leader topic=.. partition=.. before=.. after=.. election=.." lines.
+//   scram <bootstrap> <SCRAM-SHA-256|SCRAM-SHA-512> <user> <password|->
+//       sets the user's SCRAM credential for the mechanism to a new password, or deletes it with
+//       "-", with Admin.alterUserScramCredentials (as kafka-configs --alter --add-config
+//       'SCRAM-SHA-512=[password=...]' does) -> "CHECK scram user=.. mechanism=.. action=.."
 
 import java.lang.reflect.Method;
 import java.nio.charset.StandardCharsets;
@@ -41,6 +45,11 @@ import java.util.Optional;
 
 import org.apache.kafka.clients.admin.Admin;
 import org.apache.kafka.clients.admin.NewPartitionReassignment;
+import org.apache.kafka.clients.admin.ScramCredentialInfo;
+import org.apache.kafka.clients.admin.ScramMechanism;
+import org.apache.kafka.clients.admin.UserScramCredentialAlteration;
+import org.apache.kafka.clients.admin.UserScramCredentialDeletion;
+import org.apache.kafka.clients.admin.UserScramCredentialUpsertion;
 import org.apache.kafka.clients.admin.TopicDescription;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
 import org.apache.kafka.common.ElectionType;
@@ -98,6 +107,7 @@ public class Checker {
                         case "client": status = client(argv); break;
                         case "decode": status = decode(argv); break;
                         case "move-leaders": status = moveLeaders(argv); break;
+                        case "scram": status = scram(argv); break;
                         default:
                             System.err.println("unknown command " + argv[0]);
                             status = 2;
@@ -112,6 +122,23 @@ public class Checker {
             worst = Math.max(worst, status);
         }
         System.exit(worst);
+    }
+
+    static int scram(String[] args) throws Exception {
+        Map<String, Object> props = new HashMap<>();
+        props.put("bootstrap.servers", args[1]);
+        ScramMechanism mechanism = ScramMechanism.fromMechanismName(args[2]);
+        if (mechanism == ScramMechanism.UNKNOWN) throw new IllegalArgumentException("mechanism " + args[2]);
+        String user = args[3];
+        boolean delete = args[4].equals("-");
+        UserScramCredentialAlteration change = delete
+            ? new UserScramCredentialDeletion(user, mechanism)
+            : new UserScramCredentialUpsertion(user, new ScramCredentialInfo(mechanism, 4096), args[4]);
+        try (Admin admin = Admin.create(props)) {
+            admin.alterUserScramCredentials(List.of(change)).all().get();
+        }
+        out("scram user=" + user + " mechanism=" + args[2] + " action=" + (delete ? "deleted" : "set"));
+        return 0;
     }
 
     static int moveLeaders(String[] args) throws Exception {

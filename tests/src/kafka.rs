@@ -117,6 +117,21 @@ pub fn java_binary() -> PathBuf {
     PathBuf::from("java")
 }
 
+/// Runs `tests/java/Checker.java` (Kafka's and MM2's own Java client code; its header lists the
+/// commands, several in one JVM separated by `+`) with `args`, and returns its output. One
+/// source launch compiles the file (~4 s).
+pub fn run_checker(args: &[&str]) -> std::process::Output {
+    Command::new(java_binary())
+        .args(["-Xmx256m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC"])
+        .arg("-cp")
+        .arg(format!("{}/*", kafka_libs().display()))
+        .arg(crate::workspace_root().join("tests/java/Checker.java"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("run {} Checker.java: {e}", java_binary().display()))
+}
+
 /// Per machine: the formatted-storage template and the class-data-sharing archive, keyed by the
 /// jars and the JVM (`target/kafka-cache/<hash>/`).
 fn cache_dir() -> &'static Path {
@@ -1335,6 +1350,19 @@ impl KafkaCluster {
         }
     }
 
+    /// Replaces the certificate TLS listener `listener` presents (its PEM keystore in the
+    /// cluster's directory), as an operator renewing it does; brokers read it when they
+    /// (re)start.
+    pub fn replace_certificate(&self, listener: &str, chain: &Path, key: &Path) {
+        assert!(
+            self.listeners
+                .iter()
+                .any(|l| l.name == listener && l.protocol.uses_tls()),
+            "no TLS listener {listener}"
+        );
+        write_keystore(self.dir(), listener, chain, key);
+    }
+
     /// SIGTERMs broker `i` (controlled shutdown) and waits up to 30 s for it to exit; panics,
     /// after a SIGKILL, if it does not.
     pub fn stop_broker(&mut self, i: usize) -> ExitStatus {
@@ -1506,19 +1534,24 @@ fn write_keystores(dir: &Path, listeners: &[KafkaListener]) -> Vec<Option<PathBu
                     (c.server_cert.clone(), c.server_key.clone())
                 }
             };
-            let read = |p: &Path| {
-                std::fs::read_to_string(p)
-                    .unwrap_or_else(|e| panic!("listener {}: read {}: {e}", l.name, p.display()))
-            };
-            let tls = dir.join("tls");
-            std::fs::create_dir_all(&tls).expect("create the cluster's tls directory");
-            let path = tls.join(format!("{}-keystore.pem", l.name.to_lowercase()));
-            let (key, chain) = (read(&key), read(&chain));
-            std::fs::write(&path, format!("{}\n{}", key.trim_end(), chain))
-                .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
-            Some(path)
+            Some(write_keystore(dir, &l.name, &chain, &key))
         })
         .collect()
+}
+
+/// Writes listener `name`'s PEM keystore (the key, then the chain) under `<dir>/tls/`.
+fn write_keystore(dir: &Path, name: &str, chain: &Path, key: &Path) -> PathBuf {
+    let read = |p: &Path| {
+        std::fs::read_to_string(p)
+            .unwrap_or_else(|e| panic!("listener {name}: read {}: {e}", p.display()))
+    };
+    let tls = dir.join("tls");
+    std::fs::create_dir_all(&tls).expect("create the cluster's tls directory");
+    let path = tls.join(format!("{}-keystore.pem", name.to_lowercase()));
+    let (key, chain) = (read(key), read(chain));
+    std::fs::write(&path, format!("{}\n{}", key.trim_end(), chain))
+        .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    path
 }
 
 /// The `listener.name.*` settings of the extra listeners, SASL users and the authorizer.

@@ -219,36 +219,42 @@ fn new_leaf(dir: &Path, name: &str, ca: &str, common_name: &str, ext: &str, seri
     );
 }
 
-/// A server certificate that expired long ago. `openssl x509` (OpenSSL 3.0) cannot set a start
-/// date in the past; `openssl ca` can, with a minimal CA database.
-fn new_expired_server(dir: &Path, name: &str, ca: &str) {
+/// A server certificate `{name}.pem` (key `{name}.key`) for `IP:127.0.0.1, DNS:localhost`,
+/// signed by the CA `ca_cert`/`ca_key`, valid from `start` to `end` (`YYYYMMDDHHMMSSZ`).
+/// `openssl x509` (OpenSSL 3.0) cannot set a start date in the past nor an end date to the
+/// second; `openssl ca` can, with a minimal CA database (in `dir/ca-db-<name>`).
+fn new_dated_server(dir: &Path, name: &str, ca_cert: &Path, ca_key: &Path, start: &str, end: &str) {
     let key = format!("{name}.key");
     let csr = format!("{name}.csr");
     new_key_and_csr(dir, &key, "localhost", &csr);
-    std::fs::create_dir_all(dir.join("ca-db")).expect("create ca-db");
-    write(dir, "ca-db/index.txt", "");
-    write(dir, "ca-db/serial", "1000\n");
+    let db = format!("ca-db-{name}");
+    std::fs::create_dir_all(dir.join(&db)).expect("create the CA database");
+    write(dir, &format!("{db}/index.txt"), "");
+    write(dir, &format!("{db}/serial"), "1000\n");
+    let cnf = format!("ca-{name}.cnf");
     write(
         dir,
-        "ca.cnf",
-        "[ca]\n\
-         default_ca = test_ca\n\
-         [test_ca]\n\
-         dir = ./ca-db\n\
-         database = $dir/index.txt\n\
-         serial = $dir/serial\n\
-         new_certs_dir = $dir\n\
-         default_md = sha256\n\
-         policy = any_name\n\
-         copy_extensions = none\n\
-         unique_subject = no\n\
-         [any_name]\n\
-         commonName = supplied\n\
-         [server_ext]\n\
-         subjectAltName = IP:127.0.0.1,DNS:localhost\n\
-         basicConstraints = critical,CA:FALSE\n\
-         keyUsage = critical,digitalSignature\n\
-         extendedKeyUsage = serverAuth\n",
+        &cnf,
+        &format!(
+            "[ca]\n\
+             default_ca = test_ca\n\
+             [test_ca]\n\
+             dir = ./{db}\n\
+             database = $dir/index.txt\n\
+             serial = $dir/serial\n\
+             new_certs_dir = $dir\n\
+             default_md = sha256\n\
+             policy = any_name\n\
+             copy_extensions = none\n\
+             unique_subject = no\n\
+             [any_name]\n\
+             commonName = supplied\n\
+             [server_ext]\n\
+             subjectAltName = IP:127.0.0.1,DNS:localhost\n\
+             basicConstraints = critical,CA:FALSE\n\
+             keyUsage = critical,digitalSignature\n\
+             extendedKeyUsage = serverAuth\n"
+        ),
     );
     openssl(
         dir,
@@ -256,24 +262,73 @@ fn new_expired_server(dir: &Path, name: &str, ca: &str) {
             "ca",
             "-batch",
             "-config",
-            "ca.cnf",
+            &cnf,
             "-cert",
-            &format!("{ca}.pem"),
+            ca_cert.to_str().expect("UTF-8 path"),
             "-keyfile",
-            &format!("{ca}.key"),
+            ca_key.to_str().expect("UTF-8 path"),
             "-in",
             &csr,
             "-out",
             &format!("{name}.pem"),
             "-startdate",
-            "20200101000000Z",
+            start,
             "-enddate",
-            "20210101000000Z",
+            end,
             "-extensions",
             "server_ext",
             "-notext",
         ],
     );
+}
+
+/// `t` as an X.509 GeneralizedTime (`YYYYMMDDHHMMSSZ`, UTC).
+fn generalized_time(t: std::time::SystemTime) -> String {
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}{month:02}{day:02}{:02}{:02}{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// A server certificate signed by the test CA with the right names (like
+/// [`ServerCert::Good`]) that stops being valid at `until`: for a certificate expiring while
+/// clients are connected. Written to `dir` as `{name}.pem` and `{name}.key`; returns them.
+pub fn server_cert_valid_until(
+    dir: &Path,
+    name: &str,
+    until: std::time::SystemTime,
+) -> (PathBuf, PathBuf) {
+    let c = certs();
+    let start = until - std::time::Duration::from_secs(86_400);
+    new_dated_server(
+        dir,
+        name,
+        &c.ca,
+        &c.ca_key,
+        &generalized_time(start),
+        &generalized_time(until),
+    );
+    (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    )
 }
 
 fn generate_certs(dir: &Path) -> Certs {
@@ -292,7 +347,14 @@ fn generate_certs(dir: &Path) -> Certs {
         CLIENT_EXT,
         4,
     );
-    new_expired_server(dir, "expired", "ca");
+    new_dated_server(
+        dir,
+        "expired",
+        &dir.join("ca.pem"),
+        &dir.join("ca.key"),
+        "20200101000000Z",
+        "20210101000000Z",
+    );
     openssl(
         dir,
         &[
@@ -513,5 +575,19 @@ impl SecureBroker {
     /// The cluster itself.
     pub fn kafka(&self) -> &KafkaCluster {
         &self.kafka
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn generalized_time_is_utc_calendar_time() {
+        assert_eq!(super::generalized_time(UNIX_EPOCH), "19700101000000Z");
+        // 2000-02-29 (a leap day of a century year) and 2026-12-04T00:31:05Z.
+        let t = |s: u64| super::generalized_time(UNIX_EPOCH + Duration::from_secs(s));
+        assert_eq!(t(951_782_400), "20000229000000Z");
+        assert_eq!(t(1_796_344_265), "20261204003105Z");
     }
 }

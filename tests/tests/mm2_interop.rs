@@ -8,8 +8,7 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -17,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use strait_tests::kafka::{
-    connect_put_connector, java_binary, kafka_libs, mm2_test_properties, start_clusters,
-    KafkaCluster, Mm2Process,
+    connect_put_connector, mm2_test_properties, run_checker, start_clusters, KafkaCluster,
+    Mm2Process,
 };
 use strait_tests::reference::{self, Outgoing};
 use strait_tests::strait::{mm2_properties, strait_command, StraitProcess};
@@ -103,10 +102,6 @@ impl CheckerRun {
     }
 }
 
-fn checker_path() -> PathBuf {
-    strait_tests::workspace_root().join("tests/java/Checker.java")
-}
-
 /// Runs `Checker.java` once (one JVM, one compilation) for several commands.
 fn checker(commands: &[&[&str]]) -> CheckerRun {
     let t = Instant::now();
@@ -117,15 +112,7 @@ fn checker(commands: &[&[&str]]) -> CheckerRun {
         }
         args.extend_from_slice(c);
     }
-    let out = Command::new(java_binary())
-        .args(["-Xmx256m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC"])
-        .arg("-cp")
-        .arg(format!("{}/*", kafka_libs().display()))
-        .arg(checker_path())
-        .args(&args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run java Checker.java");
+    let out = run_checker(&args);
     let output = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

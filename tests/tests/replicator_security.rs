@@ -620,3 +620,261 @@ fn misconfigurations_fail_fast_with_distinct_errors_and_write_nothing() {
         "the target got topics: {topics:?}"
     );
 }
+
+/// Waits until `topic`/0 on `bootstrap` (plaintext) holds `n` records, or fails after `within`.
+fn wait_for_records(
+    bootstrap: &str,
+    topic: &str,
+    n: i64,
+    within: Duration,
+    log: impl Fn() -> String,
+) {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if matches!(reference::try_watermarks(bootstrap, topic, 0), Ok((_, h)) if h >= n) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{topic} did not reach {n} records within {within:?}\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The last non-empty line of a log.
+fn last_line(log: &str) -> &str {
+    log.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+}
+
+/// An operator rotates Strait's password on the source while it runs. Kafka refuses the next
+/// re-authentication (KIP-368; the listener's `connections.max.reauth.ms` is 3 s), and Strait
+/// stops, exiting non-zero with an error naming cluster A, the broker and the refusal, neither
+/// password printed, and what it had written intact. Started again with the new password it
+/// goes on from there: the records written meanwhile arrive, every record once, in order.
+#[test]
+fn a_password_rotated_mid_run_stops_strait_and_the_new_one_resumes_exactly() {
+    strait_tests::init_tracing();
+    const NEW_PASSWORD: &str = "rotated-Pa55-word";
+    let (source, target) = strait_tests::kafka::start_source_and_target(
+        || {
+            source(
+                "rotate-src",
+                vec![
+                    sasl_listener("SASL_REAUTH", None).reauthenticate_after(Duration::from_secs(3))
+                ],
+            )
+        },
+        || {
+            KafkaCluster::start_with(
+                "rotate-tgt",
+                KafkaOptions::brokers(1).property("log.retention.ms", "-1"),
+            )
+        },
+    );
+    let a = source.bootstrap_for_listener("SASL_REAUTH");
+    let (a_plain, b) = (source.bootstrap(), target.bootstrap());
+    let topic = strait_tests::unique("rotated");
+    let remote = format!("A.{topic}");
+    let recs = records(300);
+    reference::create_topic(&a_plain, &topic, 1);
+    reference::produce(&a_plain, &topic, 0, &recs[..200], &[]);
+    let config = format!(
+        "clusters = A, B\n\
+         A.bootstrap.servers = {a}\n\
+         B.bootstrap.servers = {b}\n\
+         A->B.enabled = true\n\
+         A->B.topics = {topic}\n\
+         {flow}\
+         A.security.protocol = SASL_PLAINTEXT\n\
+         A.sasl.mechanism = SCRAM-SHA-512\n\
+         A.sasl.jaas.config = org.apache.kafka.common.security.scram.ScramLoginModule required username=\"mirror\" password=\"${{env:STRAIT_TEST_SRC_PASSWORD}}\";\n",
+        flow = flow_settings(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = StraitProcess::start_with(
+        "mm2.properties",
+        &config,
+        dir.path(),
+        &[("STRAIT_TEST_SRC_PASSWORD", SRC_PASSWORD)],
+    );
+    wait_for_records(&b, &remote, 200, Duration::from_secs(90), || first.log());
+
+    let out = strait_tests::kafka::run_checker(&[
+        "scram",
+        &a_plain,
+        "SCRAM-SHA-512",
+        "mirror",
+        NEW_PASSWORD,
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "Checker scram: {text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status = first.wait_exit(Duration::from_secs(60)).unwrap_or_else(|| {
+        panic!(
+            "Strait still runs 60 s after its password was rotated (session lifetime 3 s)\n{}",
+            first.log()
+        )
+    });
+    let log = first.log();
+    assert!(
+        !status.success(),
+        "exited 0 with refused credentials\n{log}"
+    );
+    let last = last_line(&log);
+    for want in [
+        "cluster A",
+        "refused the credentials",
+        "invalid credentials",
+    ] {
+        assert!(
+            last.contains(want),
+            "the final error lacks `{want}`: {last}\n{log}"
+        );
+    }
+    for secret in [SRC_PASSWORD, NEW_PASSWORD] {
+        assert!(!log.contains(secret), "a password in the log\n{log}");
+    }
+    let before = reference::consume_until_end(&b, &remote, 0);
+    assert_eq!(before, expected(&recs)[..200], "what the first run wrote");
+    eprintln!("rotated: {last}");
+    reference::produce(&a_plain, &topic, 0, &recs[200..], &[]);
+
+    let second = StraitProcess::start_with(
+        "mm2.properties",
+        &config,
+        dir.path(),
+        &[("STRAIT_TEST_SRC_PASSWORD", NEW_PASSWORD)],
+    );
+    wait_for_records(&b, &remote, 300, Duration::from_secs(90), || second.log());
+    std::thread::sleep(Duration::from_secs(2)); // anything more would be a duplicate
+    assert_eq!(
+        reference::consume_until_end(&b, &remote, 0),
+        expected(&recs),
+        "after the restart with the new password\n{}",
+        second.log()
+    );
+}
+
+/// The target's certificate expires while Strait runs (the broker is given one valid for 30
+/// s more before Strait starts). TLS checks a certificate when a connection is made, so nothing happens
+/// until the broker restarts and Strait connects again: then it exits non-zero naming cluster
+/// B, the broker and the expiry, with what it had written intact. The operator renews the
+/// certificate, restarts the broker and Strait, and every record arrives once, in order.
+#[test]
+fn a_target_certificate_expiring_mid_run_stops_strait_and_a_renewed_one_resumes_exactly() {
+    strait_tests::init_tracing();
+    let c = certs();
+    let (source, mut target) = strait_tests::kafka::start_source_and_target(
+        || {
+            KafkaCluster::start_with(
+                "expiry-src",
+                KafkaOptions::brokers(1).property("log.retention.ms", "-1"),
+            )
+        },
+        || {
+            KafkaCluster::start_with(
+                "expiry-tgt",
+                KafkaOptions::brokers(1)
+                    .property("log.retention.ms", "-1")
+                    .listener(tls_listener("SSL", ServerCert::Good, false)),
+            )
+        },
+    );
+    let a = source.bootstrap();
+    let (b_tls, b_plain) = (target.bootstrap_for_listener("SSL"), target.bootstrap());
+    let topic = strait_tests::unique("expiring");
+    let remote = format!("A.{topic}");
+    let recs = records(300);
+    reference::create_topic(&a, &topic, 1);
+    reference::produce(&a, &topic, 0, &recs[..200], &[]);
+    let config = format!(
+        "clusters = A, B\n\
+         A.bootstrap.servers = {a}\n\
+         B.bootstrap.servers = {b_tls}\n\
+         A->B.enabled = true\n\
+         A->B.topics = {topic}\n\
+         {flow}\
+         B.security.protocol = SSL\n\
+         B.ssl.truststore.type = PEM\n\
+         B.ssl.truststore.location = {ca}\n",
+        flow = flow_settings(),
+        ca = c.ca.display(),
+    );
+    let certs_dir = tempfile::tempdir().unwrap();
+    let valid_until = std::time::SystemTime::now() + Duration::from_secs(30);
+    let (chain, key) =
+        strait_tests::secure::server_cert_valid_until(certs_dir.path(), "short-lived", valid_until);
+    target.replace_certificate("SSL", &chain, &key);
+    target.stop_broker(0);
+    target.restart_broker(0);
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = StraitProcess::start(&config, dir.path());
+    wait_for_records(&b_plain, &remote, 200, Duration::from_secs(25), || {
+        first.log()
+    });
+    let left = valid_until
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    std::thread::sleep(left + Duration::from_secs(2));
+    assert!(
+        first.wait_exit(Duration::ZERO).is_none(),
+        "Strait stopped on its open connections' certificate expiring (TLS checks at the handshake)\n{}",
+        first.log()
+    );
+    target.stop_broker(0);
+    target.restart_broker(0);
+    reference::produce(&a, &topic, 0, &recs[200..], &[]);
+    let status = first.wait_exit(Duration::from_secs(60)).unwrap_or_else(|| {
+        panic!(
+            "Strait still runs 60 s after reconnecting to a broker with an expired certificate\n{}",
+            first.log()
+        )
+    });
+    let log = first.log();
+    assert!(!status.success(), "exited 0\n{log}");
+    let last = last_line(&log);
+    for want in ["cluster B", "outside its validity period"] {
+        assert!(
+            last.contains(want),
+            "the final error lacks `{want}`: {last}\n{log}"
+        );
+    }
+    let before = reference::consume_until_end(&b_plain, &remote, 0);
+    assert!(
+        before.len() >= 200,
+        "{} of 200 records left on the target",
+        before.len()
+    );
+    assert_eq!(
+        before,
+        expected(&recs)[..before.len()],
+        "what the first run wrote"
+    );
+    eprintln!(
+        "expired: {} records written before the stop; {last}",
+        before.len()
+    );
+
+    target.replace_certificate("SSL", &c.server_cert, &c.server_key);
+    target.stop_broker(0);
+    target.restart_broker(0);
+    let second = StraitProcess::start(&config, dir.path());
+    wait_for_records(&b_plain, &remote, 300, Duration::from_secs(90), || {
+        second.log()
+    });
+    std::thread::sleep(Duration::from_secs(2)); // anything more would be a duplicate
+    assert_eq!(
+        reference::consume_until_end(&b_plain, &remote, 0),
+        expected(&recs),
+        "after the renewal\n{}",
+        second.log()
+    );
+}
