@@ -368,3 +368,74 @@ fn a_stuck_target_partition_does_not_stall_the_others() {
         .expect("exits after SIGTERM");
     assert!(status.success(), "{}", strait.log());
 }
+
+/// A source cluster that is down when Strait starts is waited for: Strait keeps trying (with
+/// backoff, within its 60 s connect budget) and mirrors everything once the broker is up. A
+/// cluster that never comes up (nothing listens on its port) ends the run after that budget
+/// with exit status 1 and an error naming the cluster and the address.
+#[test]
+fn a_cluster_down_at_start_is_waited_for_and_one_never_up_is_named() {
+    let mut clusters = start_clusters("down-at-start", 2);
+    let (a, b) = (clusters[0].bootstrap(), clusters[1].bootstrap());
+    reference::create_topic(&a, "early", 1);
+    reference::produce(&a, "early", 0, &numbered(0, 100, now_ms()), &[]);
+    // A port nobody listens on.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let never_dir = tempfile::tempdir().unwrap();
+    let never_config = mm2_properties(&dead.to_string(), &b, "A->B.topics = never-.*\n")
+        .replace("A->B.topics = .*\n", "");
+    strait_tests::strait::strait_binary(); // built before the clocks start
+    let started = Instant::now();
+    let mut never = StraitProcess::start(&never_config, never_dir.path());
+
+    clusters[0].stop_broker(0);
+    let dir = tempfile::tempdir().unwrap();
+    let mut late = StraitProcess::start(&mm2_properties(&a, &b, ""), dir.path());
+    std::thread::sleep(Duration::from_secs(8));
+    assert!(
+        late.wait_exit(Duration::ZERO).is_none(),
+        "gave up on a cluster down for 8 s\n{}",
+        late.log()
+    );
+    clusters[0].restart_broker(0);
+    wait_for_high_watermark(&b, "A.early", 0, 100, Duration::from_secs(60));
+    let got = reference::consume(&b, "A.early", 0, 0, 100, Duration::from_secs(20));
+    let want: Vec<String> = (0..100).map(|i| format!("v{i}")).collect();
+    assert_eq!(values(&got), want, "{}", late.log());
+    let status = late
+        .terminate(Duration::from_secs(30))
+        .expect("exits after SIGTERM");
+    assert!(status.success(), "{}", late.log());
+
+    let status = never
+        .wait_exit(Duration::from_secs(100))
+        .unwrap_or_else(|| {
+            panic!(
+                "still running {:?} after start against a closed port\n{}",
+                started.elapsed(),
+                never.log()
+            )
+        });
+    let elapsed = started.elapsed();
+    let log = never.log();
+    assert_eq!(status.code(), Some(1), "{log}");
+    let last = log
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    for want in ["cluster A".to_string(), dead.to_string()] {
+        assert!(
+            last.contains(&want),
+            "the final error lacks `{want}`: {last}\n{log}"
+        );
+    }
+    assert!(
+        elapsed >= Duration::from_secs(50),
+        "gave up after {elapsed:?}, before its connect budget\n{log}"
+    );
+    eprintln!("never up: exit 1 after {elapsed:?}: {last}");
+}
