@@ -111,6 +111,25 @@ impl Error {
         }
     }
 
+    /// A short name of what went wrong, for counting (metrics labels): the broker's error
+    /// code name (`NotLeaderOrFollower`), or the kind of client-side failure (`transport`,
+    /// `request_timeout`, `tls`, `sasl`, `codec`, …).
+    pub fn kind(&self) -> String {
+        match self {
+            Error::Conn(e) => e.kind().to_string(),
+            Error::Broker { error, .. } => format!("{error:?}"),
+            Error::RetriesExhausted { last, .. } => last.kind(),
+            Error::Codec(_) => "codec".into(),
+            Error::Record(_) => "record".into(),
+            Error::Metadata(_) => "metadata".into(),
+            Error::NoBrokers { .. } => "no_brokers".into(),
+            Error::InvalidArgument(_) => "invalid_argument".into(),
+            Error::Producer(_) => "producer".into(),
+            Error::PartitionStopped { .. } => "partition_stopped".into(),
+            Error::Shutdown => "shutdown".into(),
+        }
+    }
+
     /// Whether this is a TLS or SASL failure: a configuration problem that no retry fixes.
     pub fn is_security(&self) -> bool {
         match self {

@@ -3,6 +3,8 @@
 //! Whether an error is worth retrying is decided in one place, [`crate::Error::is_retriable`];
 //! this module only decides how long to wait and when to stop.
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Retry budget and backoff bounds.
@@ -83,6 +85,42 @@ impl Backoff {
     }
 }
 
+/// Retries made, by operation and kind of error ([`crate::Error::kind`]): what an operator's
+/// dashboard shows. One per cluster, shared by every client of it
+/// ([`crate::cluster::Cluster::retries`]); only failures that are retried are counted.
+#[derive(Debug, Default)]
+pub struct RetryCounts(Mutex<BTreeMap<(String, String), u64>>);
+
+impl RetryCounts {
+    /// One retry of `operation` after `error`.
+    pub fn note(&self, operation: &str, error: &crate::Error) {
+        self.note_kind(operation, &error.kind());
+    }
+
+    /// One retry of `operation` after a broker's per-partition error `code`.
+    pub fn note_code(&self, operation: &str, code: crate::error::ResponseError) {
+        self.note_kind(operation, &format!("{code:?}"));
+    }
+
+    fn note_kind(&self, operation: &str, kind: &str) {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match m.get_mut(&(operation.to_string(), kind.to_string())) {
+            Some(n) => *n += 1,
+            None => {
+                m.insert((operation.to_string(), kind.to_string()), 1);
+            }
+        }
+    }
+
+    /// Every (operation, kind, count) so far.
+    pub fn snapshot(&self) -> Vec<(String, String, u64)> {
+        let m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        m.iter()
+            .map(|((o, k), n)| (o.clone(), k.clone(), *n))
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,6 +151,28 @@ mod tests {
         assert!(
             total >= Duration::from_millis(4500),
             "budget used: {total:?}"
+        );
+    }
+
+    #[test]
+    fn retries_are_counted_by_operation_and_kind() {
+        let c = RetryCounts::default();
+        let timeout = crate::Error::Conn(crate::conn::ConnError::Timeout {
+            broker: "b:9092".into(),
+            api: kafka_protocol::messages::ApiKey::Fetch,
+            after: Duration::from_secs(1),
+        });
+        c.note("fetch", &timeout);
+        c.note("fetch", &timeout);
+        c.note_code("fetch", crate::error::ResponseError::NotLeaderOrFollower);
+        c.note_code("produce", crate::error::ResponseError::NotLeaderOrFollower);
+        assert_eq!(
+            c.snapshot(),
+            vec![
+                ("fetch".into(), "NotLeaderOrFollower".into(), 1),
+                ("fetch".into(), "request_timeout".into(), 2),
+                ("produce".into(), "NotLeaderOrFollower".into(), 1),
+            ]
         );
     }
 }

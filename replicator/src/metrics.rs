@@ -20,7 +20,8 @@
 //! Strait's own: lag in records (source high watermark − next offset to mirror) and seconds
 //! (how old the newest mirrored record is while there is lag, 0 when caught up), records lost
 //! to source retention, stopped partitions, offset-sync and checkpoint freshness, in-flight
-//! bytes against the budget, flow restarts and errors by kind, process CPU, RSS and open files.
+//! bytes against the budget, flow restarts and errors by kind, client retries by cluster,
+//! operation and error (`strait_client_retries`), process CPU, RSS and open files.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -39,10 +40,11 @@ const WINDOW_MS: i64 = 30_000;
 /// A flow whose loop has not turned for this long is wedged (`/healthz` fails).
 pub const WEDGED_AFTER_MS: i64 = 300_000;
 
-/// Every flow's metrics.
+/// Every flow's metrics, and the clusters' client retries.
 #[derive(Debug, Default)]
 pub struct Metrics {
     flows: Mutex<Vec<Arc<FlowMetrics>>>,
+    clusters: Mutex<Vec<(String, Arc<protocol_client::cluster::Cluster>)>>,
 }
 
 /// What the process itself uses, read by the caller (from `/proc`).
@@ -88,6 +90,13 @@ impl Metrics {
         let f = Arc::new(FlowMetrics::new(source, target));
         flows.push(f.clone());
         f
+    }
+
+    /// Reports the retries of `cluster`'s clients as `strait_client_retries{cluster=alias}`.
+    pub fn watch_cluster(&self, alias: &str, cluster: Arc<protocol_client::cluster::Cluster>) {
+        let mut clusters = lock(&self.clusters);
+        clusters.retain(|(a, _)| a != alias);
+        clusters.push((alias.to_string(), cluster));
     }
 
     /// Liveness and readiness at `now_ms`.
@@ -715,7 +724,27 @@ impl Collector for Snapshot {
                 errors.series.push((l, *n as f64));
             }
         }
-        for fam in fams.iter().chain(&cps).chain(&per_flow).chain([&errors]) {
+        let mut retries = Family::counter(
+            "strait_client_retries",
+            "Requests retried by the clients of a cluster, by operation and error (broker error \
+             code name or client-side kind such as transport, request_timeout).",
+        );
+        for (alias, cluster) in lock(&self.metrics.clusters).iter() {
+            for (operation, error, n) in cluster.retries().snapshot() {
+                let labels: Labels = vec![
+                    ("cluster", alias.clone()),
+                    ("operation", operation),
+                    ("error", error),
+                ];
+                retries.series.push((labels, n as f64));
+            }
+        }
+        for fam in fams
+            .iter()
+            .chain(&cps)
+            .chain(&per_flow)
+            .chain([&errors, &retries])
+        {
             fam.encode(&mut encoder)?;
         }
         if let Some(p) = self.process {

@@ -147,6 +147,9 @@ pub async fn run(config: Config, external_stop: watch::Receiver<bool>) -> Result
         let _ = forward_tx.send(true);
     });
     let metrics = Metrics::new();
+    for (alias, cluster) in &clusters.clusters {
+        metrics.watch_cluster(alias, cluster.clone());
+    }
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(addr) = config.metrics_listen {
         let server = crate::serve::bind(addr, metrics.clone(), stop.clone()).await?;

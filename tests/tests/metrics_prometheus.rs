@@ -211,6 +211,12 @@ fn prometheus_scrapes_mm2_metrics_and_lag() {
     });
     assert_eq!(total, 2000.0, "every record counted once");
     eprintln!("caught up {:?} after the target stopped", t.elapsed());
+    // The clients' retries while the broker was away are counted, by cluster and operation.
+    let retries = r#"sum(strait_client_retries_total{cluster="B"})"#;
+    let n = wait_query(&prom, &mut strait, retries, Duration::from_secs(30), |v| {
+        v > 0.0
+    });
+    eprintln!("{n} requests to B retried while its broker was down");
     reference::commit_offsets(&a, "g-status", &[("m", 0, 700)]);
     let cps = r#"max(kafka_connect_mirror_mirrorcheckpointconnector_checkpoint_latency_ms_max{group="g-status"})"#;
     wait_query(&prom, &mut strait, cps, Duration::from_secs(30), |v| {

@@ -167,6 +167,8 @@ pub struct Cluster {
     last_refresh: Mutex<Instant>,
     /// Per broker id: until when it asked us not to send (quota throttling, KIP-219).
     throttles: Mutex<HashMap<i32, Instant>>,
+    /// Retries by the clients of this cluster (metrics).
+    retries: crate::retry::RetryCounts,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -194,6 +196,7 @@ impl Cluster {
             refresh: tokio::sync::Mutex::new(()),
             last_refresh: Mutex::new(Instant::now()),
             throttles: Mutex::new(HashMap::new()),
+            retries: Default::default(),
         });
         cluster
             .retry("bootstrap metadata", || cluster.refresh_metadata())
@@ -206,6 +209,12 @@ impl Cluster {
     /// The settings.
     pub fn config(&self) -> &ClientConfig {
         &self.config
+    }
+
+    /// Retries made so far by the clients of this cluster (this handle's calls, its producers
+    /// and fetchers), by operation and kind of error.
+    pub fn retries(&self) -> &crate::retry::RetryCounts {
+        &self.retries
     }
 
     /// Records the `throttle_time_ms` of a response from `broker` to `api` at `version`. From
@@ -588,6 +597,7 @@ impl Cluster {
                 });
             };
             debug!(what, attempt = backoff.attempts(), ?delay, error = %err, "retrying");
+            self.retries.note(what, &err);
             tokio::time::sleep(delay).await;
             if err.needs_metadata_refresh() {
                 if let Err(e) = self.refresh_metadata().await {

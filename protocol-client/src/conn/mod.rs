@@ -178,6 +178,21 @@ impl ConnError {
         )
     }
 
+    /// A short name of the failure, for counting.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ConnError::Resolve { .. } => "resolve",
+            ConnError::Connect { .. } => "connect",
+            ConnError::ConnectTimeout { .. } => "connect_timeout",
+            ConnError::Closed { .. } => "connection_closed",
+            ConnError::Timeout { .. } => "request_timeout",
+            ConnError::Codec { .. } => "codec",
+            ConnError::ApiVersions { .. } => "api_versions",
+            ConnError::Tls { .. } => "tls",
+            ConnError::Auth { .. } => "sasl",
+        }
+    }
+
     /// Whether this is a TLS or authentication failure (a configuration problem: retrying or
     /// asking another broker of the same cluster will not help).
     pub fn is_security(&self) -> bool {

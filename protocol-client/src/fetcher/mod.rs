@@ -811,6 +811,7 @@ impl Fetcher {
                 Ok(parts) => parts,
                 Err(e) if e.is_retriable() => {
                     debug!(broker = %broker.addr(), error = %e, "fetch failed, will retry");
+                    self.cluster.retries().note("Fetch", &e);
                     refresh |= e.needs_metadata_refresh();
                     round
                         .outcomes
@@ -854,6 +855,7 @@ impl Fetcher {
                     }
                     Some(ResponseError::OffsetOutOfRange) => out_of_range.push((who(), p)),
                     Some(e) if crate::error::is_retriable_code(e) => {
+                        self.cluster.retries().note_code("Fetch", e);
                         refresh |= crate::error::refreshes_metadata(e);
                     }
                     Some(e) => {

@@ -1067,6 +1067,7 @@ async fn complete(inner: &Arc<Inner>, outcomes: Vec<(Outgoing, PartitionOutcome)
                             .unwrap_or(Duration::from_millis(100));
                         ps.not_before = Some(Instant::now() + delay);
                         debug!(topic = %out.tp.0, partition = out.tp.1, error = %e, ?delay, "produce will be retried");
+                        inner.cluster.retries().note("Produce", &e);
                         // Kept as sent (same identity and sequence): the broker may have it.
                         for mut p in out.batches {
                             p.clear_log_append_time |= ps.clear_log_append_time;
