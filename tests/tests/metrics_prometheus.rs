@@ -129,13 +129,11 @@ fn prometheus_scrapes_mm2_metrics_and_lag() {
     }
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
-    // No topic refresh during the test: a refresh waits for the target (it creates remote
-    // topics), and while it waits the flow fetches nothing, so the lag would not move.
-    let config = mm2_properties(
-        &a,
-        &b,
-        &format!("strait.metrics.listen = 127.0.0.1:{port}\nrefresh.topics.interval.seconds = 600"),
-    );
+    // Topics are refreshed every 2 s (`mm2_properties`): a refresh waits for the target (it
+    // creates remote topics), and the lag below must still rise while the target is down.
+    // Before topic maintenance left the fetch loop, the first refresh after the target
+    // stopped held the loop, and the lag stayed at 0.
+    let config = mm2_properties(&a, &b, &format!("strait.metrics.listen = 127.0.0.1:{port}"));
     let mut strait = StraitProcess::start(&config, dir.path());
 
     // The probes, straight.
@@ -191,6 +189,8 @@ fn prometheus_scrapes_mm2_metrics_and_lag() {
     // The target goes down while the source grows: the lag rises and /healthz stays up.
     let t = Instant::now();
     clusters[1].stop_broker(0);
+    // Long enough for a topic refresh (every 2 s) to start waiting for the target.
+    std::thread::sleep(Duration::from_secs(5));
     for p in 0..2 {
         reference::produce(&a, "m", p, &numbered("y", 500), &[]);
     }
@@ -198,7 +198,7 @@ fn prometheus_scrapes_mm2_metrics_and_lag() {
         v > 0.0
     });
     eprintln!(
-        "lag {high} records {:?} after the target stopped",
+        "lag {high} records {:?} after the target stopped (5 s before the source grew)",
         t.elapsed()
     );
     assert_eq!(get(port, "/healthz").map(|r| r.0), Some(200));

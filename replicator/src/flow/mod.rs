@@ -876,25 +876,19 @@ impl Flow {
             self.clone()
                 .checkpoint_loop(aux_stop.1.clone(), fail_tx.clone()),
         );
-        let mut refresh = tokio::time::interval(
-            self.config
-                .refresh_topics_interval
-                .max(Duration::from_secs(1)),
-        );
-        refresh.tick().await;
-        let mut config_sync = tokio::time::interval(
-            self.config
-                .sync_topic_configs_interval
-                .max(Duration::from_secs(1)),
-        );
-        config_sync.tick().await;
-        let mut acl_sync = tokio::time::interval(
-            self.config
-                .sync_topic_acls_interval
-                .max(Duration::from_secs(1)),
-        );
-        acl_sync.tick().await;
-        let mut topics = topics;
+        // Topic discovery, remote topic creation and config/ACL sync wait for the target's
+        // admin answers: they run in their own task, so the fetch loop keeps fetching (and
+        // lag stays current) while the target is slow or away. New topics come back here to
+        // be assigned.
+        let ids = Arc::new(std::sync::Mutex::new(ids));
+        let (updates_tx, mut updates) = mpsc::channel::<TopicsUpdate>(1);
+        let topics_task = tokio::spawn(self.clone().topics_loop(
+            topics,
+            ids.clone(),
+            updates_tx,
+            aux_stop.1.clone(),
+            fail_tx.clone(),
+        ));
 
         // `Fetcher::poll` is cancel-safe (positions move only when it returns batches), so the
         // ticks below may interrupt it; every other await in the loop is raced only against
@@ -918,47 +912,29 @@ impl Flow {
                     Some(e) = fail_rx.recv() => return Err(e),
                     _ = stop.changed() => return Ok(()),
                     r = fetcher.poll() => r.map_err(self.src())?,
-                    _ = refresh.tick(), if self.config.refresh_topics => {
-                        let now = self.select_topics().await?;
-                        // Every tick: a remote topic deleted meanwhile is created again, and
-                        // source partitions whose remote partition exists only now (its growth
-                        // failed or was not yet visible last time) are assigned. Partitions
-                        // already assigned are never resumed again within a run (their live map
-                        // is the truth). A source topic gone from two metadata answers in a row
-                        // (one lagging broker can omit a topic) was deleted: its partitions are
-                        // unassigned. A topic back under a new topic id was re-created: it is
-                        // stopped, never assigned again; back under its old id, it resumes from
-                        // its live map, as after a restart.
-                        let gone = deleted_topics(&assigned, &now);
-                        if !gone.is_empty() {
-                            let again = self.select_topics().await?;
-                            for topic in deleted_topics(&assigned, &again) {
-                                if !gone.contains(&topic) {
-                                    continue;
-                                }
-                                let keys: Vec<_> = assigned.iter().filter(|k| k.0 == topic).cloned().collect();
-                                for key in &keys {
-                                    fetcher.unassign(&key.0, key.1);
-                                    assigned.remove(key);
-                                }
-                                self.metrics.forget_topic(&self.remote_topic(&topic));
-                                warn!(flow = %self.name(), %topic, partitions = keys.len(), "source topic deleted: no longer mirrored (its remote topic, offset map and checkpoints stay)");
+                    Some(update) = updates.recv() => {
+                        // Partitions already assigned are never resumed again within a run
+                        // (their live map is the truth); a topic back under its old id after a
+                        // deletion resumes from its live map, as after a restart.
+                        for topic in update.gone {
+                            let keys: Vec<_> = assigned.iter().filter(|k| k.0 == topic).cloned().collect();
+                            if keys.is_empty() {
+                                continue;
                             }
+                            for key in &keys {
+                                fetcher.unassign(&key.0, key.1);
+                                assigned.remove(key);
+                            }
+                            self.metrics.forget_topic(&self.remote_topic(&topic));
+                            warn!(flow = %self.name(), %topic, partitions = keys.len(), "source topic deleted: no longer mirrored (its remote topic, offset map and checkpoints stay)");
                         }
-                        self.stop_recreated(&mut ids, &mut fetcher, &mut assigned);
-                        let now: BTreeMap<String, i32> = now.into_iter().filter(|(t, _)| !ids.is_recreated(t)).collect();
-                        self.sync_topics(&now).await?;
+                        let now: BTreeMap<String, i32> = {
+                            let mut ids = lock(&ids);
+                            self.stop_recreated(&mut ids, &mut fetcher, &mut assigned);
+                            update.topics.into_iter().filter(|(t, _)| !ids.is_recreated(t)).collect()
+                        };
                         self.assign_new(&now, &mut stored, &progress, &mut fetcher, &mut assigned).await?;
-                        ids.remember(&self.source.metadata(), assigned.iter().map(|k| k.0.as_str()));
-                        topics = now;
-                        continue;
-                    }
-                    _ = config_sync.tick(), if self.config.sync_topic_configs => {
-                        self.sync_topic_configs(&topics).await?;
-                        continue;
-                    }
-                    _ = acl_sync.tick(), if self.config.sync_topic_acls => {
-                        self.sync_topic_acls(&topics).await?;
+                        lock(&ids).remember(&self.source.metadata(), assigned.iter().map(|k| k.0.as_str()));
                         continue;
                     }
                 };
@@ -985,9 +961,17 @@ impl Flow {
                 }
                 // Checked against the metadata the fetcher used: a re-created topic's records
                 // are dropped before anything of them is forwarded.
-                self.stop_recreated(&mut ids, &mut fetcher, &mut assigned);
+                let recreated: HashSet<String> = {
+                    let mut ids = lock(&ids);
+                    self.stop_recreated(&mut ids, &mut fetcher, &mut assigned);
+                    fetched
+                        .iter()
+                        .filter(|fp| ids.is_recreated(&fp.topic))
+                        .map(|fp| fp.topic.to_string())
+                        .collect()
+                };
                 for fp in fetched {
-                    if ids.is_recreated(&fp.topic) {
+                    if recreated.contains(&*fp.topic) {
                         continue;
                     }
                     let key = (fp.topic.to_string(), fp.partition);
@@ -1089,6 +1073,9 @@ impl Flow {
         }
         if let Err(e) = checkpoint_task.await {
             warn!(flow = %self.name(), error = %e, "checkpoint task ended abnormally");
+        }
+        if let Err(e) = topics_task.await {
+            warn!(flow = %self.name(), error = %e, "topic task ended abnormally");
         }
         drop(fail_tx);
         // Failures reported while draining (a lane refused at the end, a commit gave up).
@@ -1306,6 +1293,96 @@ impl Flow {
                 rx.close();
                 while rx.recv().await.is_some() {}
                 report(&fail, e);
+                return;
+            }
+        }
+    }
+
+    /// Topic maintenance, off the fetch loop: every `refresh.topics.interval.seconds` the
+    /// source's topics are listed again and their remote topics created or grown (a remote
+    /// topic deleted meanwhile is created again), then handed to the fetch loop, which assigns
+    /// partitions whose remote partition exists only now. A topic gone from two metadata
+    /// answers in a row (one lagging broker can omit a topic) was deleted: the loop unassigns
+    /// it. Topics re-created under a new topic id are stopped by the loop and left out here.
+    /// Topic configs and ACLs are synced on their own intervals. A transient failure (a
+    /// cluster unreachable) is retried at the next tick, with a warning, for up to
+    /// [`PERIODIC_FAILURE_LIMIT`]; then, or at once for any other failure, the flow stops
+    /// through `fail`.
+    async fn topics_loop(
+        self: Arc<Self>,
+        mut topics: BTreeMap<String, i32>,
+        ids: Arc<std::sync::Mutex<topic_ids::TopicIds>>,
+        updates: mpsc::Sender<TopicsUpdate>,
+        mut stop: watch::Receiver<bool>,
+        fail: mpsc::UnboundedSender<Error>,
+    ) {
+        let every = |d: Duration| {
+            let mut i = tokio::time::interval_at(
+                tokio::time::Instant::now() + d.max(Duration::from_secs(1)),
+                d.max(Duration::from_secs(1)),
+            );
+            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            i
+        };
+        let mut refresh = every(self.config.refresh_topics_interval);
+        let mut config_sync = every(self.config.sync_topic_configs_interval);
+        let mut acl_sync = every(self.config.sync_topic_acls_interval);
+        let mut failing = FailingSince::default();
+        loop {
+            let work = async {
+                tokio::select! {
+                    _ = refresh.tick(), if self.config.refresh_topics => {
+                        let now = self.select_topics().await?;
+                        let gone: BTreeSet<String> =
+                            topics.keys().filter(|t| !now.contains_key(*t)).cloned().collect();
+                        let gone = if gone.is_empty() {
+                            gone
+                        } else {
+                            let again = self.select_topics().await?;
+                            gone.into_iter().filter(|t| !again.contains_key(t)).collect()
+                        };
+                        let now: BTreeMap<String, i32> = {
+                            let ids = lock(&ids);
+                            now.into_iter().filter(|(t, _)| !ids.is_recreated(t)).collect()
+                        };
+                        self.sync_topics(&now).await?;
+                        topics = now.clone();
+                        let update = TopicsUpdate {
+                            topics: now,
+                            gone: gone.into_iter().collect(),
+                        };
+                        // The loop is gone only when the flow stops.
+                        let _ = updates.send(update).await;
+                    }
+                    _ = config_sync.tick(), if self.config.sync_topic_configs => {
+                        self.sync_topic_configs(&topics).await?;
+                    }
+                    _ = acl_sync.tick(), if self.config.sync_topic_acls => {
+                        self.sync_topic_acls(&topics).await?;
+                    }
+                    _ = std::future::pending::<()>() => {}
+                }
+                Ok::<(), Error>(())
+            };
+            let r = tokio::select! {
+                _ = stop.changed() => return,
+                r = work => r,
+            };
+            // The target (or source) unreachable for a while is waited out, with a warning
+            // each round, up to PERIODIC_FAILURE_LIMIT; a refusal no retry fixes (not
+            // authorized, invalid config) stops the flow at once.
+            let r = match r {
+                Err(e) if !e.is_transient() => {
+                    report(&fail, e);
+                    return;
+                }
+                r => r,
+            };
+            if r.is_err() {
+                self.metrics.error("topics");
+            }
+            if let Some(e) = failing.observe(r, tokio::time::Instant::now()) {
+                report(&fail, e.context("topic refresh kept failing"));
                 return;
             }
         }
@@ -1982,15 +2059,17 @@ impl FailingSince {
 }
 
 /// Topics of assigned partitions that `topics` (one metadata answer) no longer lists.
-fn deleted_topics(
-    assigned: &HashSet<(String, i32)>,
-    topics: &BTreeMap<String, i32>,
-) -> BTreeSet<String> {
-    assigned
-        .iter()
-        .filter(|(t, _)| !topics.contains_key(t))
-        .map(|(t, _)| t.clone())
-        .collect()
+/// What the topic task hands the fetch loop after a refresh.
+#[derive(Debug)]
+struct TopicsUpdate {
+    /// The topics to replicate now, with their partition counts (remote topics made).
+    topics: BTreeMap<String, i32>,
+    /// Topics deleted on the source (absent from two metadata answers in a row).
+    gone: Vec<String>,
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The error of a partition's lane that ended: what it reported, or (a lane that panicked
