@@ -6,12 +6,19 @@
 //! traffic on loopback or any other process.
 //!
 //! Needs root, iproute2 and iptables (`scripts/install-deps.sh` installs iptables). `tc netem`
-//! would add latency, but this machine's kernel has no netem (nor `prio`/`gact`), so delay is
-//! not injected; random loss through iptables' `statistic` match makes TCP retransmit instead.
-//! Everything is removed on drop.
+//! would add latency, but this machine's kernel has no netem (nor `prio`/`gact`), so latency
+//! is added in user space instead: [`NetNs::redirect_port`] sends the namespace's new
+//! connections to a broker port through a [`DelayProxy`] (iptables DNAT), and
+//! [`NetNs::reset_connections`] (`ss -K`) makes the process in the namespace reconnect. Random
+//! loss uses iptables' `statistic` match, which makes TCP retransmit. Everything is removed on
+//! drop.
 
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
 
 /// One namespace and its veth pair (`/30`: the host end is `.1`, the namespace end `.2`).
 #[derive(Debug)]
@@ -53,7 +60,7 @@ impl NetNs {
         if euid.as_deref() != Some("0") {
             return Some("network namespaces need root".into());
         }
-        for tool in ["ip", "iptables"] {
+        for tool in ["ip", "iptables", "ss"] {
             if which(tool).is_none() {
                 return Some(format!(
                     "`{tool}` is not installed (scripts/install-deps.sh)"
@@ -129,8 +136,17 @@ impl NetNs {
         ]
     }
 
+    /// `iptables [-t table] <op> <rule…>`; a rule may start with `-t <table>`.
     fn iptables(&self, op: &str, rule: &[String]) -> Result<(), String> {
-        let mut args: Vec<&str> = vec!["ip", "netns", "exec", &self.name, "iptables", op];
+        let mut args: Vec<&str> = vec!["ip", "netns", "exec", &self.name, "iptables"];
+        let rule = match rule {
+            [t, table, rest @ ..] if t == "-t" => {
+                args.extend(["-t", table.as_str()]);
+                rest
+            }
+            _ => rule,
+        };
+        args.push(op);
         args.extend(rule.iter().map(String::as_str));
         run(&args).map(|_| ())
     }
@@ -186,6 +202,49 @@ impl NetNs {
         Ok(())
     }
 
+    /// Sends the namespace's new connections to `port` on the host end to `to` there instead
+    /// (DNAT in the namespace): through a [`DelayProxy`] listening on [`NetNs::host_addr`].
+    /// Connections already open keep their path; [`NetNs::reset_connections`] ends them.
+    pub fn redirect_port(&mut self, port: u16, to: u16) -> Result<(), String> {
+        let host = self.host_addr.clone();
+        let (p, dest) = (port.to_string(), format!("{host}:{to}"));
+        self.add(
+            [
+                "-t",
+                "nat",
+                "OUTPUT",
+                "-p",
+                "tcp",
+                "-d",
+                &host,
+                "--dport",
+                &p,
+                "-j",
+                "DNAT",
+                "--to-destination",
+                &dest,
+            ]
+            .map(String::from)
+            .to_vec(),
+        )
+    }
+
+    /// Resets every TCP connection from the namespace to the host end (`ss -K`): the process
+    /// inside sees them fail and connects again, through the rules in force now.
+    pub fn reset_connections(&self) -> Result<(), String> {
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            &self.name,
+            "ss",
+            "-K",
+            "dst",
+            &self.host_addr,
+        ])
+        .map(|_| ())
+    }
+
     /// Removes every rule added (the path is whole again).
     pub fn heal(&mut self) -> Result<(), String> {
         let mut first_err = None;
@@ -232,4 +291,119 @@ fn which(tool: &str) -> Option<std::path::PathBuf> {
         .chain(["/usr/sbin".into(), "/sbin".into()])
         .map(|d| d.join(tool))
         .find(|p| p.is_file())
+}
+
+/// A TCP proxy that holds every chunk of bytes for a settable delay in each direction, in
+/// order: the latency `tc netem delay` adds, in user space (a round trip through it takes
+/// twice the delay more). It listens on `host` (port picked by the system) and opens one
+/// connection to `upstream` per connection it accepts; it stops accepting on drop, and its
+/// open connections end when either side closes.
+#[derive(Debug)]
+pub struct DelayProxy {
+    addr: SocketAddr,
+    delay_ms: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    accepted: Arc<AtomicU64>,
+}
+
+impl DelayProxy {
+    /// Starts the proxy with no delay.
+    pub fn start(host: &str, upstream: SocketAddr) -> std::io::Result<DelayProxy> {
+        let listener = TcpListener::bind((host, 0))?;
+        let addr = listener.local_addr()?;
+        let delay_ms = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let accepted = Arc::new(AtomicU64::new(0));
+        let (d, st, acc) = (delay_ms.clone(), stop.clone(), accepted.clone());
+        std::thread::Builder::new()
+            .name(format!("delay-proxy-{}", addr.port()))
+            .spawn(move || {
+                for conn in listener.incoming() {
+                    if st.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let Ok(down) = conn else { continue };
+                    acc.fetch_add(1, Ordering::Relaxed);
+                    let Ok(up) = TcpStream::connect(upstream) else {
+                        let _ = down.shutdown(Shutdown::Both);
+                        continue;
+                    };
+                    let _ = (down.set_nodelay(true), up.set_nodelay(true));
+                    let (Ok(down2), Ok(up2)) = (down.try_clone(), up.try_clone()) else {
+                        continue;
+                    };
+                    pump(down, up2, d.clone());
+                    pump(up, down2, d.clone());
+                }
+            })?;
+        Ok(DelayProxy {
+            addr,
+            delay_ms,
+            stop,
+            accepted,
+        })
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// The delay for bytes read from now on (each direction).
+    pub fn set_delay(&self, delay: Duration) {
+        self.delay_ms
+            .store(delay.as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+impl Drop for DelayProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1)); // wakes accept
+    }
+}
+
+/// Copies `from` to `to`, each chunk held until it is `delay` old (never before an earlier
+/// chunk): a reader thread stamps chunks, a writer thread sends them when due.
+fn pump(mut from: TcpStream, mut to: TcpStream, delay: Arc<AtomicU64>) {
+    let (tx, rx) = mpsc::channel::<(Instant, Vec<u8>)>();
+    let reader = from.try_clone();
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match from.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let due = Instant::now() + Duration::from_millis(delay.load(Ordering::Relaxed));
+                    if tx.send((due, buf[..n].to_vec())).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    std::thread::spawn(move || {
+        let mut last = Instant::now();
+        for (due, bytes) in rx {
+            let due = due.max(last);
+            last = due;
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            if to.write_all(&bytes).is_err() {
+                break;
+            }
+        }
+        // The reader ended (EOF or error) or the writer failed: close this direction and stop
+        // the reader, so the other direction's pump sees its end too.
+        let _ = to.shutdown(Shutdown::Write);
+        if let Ok(r) = reader {
+            let _ = r.shutdown(Shutdown::Read);
+        }
+    });
 }

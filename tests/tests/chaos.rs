@@ -8,8 +8,11 @@
 //! - cut the path between Strait and one source broker, then one target broker, for longer
 //!   than the request timeout (Strait runs in a network namespace of the test's own; iptables
 //!   drops that broker's port inside it);
-//! - drop 5% of the packets on Strait's path for a while (no netem in this kernel, so no
-//!   added delay: see `tests/src/netns.rs`);
+//! - add 100 ms each way to every connection of Strait's for 15 s: this kernel has no netem,
+//!   so its connections are reset (`ss -K`) into user-space delaying proxies (iptables DNAT
+//!   inside the namespace), and reset again out of them when the fault ends (see
+//!   `tests/src/netns.rs`);
+//! - drop 5% of the packets on Strait's path for a while;
 //! - kill -9 Strait at random points (20 times) and SIGTERM it (3 times, each must exit 0).
 //!
 //! Then every source partition's committed records (read_committed, librdkafka) must equal the
@@ -41,10 +44,10 @@ use rdkafka::TopicPartitionList;
 use replicator::formats::{Checkpoint, OffsetSync};
 use replicator::internal::read_to_end;
 use strait_tests::kafka::{
-    java_binary, kafka_libs, start_source_and_target, KafkaCluster, KafkaListener, KafkaOptions,
+    run_checker, start_source_and_target, KafkaCluster, KafkaListener, KafkaOptions,
     SecurityProtocol,
 };
-use strait_tests::netns::NetNs;
+use strait_tests::netns::{DelayProxy, NetNs};
 use strait_tests::reference::{self, RefRecord};
 use strait_tests::skip;
 use strait_tests::strait::StraitProcess;
@@ -729,6 +732,8 @@ fn chaos_on_three_broker_clusters_loses_and_duplicates_nothing() {
         );
     };
 
+    // Delaying proxies, one per broker of either cluster, made for the first latency fault.
+    let mut proxies: Vec<(u16, DelayProxy)> = Vec::new();
     for round in 0..rounds {
         for (which, cluster) in [("source", &mut src), ("target", &mut dst)] {
             let kind = per_side(which, "kill -9 source broker", "kill -9 target broker");
@@ -789,6 +794,49 @@ fn chaos_on_three_broker_clusters_loses_and_duplicates_nothing() {
             mirror.ns.cut_port(port).expect("cut");
             std::thread::sleep(Duration::from_secs(12));
             mirror.ns.heal().expect("heal");
+            mirror.assert_running(kind);
+            record(kind, &mut mirror, before, &b, String::new());
+        }
+        let kind = "100 ms more each way 15 s";
+        if wanted(kind) {
+            let before = log_counts(&mirror.all_logs());
+            let host = mirror.ns.host_addr().to_string();
+            if proxies.is_empty() {
+                for cluster in [&src, &dst] {
+                    for i in 0..3 {
+                        let port = cluster.listener_port(i, LISTENER);
+                        let upstream = format!("{host}:{port}").parse().expect("address");
+                        let proxy = DelayProxy::start(&host, upstream).expect("delay proxy");
+                        proxies.push((port, proxy));
+                    }
+                }
+            }
+            eprintln!(
+                "chaos: round {round}: {kind} (Strait's connections reset into delaying proxies)"
+            );
+            for (port, proxy) in &proxies {
+                proxy.set_delay(Duration::from_millis(100));
+                mirror
+                    .ns
+                    .redirect_port(*port, proxy.port())
+                    .expect("redirect");
+            }
+            let accepted =
+                |p: &[(u16, DelayProxy)]| p.iter().map(|(_, x)| x.accepted()).sum::<u64>();
+            let before_accepted = accepted(&proxies);
+            mirror.ns.reset_connections().expect("reset");
+            std::thread::sleep(Duration::from_secs(15));
+            let through = accepted(&proxies) - before_accepted;
+            assert!(
+                through > 0,
+                "no connection of Strait's went through the delaying proxies"
+            );
+            eprintln!("chaos: {through} connections through the delaying proxies");
+            mirror.ns.heal().expect("heal");
+            mirror.ns.reset_connections().expect("reset");
+            for (_, proxy) in &proxies {
+                proxy.set_delay(Duration::ZERO);
+            }
             mirror.assert_running(kind);
             record(kind, &mut mirror, before, &b, String::new());
         }
@@ -1008,16 +1056,10 @@ fn first_difference(
 
 /// Moves leaders with `tests/java/Checker.java move-leaders`; returns (moved, output, total).
 fn move_leaders(bootstrap: &str, shift: u32, topics: &[String]) -> (usize, String, usize) {
-    let checker = strait_tests::workspace_root().join("tests/java/Checker.java");
-    let out = std::process::Command::new(java_binary())
-        .args(["-Xmx256m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC"])
-        .arg("-cp")
-        .arg(format!("{}/*", kafka_libs().display()))
-        .arg(checker)
-        .args(["move-leaders", bootstrap, &shift.to_string()])
-        .args(topics)
-        .output()
-        .expect("run Checker.java move-leaders");
+    let shift = shift.to_string();
+    let mut args = vec!["move-leaders", bootstrap, &shift];
+    args.extend(topics.iter().map(String::as_str));
+    let out = run_checker(&args);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),

@@ -651,6 +651,79 @@ fn last_line(log: &str) -> &str {
         .unwrap_or("")
 }
 
+/// A topic of one partition on `bootstrap` (plaintext) holding the first 200 of 300 records,
+/// and an `mm2.properties` mirroring it from `a` to `b` with `security` settings; returns the
+/// topic, its records and the config.
+fn mid_run_setup(
+    name: &str,
+    bootstrap: &str,
+    a: &str,
+    b: &str,
+    security: &str,
+) -> (String, Vec<Outgoing>, String) {
+    let topic = strait_tests::unique(name);
+    let recs = records(300);
+    reference::create_topic(bootstrap, &topic, 1);
+    reference::produce(bootstrap, &topic, 0, &recs[..200], &[]);
+    let config = format!(
+        "clusters = A, B\n\
+         A.bootstrap.servers = {a}\n\
+         B.bootstrap.servers = {b}\n\
+         A->B.enabled = true\n\
+         A->B.topics = {topic}\n\
+         {flow}\
+         {security}",
+        flow = flow_settings(),
+    );
+    (topic, recs, config)
+}
+
+/// `first` must exit non-zero within 60 s (`why` it should), its last line holding every one
+/// of `wants`, having written exactly the first 200 records to `remote` on `b` (plaintext);
+/// returns that last line.
+fn expect_stopped_after_200(
+    first: &mut StraitProcess,
+    why: &str,
+    wants: &[&str],
+    b: &str,
+    remote: &str,
+    recs: &[Outgoing],
+) -> String {
+    let status = first
+        .wait_exit(Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("Strait still runs 60 s after {why}\n{}", first.log()));
+    let log = first.log();
+    assert!(!status.success(), "exited 0 after {why}\n{log}");
+    let last = last_line(&log).to_string();
+    for want in wants {
+        assert!(
+            last.contains(want),
+            "the final error lacks `{want}`: {last}\n{log}"
+        );
+    }
+    let before = reference::consume_until_end(b, remote, 0);
+    assert_eq!(before, expected(recs)[..200], "what the first run wrote");
+    last
+}
+
+/// `second` must bring `remote` on `b` (plaintext) to exactly `recs`, each once, in order.
+fn expect_resumed_exactly(second: &StraitProcess, b: &str, remote: &str, recs: &[Outgoing]) {
+    wait_for_records(
+        b,
+        remote,
+        recs.len() as i64,
+        Duration::from_secs(90),
+        || second.log(),
+    );
+    std::thread::sleep(Duration::from_secs(2)); // anything more would be a duplicate
+    assert_eq!(
+        reference::consume_until_end(b, remote, 0),
+        expected(recs),
+        "after the restart\n{}",
+        second.log()
+    );
+}
+
 /// An operator rotates Strait's password on the source while it runs. Kafka refuses the next
 /// re-authentication (KIP-368; the listener's `connections.max.reauth.ms` is 3 s), and Strait
 /// stops, exiting non-zero with an error naming cluster A, the broker and the refusal, neither
@@ -678,23 +751,16 @@ fn a_password_rotated_mid_run_stops_strait_and_the_new_one_resumes_exactly() {
     );
     let a = source.bootstrap_for_listener("SASL_REAUTH");
     let (a_plain, b) = (source.bootstrap(), target.bootstrap());
-    let topic = strait_tests::unique("rotated");
-    let remote = format!("A.{topic}");
-    let recs = records(300);
-    reference::create_topic(&a_plain, &topic, 1);
-    reference::produce(&a_plain, &topic, 0, &recs[..200], &[]);
-    let config = format!(
-        "clusters = A, B\n\
-         A.bootstrap.servers = {a}\n\
-         B.bootstrap.servers = {b}\n\
-         A->B.enabled = true\n\
-         A->B.topics = {topic}\n\
-         {flow}\
-         A.security.protocol = SASL_PLAINTEXT\n\
+    let (topic, recs, config) = mid_run_setup(
+        "rotated",
+        &a_plain,
+        &a,
+        &b,
+        "A.security.protocol = SASL_PLAINTEXT\n\
          A.sasl.mechanism = SCRAM-SHA-512\n\
-         A.sasl.jaas.config = org.apache.kafka.common.security.scram.ScramLoginModule required username=\"mirror\" password=\"${{env:STRAIT_TEST_SRC_PASSWORD}}\";\n",
-        flow = flow_settings(),
+         A.sasl.jaas.config = org.apache.kafka.common.security.scram.ScramLoginModule required username=\"mirror\" password=\"${env:STRAIT_TEST_SRC_PASSWORD}\";\n",
     );
+    let remote = format!("A.{topic}");
     let dir = tempfile::tempdir().unwrap();
     let mut first = StraitProcess::start_with(
         "mm2.properties",
@@ -711,56 +777,37 @@ fn a_password_rotated_mid_run_stops_strait_and_the_new_one_resumes_exactly() {
         "mirror",
         NEW_PASSWORD,
     ]);
-    let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "Checker scram: {text}\n{}",
+        "Checker scram: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let status = first.wait_exit(Duration::from_secs(60)).unwrap_or_else(|| {
-        panic!(
-            "Strait still runs 60 s after its password was rotated (session lifetime 3 s)\n{}",
-            first.log()
-        )
-    });
-    let log = first.log();
-    assert!(
-        !status.success(),
-        "exited 0 with refused credentials\n{log}"
+    let last = expect_stopped_after_200(
+        &mut first,
+        "its password was rotated (session lifetime 3 s)",
+        &[
+            "cluster A",
+            "refused the credentials",
+            "invalid credentials",
+        ],
+        &b,
+        &remote,
+        &recs,
     );
-    let last = last_line(&log);
-    for want in [
-        "cluster A",
-        "refused the credentials",
-        "invalid credentials",
-    ] {
-        assert!(
-            last.contains(want),
-            "the final error lacks `{want}`: {last}\n{log}"
-        );
-    }
+    let log = first.log();
     for secret in [SRC_PASSWORD, NEW_PASSWORD] {
         assert!(!log.contains(secret), "a password in the log\n{log}");
     }
-    let before = reference::consume_until_end(&b, &remote, 0);
-    assert_eq!(before, expected(&recs)[..200], "what the first run wrote");
     eprintln!("rotated: {last}");
     reference::produce(&a_plain, &topic, 0, &recs[200..], &[]);
-
     let second = StraitProcess::start_with(
         "mm2.properties",
         &config,
         dir.path(),
         &[("STRAIT_TEST_SRC_PASSWORD", NEW_PASSWORD)],
     );
-    wait_for_records(&b, &remote, 300, Duration::from_secs(90), || second.log());
-    std::thread::sleep(Duration::from_secs(2)); // anything more would be a duplicate
-    assert_eq!(
-        reference::consume_until_end(&b, &remote, 0),
-        expected(&recs),
-        "after the restart with the new password\n{}",
-        second.log()
-    );
+    expect_resumed_exactly(&second, &b, &remote, &recs);
 }
 
 /// The target's certificate expires while Strait runs (the broker is given one valid for 30
@@ -790,24 +837,19 @@ fn a_target_certificate_expiring_mid_run_stops_strait_and_a_renewed_one_resumes_
     );
     let a = source.bootstrap();
     let (b_tls, b_plain) = (target.bootstrap_for_listener("SSL"), target.bootstrap());
-    let topic = strait_tests::unique("expiring");
-    let remote = format!("A.{topic}");
-    let recs = records(300);
-    reference::create_topic(&a, &topic, 1);
-    reference::produce(&a, &topic, 0, &recs[..200], &[]);
-    let config = format!(
-        "clusters = A, B\n\
-         A.bootstrap.servers = {a}\n\
-         B.bootstrap.servers = {b_tls}\n\
-         A->B.enabled = true\n\
-         A->B.topics = {topic}\n\
-         {flow}\
-         B.security.protocol = SSL\n\
-         B.ssl.truststore.type = PEM\n\
-         B.ssl.truststore.location = {ca}\n",
-        flow = flow_settings(),
-        ca = c.ca.display(),
+    let (topic, recs, config) = mid_run_setup(
+        "expiring",
+        &a,
+        &a,
+        &b_tls,
+        &format!(
+            "B.security.protocol = SSL\n\
+             B.ssl.truststore.type = PEM\n\
+             B.ssl.truststore.location = {}\n",
+            c.ca.display()
+        ),
     );
+    let remote = format!("A.{topic}");
     let certs_dir = tempfile::tempdir().unwrap();
     let valid_until = std::time::SystemTime::now() + Duration::from_secs(30);
     let (chain, key) =
@@ -831,50 +873,19 @@ fn a_target_certificate_expiring_mid_run_stops_strait_and_a_renewed_one_resumes_
     );
     target.stop_broker(0);
     target.restart_broker(0);
+    let last = expect_stopped_after_200(
+        &mut first,
+        "reconnecting to a broker with an expired certificate",
+        &["cluster B", "outside its validity period"],
+        &b_plain,
+        &remote,
+        &recs,
+    );
+    eprintln!("expired: {last}");
     reference::produce(&a, &topic, 0, &recs[200..], &[]);
-    let status = first.wait_exit(Duration::from_secs(60)).unwrap_or_else(|| {
-        panic!(
-            "Strait still runs 60 s after reconnecting to a broker with an expired certificate\n{}",
-            first.log()
-        )
-    });
-    let log = first.log();
-    assert!(!status.success(), "exited 0\n{log}");
-    let last = last_line(&log);
-    for want in ["cluster B", "outside its validity period"] {
-        assert!(
-            last.contains(want),
-            "the final error lacks `{want}`: {last}\n{log}"
-        );
-    }
-    let before = reference::consume_until_end(&b_plain, &remote, 0);
-    assert!(
-        before.len() >= 200,
-        "{} of 200 records left on the target",
-        before.len()
-    );
-    assert_eq!(
-        before,
-        expected(&recs)[..before.len()],
-        "what the first run wrote"
-    );
-    eprintln!(
-        "expired: {} records written before the stop; {last}",
-        before.len()
-    );
-
     target.replace_certificate("SSL", &c.server_cert, &c.server_key);
     target.stop_broker(0);
     target.restart_broker(0);
     let second = StraitProcess::start(&config, dir.path());
-    wait_for_records(&b_plain, &remote, 300, Duration::from_secs(90), || {
-        second.log()
-    });
-    std::thread::sleep(Duration::from_secs(2)); // anything more would be a duplicate
-    assert_eq!(
-        reference::consume_until_end(&b_plain, &remote, 0),
-        expected(&recs),
-        "after the renewal\n{}",
-        second.log()
-    );
+    expect_resumed_exactly(&second, &b_plain, &remote, &recs);
 }
