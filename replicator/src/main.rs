@@ -12,6 +12,12 @@ use replicator::flow::Flow;
 use replicator::run::{aliases, run, writers, Clusters};
 use tokio::sync::watch;
 
+/// The static (musl) build allocates through mimalloc: musl's own malloc cost ~19 % more CPU
+/// per GB in the end-to-end bench (benches/README.md).
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "strait",
