@@ -301,6 +301,54 @@ pub async fn list_offset(
         .await
 }
 
+/// The end of `topic`/`partition`'s log on its leader, uncommitted records included: the end
+/// offset of the leader's current epoch (OffsetForLeaderEpoch, KIP-320, asked as a consumer),
+/// which Kafka does not bound by the high watermark. Records between the high watermark and
+/// this end were appended but are not yet replicated to the in-sync replicas (acks=all waits
+/// for them): a client reading up to the high watermark does not see them yet. `None` when the
+/// broker gives no answer for the epoch. One attempt.
+pub async fn log_end_offset(cluster: &Cluster, topic: &str, partition: i32) -> Result<Option<i64>> {
+    use kafka_protocol::messages::offset_for_leader_epoch_request::{
+        OffsetForLeaderEpochRequest, OffsetForLeaderPartition, OffsetForLeaderTopic,
+    };
+    let leader = cluster.leader(topic, partition).await?;
+    let epoch = cluster
+        .metadata()
+        .partition(topic, partition)
+        .map_or(-1, |p| p.leader_epoch);
+    if epoch < 0 {
+        return Ok(None);
+    }
+    let conn = cluster.connection(&leader, ConnKind::Control).await?;
+    let req = OffsetForLeaderEpochRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![OffsetForLeaderTopic::default()
+            .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partitions(vec![OffsetForLeaderPartition::default()
+                .with_partition(partition)
+                .with_current_leader_epoch(epoch)
+                .with_leader_epoch(epoch)])]);
+    let resp = conn.send(&req).await?;
+    let Some(p) = resp
+        .topics
+        .iter()
+        .flat_map(|t| t.partitions.iter())
+        .find(|p| p.partition == partition)
+    else {
+        return Ok(None);
+    };
+    if let Some(e) = Error::broker(
+        ApiKey::OffsetForLeaderEpoch,
+        format!("{}@{}", leader.id, leader.addr()),
+        Some(format!("topic {topic} partition {partition}")),
+        p.error_code,
+        None,
+    ) {
+        return Err(e);
+    }
+    Ok((p.leader_epoch == epoch && p.end_offset >= 0).then_some(p.end_offset))
+}
+
 /// ListOffsets for one partition through its current leader, one attempt.
 async fn list_offset_once(
     cluster: &Cluster,

@@ -79,13 +79,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use protocol_client::fetcher::{
-    fetch_partition, list_offset, FetchedPartition, FetcherConfig, IsolationLevel, OffsetSpec,
+    fetch_partition, list_offset, log_end_offset, FetchedPartition, FetcherConfig, IsolationLevel,
+    OffsetSpec,
 };
 use protocol_client::record::{
     split_batches, DecodeLimits, RecordBatch, TimestampType, BATCH_HEADER_LEN,
     DELETE_HORIZON_FLAG_MASK, TIMESTAMP_TYPE_MASK, TRANSACTIONAL_FLAG_MASK,
 };
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::plan::{plan, Step};
 use super::Flow;
@@ -271,6 +272,60 @@ async fn offset_of(
 }
 
 /// The offset map and upstream position a partition resumes with.
+/// How long a resume waits for the remote partition's high watermark to reach its leader's
+/// log end.
+const SETTLE_WITHIN: Duration = Duration::from_secs(15);
+
+/// The remote partition's end to match the tail against, once what a previous Strait appended
+/// has settled. A process killed with appends in flight can leave batches on the leader's log
+/// above the high watermark (acks=all: the followers have not fetched them yet); matching only
+/// up to the high watermark would miss them, and the records would be written again after
+/// them. So the high watermark is awaited until it reaches the leader's log end for its epoch
+/// ([`log_end_offset`]), for at most [`SETTLE_WITHIN`] (appends the in-sync replicas never take
+/// stay above it: then, with a warning, as before). A broker that does not answer
+/// OffsetForLeaderEpoch (tansu) leaves the high watermark as it is.
+async fn settled_end(
+    flow: &Flow,
+    remote: &str,
+    partition: i32,
+    high_watermark: i64,
+) -> Result<i64> {
+    let c = &flow.config;
+    let target = flow.target_cluster();
+    let deadline = tokio::time::Instant::now() + SETTLE_WITHIN;
+    let mut end = high_watermark;
+    loop {
+        let log_end = match log_end_offset(target, remote, partition).await {
+            Ok(Some(e)) => e,
+            Ok(None) => return Ok(end),
+            Err(e) => {
+                debug!(flow = %flow.name(), %remote, partition, error = %e, "log end unknown (OffsetForLeaderEpoch); matching up to the high watermark");
+                return Ok(end);
+            }
+        };
+        if log_end <= end {
+            return Ok(end);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            warn!(flow = %flow.name(), %remote, partition, high_watermark = end, log_end, "appends above the remote high watermark did not settle; matching up to the high watermark (records above it may repeat)");
+            return Ok(end);
+        }
+        debug!(flow = %flow.name(), %remote, partition, high_watermark = end, log_end, "waiting for appends above the remote high watermark to settle");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        end = end.max(
+            offset_of(
+                target,
+                &c.target,
+                remote,
+                partition,
+                OffsetSpec::Latest,
+                IsolationLevel::ReadUncommitted,
+            )
+            .await?,
+        );
+    }
+}
+
 pub async fn resume_partition(
     flow: &Flow,
     topic: &str,
@@ -316,6 +371,7 @@ pub async fn resume_partition(
             remote_end = remote_end.max(probe.high_watermark);
         }
     }
+    let remote_end = settled_end(flow, remote, partition, remote_end).await?;
     let iso = super::isolation(c.isolation_level);
     let map_error = |source| Error::OffsetMap {
         context: format!("{topic}/{partition}"),
