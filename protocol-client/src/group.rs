@@ -433,10 +433,11 @@ async fn join_group(
     member_id: String,
 ) -> Result<Generation> {
     let member_id = Mutex::new(member_id);
-    let what = format!("join group {}", session.config.group_id);
+    // A fixed name: it labels the retry counts (metrics), whose label values must not grow
+    // with group ids.
     let state = session
         .cluster
-        .retry(&what, || async {
+        .retry("JoinGroup", || async {
             let mut last = None;
             for _ in 0..MAX_PROTOCOL_RESTARTS {
                 let id = member_id.lock().unwrap_or_else(|p| p.into_inner()).clone();

@@ -726,8 +726,9 @@ impl Collector for Snapshot {
         }
         let mut retries = Family::counter(
             "strait_client_retries",
-            "Requests retried by the clients of a cluster, by operation and error (broker error \
-             code name or client-side kind such as transport, request_timeout).",
+            "Retries by the wire client of a cluster, by operation and error (the broker's error \
+             code name, or a client-side kind such as connect or request_timeout): one per \
+             retried call for admin and metadata calls, one per partition for Produce and Fetch.",
         );
         for (alias, cluster) in lock(&self.metrics.clusters).iter() {
             for (operation, error, n) in cluster.retries().snapshot() {

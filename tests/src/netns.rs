@@ -304,6 +304,7 @@ pub struct DelayProxy {
     delay_ms: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     accepted: Arc<AtomicU64>,
+    bytes: Arc<AtomicU64>,
 }
 
 impl DelayProxy {
@@ -314,7 +315,13 @@ impl DelayProxy {
         let delay_ms = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let accepted = Arc::new(AtomicU64::new(0));
-        let (d, st, acc) = (delay_ms.clone(), stop.clone(), accepted.clone());
+        let bytes = Arc::new(AtomicU64::new(0));
+        let (d, st, acc, by) = (
+            delay_ms.clone(),
+            stop.clone(),
+            accepted.clone(),
+            bytes.clone(),
+        );
         std::thread::Builder::new()
             .name(format!("delay-proxy-{}", addr.port()))
             .spawn(move || {
@@ -332,8 +339,8 @@ impl DelayProxy {
                     let (Ok(down2), Ok(up2)) = (down.try_clone(), up.try_clone()) else {
                         continue;
                     };
-                    pump(down, up2, d.clone());
-                    pump(up, down2, d.clone());
+                    pump(down, up2, d.clone(), by.clone());
+                    pump(up, down2, d.clone(), by.clone());
                 }
             })?;
         Ok(DelayProxy {
@@ -341,7 +348,13 @@ impl DelayProxy {
             delay_ms,
             stop,
             accepted,
+            bytes,
         })
+    }
+
+    /// Bytes carried so far (both directions, written to the other side).
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
     }
 
     /// Connections accepted so far.
@@ -370,7 +383,7 @@ impl Drop for DelayProxy {
 
 /// Copies `from` to `to`, each chunk held until it is `delay` old (never before an earlier
 /// chunk): a reader thread stamps chunks, a writer thread sends them when due.
-fn pump(mut from: TcpStream, mut to: TcpStream, delay: Arc<AtomicU64>) {
+fn pump(mut from: TcpStream, mut to: TcpStream, delay: Arc<AtomicU64>, carried: Arc<AtomicU64>) {
     let (tx, rx) = mpsc::channel::<(Instant, Vec<u8>)>();
     let reader = from.try_clone();
     std::thread::spawn(move || {
@@ -398,6 +411,7 @@ fn pump(mut from: TcpStream, mut to: TcpStream, delay: Arc<AtomicU64>) {
             if to.write_all(&bytes).is_err() {
                 break;
             }
+            carried.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         }
         // The reader ended (EOF or error) or the writer failed: close this direction and stop
         // the reader, so the other direction's pump sees its end too.

@@ -409,6 +409,14 @@ fn a_cluster_down_at_start_is_waited_for_and_one_never_up_is_named() {
         .terminate(Duration::from_secs(30))
         .expect("exits after SIGTERM");
     assert!(status.success(), "{}", late.log());
+    if started.elapsed() < Duration::from_secs(50) {
+        assert!(
+            never.wait_exit(Duration::ZERO).is_none(),
+            "gave up on the closed port after {:?}, before its connect budget\n{}",
+            started.elapsed(),
+            never.log()
+        );
+    }
 
     let status = never
         .wait_exit(Duration::from_secs(100))
@@ -427,7 +435,11 @@ fn a_cluster_down_at_start_is_waited_for_and_one_never_up_is_named() {
         .rev()
         .find(|l| !l.trim().is_empty())
         .unwrap_or("");
-    for want in ["cluster A".to_string(), dead.to_string()] {
+    for want in [
+        "cluster A".to_string(),
+        dead.to_string(),
+        "gave up after".to_string(),
+    ] {
         assert!(
             last.contains(&want),
             "the final error lacks `{want}`: {last}\n{log}"

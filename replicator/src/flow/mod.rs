@@ -911,7 +911,6 @@ impl Flow {
                     biased;
                     Some(e) = fail_rx.recv() => return Err(e),
                     _ = stop.changed() => return Ok(()),
-                    r = fetcher.poll() => r.map_err(self.src())?,
                     Some(update) = updates.recv() => {
                         // Partitions already assigned are never resumed again within a run
                         // (their live map is the truth); a topic back under its old id after a
@@ -937,6 +936,7 @@ impl Flow {
                         lock(&ids).remember(&self.source.metadata(), assigned.iter().map(|k| k.0.as_str()));
                         continue;
                     }
+                    r = fetcher.poll() => r.map_err(self.src())?,
                 };
                 for oor in fetcher.take_out_of_range() {
                     let key = (oor.topic.to_string(), oor.partition);
@@ -1303,11 +1303,14 @@ impl Flow {
     /// topic deleted meanwhile is created again), then handed to the fetch loop, which assigns
     /// partitions whose remote partition exists only now. A topic gone from two metadata
     /// answers in a row (one lagging broker can omit a topic) was deleted: the loop unassigns
-    /// it. Topics re-created under a new topic id are stopped by the loop and left out here.
-    /// Topic configs and ACLs are synced on their own intervals. A transient failure (a
-    /// cluster unreachable) is retried at the next tick, with a warning, for up to
-    /// [`PERIODIC_FAILURE_LIMIT`]; then, or at once for any other failure, the flow stops
-    /// through `fail`.
+    /// it. A topic whose id differs from the one first seen (re-created) is left out here and
+    /// stopped by the loop. Topic configs and ACLs are synced on their own intervals.
+    ///
+    /// A transient failure (a cluster unreachable) is warned about, counted
+    /// (`strait_errors_total{kind="topics"}`) and tried again [`TOPICS_RETRY`] later, for as
+    /// long as it lasts: the data path has its own limits (the producer's delivery timeout),
+    /// and a failing refresh only delays new topics. Any other failure stops the flow through
+    /// `fail`.
     async fn topics_loop(
         self: Arc<Self>,
         mut topics: BTreeMap<String, i32>,
@@ -1327,37 +1330,49 @@ impl Flow {
         let mut refresh = every(self.config.refresh_topics_interval);
         let mut config_sync = every(self.config.sync_topic_configs_interval);
         let mut acl_sync = every(self.config.sync_topic_acls_interval);
-        let mut failing = FailingSince::default();
+        // Every topic handed to the loop and not yet seen deleted: what may be assigned there
+        // (the loop's `assigned`, by topic), so a topic missing from one answer is still
+        // checked for deletion at the next refresh.
+        let mut known: BTreeSet<String> = topics.keys().cloned().collect();
+        let mut failing_since: Option<tokio::time::Instant> = None;
         loop {
+            let mut what = "topic refresh";
             let work = async {
                 tokio::select! {
                     _ = refresh.tick(), if self.config.refresh_topics => {
                         let now = self.select_topics().await?;
-                        let gone: BTreeSet<String> =
-                            topics.keys().filter(|t| !now.contains_key(*t)).cloned().collect();
-                        let gone = if gone.is_empty() {
-                            gone
+                        let missing: Vec<String> =
+                            known.iter().filter(|t| !now.contains_key(*t)).cloned().collect();
+                        let gone: Vec<String> = if missing.is_empty() {
+                            missing
                         } else {
                             let again = self.select_topics().await?;
-                            gone.into_iter().filter(|t| !again.contains_key(t)).collect()
+                            missing.into_iter().filter(|t| !again.contains_key(t)).collect()
                         };
+                        // Re-created topics (a topic id other than the one first seen, in the
+                        // metadata just read) are not synced: the loop stops them.
                         let now: BTreeMap<String, i32> = {
                             let ids = lock(&ids);
-                            now.into_iter().filter(|(t, _)| !ids.is_recreated(t)).collect()
+                            let md = self.source.metadata();
+                            now.into_iter()
+                                .filter(|(t, _)| !ids.is_recreated(t) && !ids.differs(&md, t))
+                                .collect()
                         };
                         self.sync_topics(&now).await?;
+                        for t in &gone {
+                            known.remove(t);
+                        }
+                        known.extend(now.keys().cloned());
                         topics = now.clone();
-                        let update = TopicsUpdate {
-                            topics: now,
-                            gone: gone.into_iter().collect(),
-                        };
                         // The loop is gone only when the flow stops.
-                        let _ = updates.send(update).await;
+                        let _ = updates.send(TopicsUpdate { topics: now, gone }).await;
                     }
                     _ = config_sync.tick(), if self.config.sync_topic_configs => {
+                        what = "topic config sync";
                         self.sync_topic_configs(&topics).await?;
                     }
                     _ = acl_sync.tick(), if self.config.sync_topic_acls => {
+                        what = "topic ACL sync";
                         self.sync_topic_acls(&topics).await?;
                     }
                     _ = std::future::pending::<()>() => {}
@@ -1368,22 +1383,30 @@ impl Flow {
                 _ = stop.changed() => return,
                 r = work => r,
             };
-            // The target (or source) unreachable for a while is waited out, with a warning
-            // each round, up to PERIODIC_FAILURE_LIMIT; a refusal no retry fixes (not
-            // authorized, invalid config) stops the flow at once.
-            let r = match r {
-                Err(e) if !e.is_transient() => {
-                    report(&fail, e);
+            match r {
+                Ok(()) => {
+                    if let Some(since) = failing_since.take() {
+                        info!(flow = %self.name(), failed_for = ?since.elapsed(), "topic maintenance works again");
+                    }
+                }
+                Err(e) if e.is_transient() => {
+                    self.metrics.error("topics");
+                    let since = *failing_since.get_or_insert_with(tokio::time::Instant::now);
+                    warn!(flow = %self.name(), what, error = %e, failing_for = ?since.elapsed(), "topic maintenance failed; will retry");
+                    // Sooner than the next tick (600 s by default): a failed refresh delays new
+                    // topics only until the cluster answers again.
+                    let c = &self.config;
+                    let (tick, interval) = match what {
+                        "topic config sync" => (&mut config_sync, c.sync_topic_configs_interval),
+                        "topic ACL sync" => (&mut acl_sync, c.sync_topic_acls_interval),
+                        _ => (&mut refresh, c.refresh_topics_interval),
+                    };
+                    tick.reset_after(TOPICS_RETRY.min(interval.max(Duration::from_secs(1))));
+                }
+                Err(e) => {
+                    report(&fail, e.context(what));
                     return;
                 }
-                r => r,
-            };
-            if r.is_err() {
-                self.metrics.error("topics");
-            }
-            if let Some(e) = failing.observe(r, tokio::time::Instant::now()) {
-                report(&fail, e.context("topic refresh kept failing"));
-                return;
             }
         }
     }
@@ -2031,6 +2054,10 @@ impl Flow {
 /// its failure becomes the flow's: long enough to ride out a broker restart or a leader
 /// election, short enough that a persistent failure does not scroll by unnoticed for hours.
 pub const PERIODIC_FAILURE_LIMIT: Duration = Duration::from_secs(120);
+
+/// How soon a topic refresh, config sync or ACL sync that failed transiently is tried again
+/// (or at its interval, if shorter).
+pub const TOPICS_RETRY: Duration = Duration::from_secs(10);
 
 /// Tracks consecutive failures of a periodic task.
 #[derive(Debug, Default)]

@@ -62,6 +62,18 @@ impl TopicIds {
     }
 
     /// Whether `topic` was found re-created (its partitions are never assigned again).
+    /// Whether `md` gives `topic` an id other than the one remembered (without marking it:
+    /// [`TopicIds::changed`] does that, and the caller of `changed` stops the topic).
+    pub(crate) fn differs(&self, md: &Metadata, topic: &str) -> bool {
+        let Some(id) = self.ids.get(topic) else {
+            return false;
+        };
+        md.topics
+            .get(topic)
+            .map(|t| t.id)
+            .is_some_and(|now| now != [0; 16] && now != *id)
+    }
+
     pub(crate) fn is_recreated(&self, topic: &str) -> bool {
         self.recreated.contains(topic)
     }
@@ -106,5 +118,16 @@ mod tests {
         // Remembering again does not replace the id it was assigned with.
         ids.remember(&md(&[("u", 9)]), ["u"]);
         assert_eq!(ids.changed(&md(&[("u", 9)])), ["u"]);
+    }
+
+    #[test]
+    fn differs_looks_without_marking() {
+        let mut ids = TopicIds::default();
+        ids.remember(&md(&[("t", 1)]), ["t"]);
+        let later = md(&[("t", 2), ("n", 3)]);
+        assert!(ids.differs(&later, "t"));
+        assert!(!ids.differs(&later, "n"), "never seen: not re-created");
+        assert!(!ids.differs(&md(&[]), "t"), "absent: not re-created");
+        assert_eq!(ids.changed(&later), ["t"], "still reported to the loop");
     }
 }
