@@ -455,12 +455,15 @@ fn sasl_over_plaintext() {
         p.summary()
     );
     // Kafka closes the connection at the first request that is not ApiVersions or
-    // SaslHandshake: librdkafka reports only that all brokers are down.
+    // SaslHandshake: librdkafka reports that all brokers are down, and, when its next send
+    // races the close, a transport failure ("Send failed: Broken pipe", seen in CI); never an
+    // authentication error.
     let p = probe(&probes, "plaintext-client-to-sasl-listener");
     assert!(
-        p.errors
-            .iter()
-            .all(|(code, _)| *code == Some(RDKafkaErrorCode::AllBrokersDown)),
+        p.errors.iter().all(|(code, _)| matches!(
+            code,
+            Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure)
+        )),
         "{}",
         p.summary()
     );
