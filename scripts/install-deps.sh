@@ -41,8 +41,9 @@ fi
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
 # iptables cuts and degrades Strait's network path inside a namespace of the chaos test's own
-# (tests/tests/chaos.rs, tests/src/netns.rs); iproute2's `ip` makes the namespace.
-if ! command -v iptables >/dev/null 2>&1 || ! command -v ip >/dev/null 2>&1; then
+# (tests/tests/chaos.rs, tests/src/netns.rs); iproute2's `ip` makes the namespace and its `ss -K`
+# resets Strait's connections into the latency proxies.
+if ! command -v iptables >/dev/null 2>&1 || ! command -v ip >/dev/null 2>&1 || ! command -v ss >/dev/null 2>&1; then
   echo "install-deps: installing iptables iproute2"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
   $SUDO apt-get update -qq
