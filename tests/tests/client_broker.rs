@@ -396,6 +396,149 @@ async fn rebuilt_batches_are_accepted_and_read_back_identically(kind: BrokerKind
     }
 }
 
+/// A killed writer's appends still queued on a broker connection are written after it died.
+/// A successor that continues the last writer's identity and sequence (what a resumed
+/// partition does, `Producer::continue_identity`) makes Apache Kafka tell them apart: a late
+/// append after ours is answered as a duplicate and not written; one that landed first makes
+/// ours a duplicate of it (same sequences, same records); one that landed first with other
+/// batch boundaries makes ours fail as "taken" (not renumbered, not written). librdkafka reads
+/// every record exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_successor_continuing_the_last_writers_sequence_is_never_written_twice() {
+    use replicator::flow::resume::Continuation;
+    strait_tests::init_tracing();
+    let broker = strait_tests::start_one(BrokerKind::Kafka, "client-continue");
+    let cluster = cluster(&*broker).await;
+    let recs = sample(40);
+    // The same records in batches of 5 and of 10 (Strait may merge small batches).
+    let (by5, by10) = (
+        strait_tests::unique("cont-src5"),
+        strait_tests::unique("cont-src10"),
+    );
+    reference::blocking(|| {
+        for (t, n) in [(&by5, "5"), (&by10, "10")] {
+            reference::create_topic(&broker.bootstrap(), t, 1);
+            reference::produce(
+                &broker.bootstrap(),
+                t,
+                0,
+                &recs,
+                &[("batch.num.messages", n), ("linger.ms", "200")],
+            );
+        }
+    });
+    let by5 = fetch_all(&cluster, &by5, 0, 40).await;
+    let by10 = fetch_all(&cluster, &by10, 0, 40).await;
+    assert!(
+        by5.iter().all(|b| b.record_count() == 5) && by10.iter().all(|b| b.record_count() == 10),
+        "batches of 5 and 10: {:?} {:?}",
+        by5.iter().map(|b| b.record_count()).collect::<Vec<_>>(),
+        by10.iter().map(|b| b.record_count()).collect::<Vec<_>>()
+    );
+    let config = ProducerConfig {
+        stop_partition_on_failure: true,
+        ..ProducerConfig::default()
+    };
+    let last_writer =
+        |batches: &[RecordBatch]| Continuation::after(batches.last().unwrap()).unwrap();
+    let want = |n: usize| -> Vec<RefRecord> {
+        recs[..n]
+            .iter()
+            .enumerate()
+            .map(|(i, r)| to_ref(r, i as i64))
+            .collect()
+    };
+    for case in [
+        "late after ours",
+        "late before ours",
+        "late before ours, other boundaries",
+    ] {
+        let dst = strait_tests::unique("cont-dst");
+        reference::blocking(|| reference::create_topic(&broker.bootstrap(), &dst, 1));
+        // The predecessor wrote records 0..10 and is killed with more in flight.
+        let old = Producer::new(cluster.clone(), config.clone())
+            .await
+            .unwrap();
+        for b in &by5[..2] {
+            old.append(&dst, 0, b.clone())
+                .await
+                .expect("predecessor's append");
+        }
+        // The successor resumes after record 9, continuing the log's last writer.
+        let written = fetch_all(&cluster, &dst, 0, 10).await;
+        let c = last_writer(&written);
+        assert_eq!(
+            (c.producer_id, c.epoch, c.next_sequence),
+            (
+                old.producer_id_and_epoch().0,
+                old.producer_id_and_epoch().1,
+                10
+            )
+        );
+        let new = Producer::new(cluster.clone(), config.clone())
+            .await
+            .unwrap();
+        assert_ne!(new.producer_id_and_epoch().0, c.producer_id);
+        assert!(new.continue_identity(&dst, 0, c.producer_id, c.epoch, c.next_sequence));
+        match case {
+            "late after ours" => {
+                let ours = new.append(&dst, 0, by5[2].clone()).await.expect("ours");
+                assert_eq!(ours.base_offset, 10);
+                // The predecessor's queued append lands now: a duplicate, not written.
+                let late = old.append(&dst, 0, by5[2].clone()).await.expect("late");
+                assert_eq!(late.base_offset, 10, "answered as the duplicate of ours");
+                for b in &by5[3..] {
+                    new.append(&dst, 0, b.clone()).await.expect("ours");
+                }
+            }
+            "late before ours" => {
+                let late = old.append(&dst, 0, by5[2].clone()).await.expect("late");
+                assert_eq!(late.base_offset, 10);
+                let ours = new.append(&dst, 0, by5[2].clone()).await.expect("ours");
+                assert_eq!(
+                    ours.base_offset, 10,
+                    "ours answered as the duplicate of the late one"
+                );
+                for b in &by5[3..] {
+                    new.append(&dst, 0, b.clone()).await.expect("ours");
+                }
+            }
+            _ => {
+                // The predecessor had merged records 10..20 into one batch.
+                let late = old.append(&dst, 0, by10[1].clone()).await.expect("late");
+                assert_eq!(late.base_offset, 10);
+                let err = new
+                    .append(&dst, 0, by5[2].clone())
+                    .await
+                    .expect_err("the sequence is taken");
+                assert!(
+                    matches!(err, protocol_client::Error::Producer(ref m) if m.contains("taken")),
+                    "{err}"
+                );
+                // The partition stopped: nothing after it is written either.
+                assert!(new.append(&dst, 0, by5[3].clone()).await.is_err());
+                // A successor that reads the log again continues after record 19.
+                let written = fetch_all(&cluster, &dst, 0, 20).await;
+                let c = last_writer(&written);
+                assert_eq!(c.next_sequence, 20);
+                let next = Producer::new(cluster.clone(), config.clone())
+                    .await
+                    .unwrap();
+                assert!(next.continue_identity(&dst, 0, c.producer_id, c.epoch, c.next_sequence));
+                for b in &by5[4..] {
+                    next.append(&dst, 0, b.clone()).await.expect("ours");
+                }
+            }
+        }
+        let got = reference::blocking(|| {
+            reference::consume(&broker.bootstrap(), &dst, 0, 0, 40, Duration::from_secs(30))
+        });
+        assert_eq!(got, want(40), "{case}: every record exactly once, in order");
+        let (_, high) = reference::blocking(|| reference::watermarks(&broker.bootstrap(), &dst, 0));
+        assert_eq!(high, 40, "{case}: nothing else written");
+    }
+}
+
 strait_tests::on_both_brokers!(
     our_producer_writes_what_librdkafka_reads,
     librdkafka_writes_our_fetcher_reads_and_raw_append_forwards_identically,

@@ -301,3 +301,170 @@ fn unreadable_offset_map_records_cost_only_their_partition() {
     );
     assert!(log.contains("names no partition; skipped"), "{log}");
 }
+
+/// A killed Strait's produce requests still queued on a target broker's connection are read
+/// and written after it died, possibly after the next Strait resumed the partition. The next
+/// Strait continues the remote log's last writer (its producer id, epoch and next sequence),
+/// so the broker tells the two copies apart:
+///
+/// - partition 0: the predecessor's late batch holds what Strait then forwards, with the same
+///   boundaries: Strait's copy is answered as its duplicate and not written;
+/// - partition 1: the predecessor had merged two source batches into one: Strait's copy of the
+///   first is refused (its sequence is taken), the flow restarts, and the resume matches the
+///   merged batch instead of writing it again.
+///
+/// The source transaction left open holds the second run at its resume position
+/// (read_committed) until the late appends landed. Before the fix the second run wrote under a
+/// new producer id: both partitions held those records twice.
+#[test]
+fn a_predecessors_late_append_is_not_written_twice() {
+    use protocol_client::cluster::{ClientConfig, Cluster};
+    use protocol_client::fetcher::{fetch_partition, FetcherConfig, IsolationLevel};
+    use protocol_client::producer::{Producer, ProducerConfig};
+    use protocol_client::record::{split_batches, BatchBuilder, Compression, DecodeLimits};
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer as _, ThreadedProducer};
+    use replicator::flow::resume::Continuation;
+
+    strait_binary();
+    let clusters = start_clusters("late-append", 2);
+    let (a, b) = (clusters[0].bootstrap(), clusters[1].bootstrap());
+    reference::create_topic(&a, "late", 2);
+    for p in 0..2 {
+        reference::produce(&a, "late", p, &numbered(p, 0, 10), &[]);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // Merging off: the second run forwards each source batch alone.
+    let config = mm2_properties(&a, &b, "strait.coalesce.bytes = 0\n");
+    let mut first = StraitProcess::start(&config, dir.path());
+    let mirrored = |n: [i64; 2]| {
+        (0..2).all(|p| {
+            reference::try_watermarks(&b, "A.late", p).map(|w| w.1).ok() == Some(n[p as usize])
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !mirrored([10, 10]) {
+        assert!(Instant::now() < deadline, "not mirrored\n{}", first.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let status = first.terminate(Duration::from_secs(30));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}\n{}",
+        first.log()
+    );
+
+    // An open transaction: 5 records on partition 0, two batches of 5 on partition 1.
+    let txp: ThreadedProducer<DefaultProducerContext> = reference::base_config(&a)
+        .set("transactional.id", strait_tests::unique("late-tx"))
+        .create()
+        .expect("transactional producer");
+    txp.init_transactions(Duration::from_secs(30)).unwrap();
+    txp.begin_transaction().unwrap();
+    for (p, from, to) in [(0, 10, 15), (1, 10, 15), (1, 15, 20)] {
+        for r in numbered(p, from, to) {
+            txp.send(
+                BaseRecord::<[u8], [u8]>::to("late")
+                    .partition(p)
+                    .key(r.key.as_deref().unwrap())
+                    .payload(r.value.as_deref().unwrap()),
+            )
+            .map_err(|(e, _)| e)
+            .unwrap();
+        }
+        txp.flush(Duration::from_secs(10)).unwrap();
+    }
+
+    let mut second = StraitProcess::start(&config, dir.path());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !second.log().contains("replicating") {
+        assert!(Instant::now() < deadline, "not resumed\n{}", second.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The predecessor's late appends land now, under its identity and sequence.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let src = Cluster::connect(ClientConfig::new(&a)).await.unwrap();
+        let dst = Cluster::connect(ClientConfig::new(&b)).await.unwrap();
+        let fetch = FetcherConfig {
+            isolation: IsolationLevel::ReadUncommitted,
+            max_wait: Duration::from_millis(100),
+            ..FetcherConfig::default()
+        };
+        for p in 0..2 {
+            let fp = fetch_partition(&src, "late", p, 10, &fetch).await.unwrap();
+            let open: Vec<_> = split_batches(fp.records)
+                .map(|b| b.unwrap())
+                .filter(|b| b.base_offset() >= 10)
+                .collect();
+            assert_eq!(
+                open.iter().map(|b| b.record_count()).collect::<Vec<_>>(),
+                if p == 0 { vec![5] } else { vec![5, 5] },
+                "partition {p}: the open transaction's batches"
+            );
+            let late = if p == 0 {
+                open[0].clone()
+            } else {
+                let mut merged = BatchBuilder::new(Compression::None);
+                for batch in &open {
+                    for r in batch.records(&DecodeLimits::default()).unwrap() {
+                        merged.push_record(batch.base_timestamp(), &r.unwrap());
+                    }
+                }
+                merged.build().unwrap()
+            };
+            let remote = fetch_partition(&dst, "A.late", p, 9, &fetch).await.unwrap();
+            let last = split_batches(remote.records)
+                .map(|b| b.unwrap())
+                .find(|b| b.next_offset() == 10)
+                .expect("the remote batch ending at 10");
+            let c = Continuation::after(&last).expect("written by an idempotent producer");
+            let predecessor = Producer::new(dst.clone(), ProducerConfig::default())
+                .await
+                .unwrap();
+            assert!(predecessor.continue_identity(
+                "A.late",
+                p,
+                c.producer_id,
+                c.epoch,
+                c.next_sequence
+            ));
+            let ack = predecessor.append("A.late", p, late).await.unwrap();
+            assert_eq!(ack.base_offset, 10, "partition {p}: the late append landed");
+        }
+    });
+    txp.commit_transaction(Duration::from_secs(30)).unwrap();
+
+    for (p, n) in [(0, 15), (1, 20)] {
+        let source = reference::consume(&a, "late", p, 0, n, Duration::from_secs(30));
+        let got = reference::consume(&b, "A.late", p, 0, n, Duration::from_secs(60));
+        assert_eq!(
+            got,
+            source,
+            "partition {p}: every record once\n{}",
+            second.log()
+        );
+    }
+    // Strait's own copies must not show up after them.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        mirrored([15, 20]),
+        "{:?}\n{}",
+        (0..2)
+            .map(|p| reference::watermarks(&b, "A.late", p))
+            .collect::<Vec<_>>(),
+        second.log()
+    );
+    let log = second.log();
+    assert!(
+        log.contains("sequence continued from the partition's previous writer is taken"),
+        "partition 1's copy was not refused:\n{log}"
+    );
+    assert!(
+        log.contains("merged=1"),
+        "the restart did not match the merged batch:\n{log}"
+    );
+    assert!(
+        second.pid().is_some() && second.wait_exit(Duration::from_millis(10)).is_none(),
+        "Strait exited:\n{log}"
+    );
+}

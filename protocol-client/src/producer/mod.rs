@@ -152,6 +152,10 @@ struct Pending {
     clear_log_append_time: bool,
 }
 
+/// The generation of an identity continued from a predecessor ([`Producer::continue_identity`]):
+/// older than every identity this producer obtained itself (those start at 1).
+const CONTINUED: u64 = 0;
+
 /// A producer identity: id and epoch, and the generation that numbers the identities this
 /// producer has had.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -395,6 +399,51 @@ impl Producer {
             queued?;
             rx.await.unwrap_or(Err(Error::Shutdown))
         }
+    }
+
+    /// Continues a predecessor's producer identity on `topic`/`partition`: this partition's
+    /// batches go under `producer_id` and `epoch`, numbered from `next_sequence` (the sequence
+    /// after the last one of the predecessor's batches the partition's log ends with), instead
+    /// of under this producer's own identity. Appends the predecessor still had in flight (a
+    /// process killed with requests queued on a broker's connection: the broker reads and writes
+    /// them after it died) are then told apart by the broker: one landing after ours repeats
+    /// sequences the broker already holds and is refused or answered as a duplicate, never
+    /// written a second time; one that landed first takes the sequence ours would get, and ours
+    /// is answered as its duplicate (same sequences carry the same records when both writers
+    /// forward the same records in the same order) or, refused, fails with
+    /// [`Error::Producer`] ("sequence ... taken") instead of being renumbered, so the caller
+    /// can read the log again. A later sequence gap still moves the partition to this
+    /// producer's own identity.
+    ///
+    /// Only for an idempotent producer, a valid identity, and a partition this producer has
+    /// not appended to yet; returns whether it was taken.
+    pub fn continue_identity(
+        &self,
+        topic: &str,
+        partition: i32,
+        producer_id: i64,
+        epoch: i16,
+        next_sequence: i32,
+    ) -> bool {
+        if !self.inner.config.idempotent || producer_id < 0 || epoch < 0 || next_sequence < 0 {
+            return false;
+        }
+        let mut st = self.inner.lock();
+        let key: TopicPartition = (Arc::from(topic), partition);
+        let ps = st.parts.entry(key).or_default();
+        if ps.ident.is_some() || ps.next_ordinal > 0 {
+            return false;
+        }
+        ps.ident = Some(Identity {
+            producer_id,
+            epoch,
+            generation: CONTINUED,
+        });
+        ps.next_seq = next_sequence;
+        // The broker may no longer hold state for it (expired): one batch at a time until
+        // one is acknowledged, as for a fresh identity.
+        ps.confirmed = false;
+        true
     }
 
     /// Waits until every queued batch has been acknowledged or failed.
@@ -1046,7 +1095,32 @@ async fn complete(inner: &Arc<Inner>, outcomes: Vec<(Outgoing, PartitionOutcome)
                             p.clear_log_append_time = true;
                         }
                     }
-                    if (e.is_retriable() || seq_trouble || log_append_time_refused) && !expired {
+                    // A sequence error for the next batch under a continued identity: the
+                    // predecessor's append took the sequence after the partition was resumed.
+                    // Renumbering would write these records after their first copy.
+                    // (UNKNOWN_PRODUCER_ID is not that: the broker holds nothing of the
+                    // identity, so nothing of it landed; the usual renumbering applies.)
+                    let taken = seq_trouble
+                        && code != Some(ResponseError::UnknownProducerId)
+                        && inner.config.idempotent
+                        && out.batches.iter().any(|p| {
+                            p.seq.is_some_and(|a| a.generation == CONTINUED) && ps.proves_gap(p)
+                        });
+                    let e = if taken {
+                        warn!(topic = %out.tp.0, partition = out.tp.1, error = %e, "sequence continued from the partition's previous writer is taken: it wrote after the partition was resumed");
+                        Error::Producer(format!(
+                            "topic {} partition {}: the sequence continued from the partition's \
+                             previous writer is taken ({e}): something it had in flight was \
+                             written after the partition was resumed",
+                            out.tp.0, out.tp.1
+                        ))
+                    } else {
+                        e
+                    };
+                    if !taken
+                        && (e.is_retriable() || seq_trouble || log_append_time_refused)
+                        && !expired
+                    {
                         if seq_trouble && inner.config.idempotent {
                             if let Some(p) = out.batches.iter().find(|p| ps.proves_gap(p)) {
                                 // The broker refused the next batch it should take: a real gap
@@ -1076,8 +1150,9 @@ async fn complete(inner: &Arc<Inner>, outcomes: Vec<(Outgoing, PartitionOutcome)
                     } else {
                         // The broker refused it (nothing written), or it is given up with its
                         // outcome unknown (it may have been written).
-                        let refused =
-                            (matches!(e, Error::Broker { .. }) && !e.is_retriable()) || seq_trouble;
+                        let refused = (matches!(e, Error::Broker { .. }) && !e.is_retriable())
+                            || seq_trouble
+                            || taken;
                         let msg = e.to_string();
                         let mut first_err = Some(e);
                         let last = out.batches.last().map_or(first, |p| p.ordinal);

@@ -1172,7 +1172,23 @@ impl Flow {
             ))
             .await;
             for (((topic, partition), remote, _, _), result) in chunk.into_iter().zip(resumed) {
-                let (map, position) = result?;
+                let resume::Resumed {
+                    map,
+                    position,
+                    continuation,
+                } = result?;
+                if let Some(c) = continuation {
+                    // Appends a predecessor left in flight meet the sequences we take, and
+                    // are not written after our copies of the same records.
+                    let continued = self.data_producer.continue_identity(
+                        &remote,
+                        partition,
+                        c.producer_id,
+                        c.epoch,
+                        c.next_sequence,
+                    );
+                    debug!(flow = %self.name(), %topic, partition, producer_id = c.producer_id, epoch = c.epoch, next_sequence = c.next_sequence, continued, "continuing the remote log's last writer");
+                }
                 debug!(flow = %self.name(), %topic, partition, position, "assigned");
                 fetcher.assign(&topic, partition, position);
                 self.metrics

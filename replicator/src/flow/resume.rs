@@ -8,6 +8,12 @@
 //! is extended with each match. Replication resumes after the last matched source batch:
 //! nothing is lost and nothing is written twice.
 //!
+//! A killed Strait's appends may still land after the resume (requests queued on a target
+//! broker's connection are read after the process died). When the remote log is known to end
+//! where the partition resumes, the resume names the log's last writer ([`Continuation`]) and
+//! the run's producer continues its identity and sequence, so that the broker refuses, or
+//! answers as a duplicate, whichever of the two copies comes second.
+//!
 //! If MM2's progress (`mm2-offsets.*`) is ahead of the stored map's frontier, MM2 ran after
 //! Strait (Strait → MM2 → Strait): its batches cannot be matched (MM2 re-batches), so the
 //! partition resumes at MM2's progress and the map restarts there (what MM2 wrote has no exact
@@ -271,7 +277,6 @@ async fn offset_of(
         .map_err(Error::client(alias))
 }
 
-/// The offset map and upstream position a partition resumes with.
 /// How long a resume waits for the remote partition's high watermark to reach its leader's
 /// log end.
 const SETTLE_WITHIN: Duration = Duration::from_secs(15);
@@ -326,6 +331,75 @@ async fn settled_end(
     }
 }
 
+/// The producer identity a resumed partition's writes continue, and the sequence they start
+/// at: the writer of the remote log's last batch, whose appends still in flight (a killed
+/// process's requests queued on a broker's connection are read and written after it died) then
+/// meet sequences the broker already holds instead of being written a second time
+/// ([`protocol_client::producer::Producer::continue_identity`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Continuation {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub next_sequence: i32,
+}
+
+impl Continuation {
+    /// The identity of `batch` and the sequence after its last one (Kafka's
+    /// `DefaultRecordBatch.incrementSequence`: sequences wrap from `i32::MAX` to 0); `None` for
+    /// a batch of no idempotent producer, a transactional one or a marker.
+    pub fn after(batch: &RecordBatch) -> Option<Continuation> {
+        if batch.producer_id() < 0
+            || batch.producer_epoch() < 0
+            || batch.base_sequence() < 0
+            || batch.last_offset_delta() < 0
+            || batch.is_transactional()
+            || batch.is_control()
+        {
+            return None;
+        }
+        let next = (i64::from(batch.base_sequence()) + i64::from(batch.last_offset_delta()) + 1)
+            % (i64::from(i32::MAX) + 1);
+        Some(Continuation {
+            producer_id: batch.producer_id(),
+            epoch: batch.producer_epoch(),
+            next_sequence: next as i32,
+        })
+    }
+}
+
+/// Where a partition resumes: its offset map, the upstream position, and (when the remote log
+/// is known to end exactly where the map says) whose writes to continue.
+#[derive(Debug)]
+pub struct Resumed {
+    pub map: OffsetMap,
+    pub position: i64,
+    pub continuation: Option<Continuation>,
+}
+
+/// The identity of the batch holding the remote log's last record (`end - 1`), if it can be
+/// read.
+async fn last_writer(flow: &Flow, remote: &str, partition: i32, end: i64) -> Option<Continuation> {
+    let c = &flow.config;
+    let fp = fetch_at(
+        flow.target_cluster(),
+        &c.target,
+        remote,
+        partition,
+        end - 1,
+        IsolationLevel::ReadUncommitted,
+    )
+    .await
+    .ok()?;
+    if fp.error.is_some() {
+        return None;
+    }
+    split_batches(fp.records)
+        .map_while(|b| b.ok())
+        .find(|b| b.base_offset() < end && end <= b.next_offset())
+        .filter(|b| b.next_offset() == end)
+        .and_then(|b| Continuation::after(&b))
+}
+
 pub async fn resume_partition(
     flow: &Flow,
     topic: &str,
@@ -333,7 +407,12 @@ pub async fn resume_partition(
     remote: &str,
     stored: Option<OffsetMap>,
     mm2_progress: Option<i64>,
-) -> Result<(OffsetMap, i64)> {
+) -> Result<Resumed> {
+    let resumed = |map, position| Resumed {
+        map,
+        position,
+        continuation: None,
+    };
     let c = &flow.config;
     let target = flow.target_cluster();
     let source = flow.source_cluster();
@@ -385,7 +464,7 @@ pub async fn resume_partition(
             // MM2 wrote has no exact map, so the map restarts there.
             info!(flow = %flow.name(), %topic, partition, position = p, frontier = map.frontier(), "resuming from MM2 source progress, ahead of Strait's offset map (MM2 ran after Strait); offsets below it are no longer translated");
             map.restart_at(p, remote_end).map_err(map_error)?;
-            return Ok((map, p));
+            return Ok(resumed(map, p));
         }
         (Some(mut map), _) if map.frontier().is_some() && map.downstream_end().is_some() => {
             let f = map.frontier().unwrap_or(0);
@@ -393,7 +472,7 @@ pub async fn resume_partition(
             if remote_end < d {
                 warn!(flow = %flow.name(), %topic, partition, remote_end, expected = d, "remote partition is shorter than recorded (truncated or recreated); resuming at the recorded source position, older offsets are no longer translatable");
                 map.restart_at(f, remote_end).map_err(map_error)?;
-                return Ok((map, f));
+                return Ok(resumed(map, f));
             }
             (map, f, d)
         }
@@ -405,7 +484,7 @@ pub async fn resume_partition(
                     source,
                 },
             )?;
-            return Ok((map, p));
+            return Ok(resumed(map, p));
         }
         _ => {
             let start = offset_of(
@@ -426,13 +505,23 @@ pub async fn resume_partition(
         }
     };
     if remote_end <= downstream {
-        return Ok((map, upstream));
+        // The remote log ends where the map does: its last batch is the last one written.
+        let continuation = if remote_end == downstream && remote_end > remote_start {
+            last_writer(flow, remote, partition, remote_end).await
+        } else {
+            None
+        };
+        return Ok(Resumed {
+            map,
+            position: upstream,
+            continuation,
+        });
     }
     if remote_start > downstream {
         // Retention (or DeleteRecords) on the target removed records after the known end
         // before they could be matched: what they were copies of cannot be told.
         warn!(flow = %flow.name(), %topic, partition, remote_start, remote_end, downstream, "remote records after the recorded end were deleted before they could be matched; resuming at the last known position (records after it may repeat)");
-        return Ok((map, upstream));
+        return Ok(resumed(map, upstream));
     }
     // The remote partition holds batches the map does not know: match them.
     let (mut up, mut down) = (upstream, downstream);
@@ -444,6 +533,8 @@ pub async fn resume_partition(
     // A remote batch being matched against several source batches (a merged copy); nothing of
     // it is recorded until all its records matched.
     let mut merging: Option<MergedCopy> = None;
+    // The last remote batch matched: whose writes to continue once all of the tail matched.
+    let mut last_matched: Option<RecordBatch> = None;
     'outer: while down < remote_end {
         let remote_fetch = fetch_at(
             target,
@@ -536,6 +627,7 @@ pub async fn resume_partition(
                             map.advance_upstream(next);
                             let r = remote_iter.next().expect("peeked");
                             down = r.next_offset();
+                            last_matched = Some(r);
                             matched += 1;
                             merged += 1;
                             if down >= remote_end {
@@ -561,6 +653,7 @@ pub async fn resume_partition(
                         map.advance_upstream(next);
                         let r = remote_iter.next().expect("peeked");
                         down = r.next_offset();
+                        last_matched = Some(r);
                         up = next;
                         matched += 1;
                         if down >= remote_end {
@@ -571,6 +664,7 @@ pub async fn resume_partition(
             }
         }
     }
+    let complete = merging.is_none() && down == remote_end;
     if let Some(m) = merging {
         // A merged copy only partly matched (the source ended, or could not be read): resume
         // before it; nothing of it was recorded.
@@ -579,7 +673,16 @@ pub async fn resume_partition(
     if matched > 0 {
         info!(flow = %flow.name(), %topic, partition, from = downstream, batches = matched, recompressed = rewritten, merged, resume_at = up, "matched the remote tail written after the last commit: no duplicates");
     }
-    Ok((map, up))
+    // Only a tail matched to its end says whose sequence comes next; after a partial match
+    // the records after it are written again anyway (warned above).
+    let continuation = last_matched
+        .filter(|_| complete)
+        .and_then(|b| Continuation::after(&b));
+    Ok(Resumed {
+        map,
+        position: up,
+        continuation,
+    })
 }
 
 /// Records in `map` that the remote records from `down` on are, in order, the copies of the
@@ -725,6 +828,45 @@ mod tests {
         joined.extend_from_slice(&r);
         joined[..8].copy_from_slice(&555i64.to_be_bytes());
         RecordBatch::parse(joined.freeze()).unwrap()
+    }
+
+    /// The writer a resumed partition continues: the last batch's identity and the sequence
+    /// after it, wrapping as Kafka does; nothing for a transactional batch or no producer.
+    #[test]
+    fn continuation_follows_the_last_batch_and_wraps_like_kafka() {
+        let src = source(Compression::None, &records(5));
+        let with_seq = |seq: i32| {
+            let [h, r] = rewrite_producer_fields(&src, 9000, 3, seq);
+            let mut joined = BytesMut::from(&h[..]);
+            joined.extend_from_slice(&r);
+            RecordBatch::parse(joined.freeze()).unwrap()
+        };
+        assert_eq!(
+            Continuation::after(&with_seq(123)),
+            Some(Continuation {
+                producer_id: 9000,
+                epoch: 3,
+                next_sequence: 128
+            })
+        );
+        // Kafka's incrementSequence: i32::MAX - 2 plus 5 records wraps to 2.
+        assert_eq!(
+            Continuation::after(&with_seq(i32::MAX - 2)).map(|c| c.next_sequence),
+            Some(2)
+        );
+        assert_eq!(
+            Continuation::after(&with_seq(i32::MAX - 4)).map(|c| c.next_sequence),
+            Some(0)
+        );
+        // The source batch is transactional: its producer is in a transaction, not continued.
+        assert_eq!(Continuation::after(&src), None);
+        let [h, r] = rewrite_producer_fields(&src, -1, -1, -1);
+        let mut joined = BytesMut::from(&h[..]);
+        joined.extend_from_slice(&r);
+        assert_eq!(
+            Continuation::after(&RecordBatch::parse(joined.freeze()).unwrap()),
+            None
+        );
     }
 
     /// A broker appending to a `message.timestamp.type=LogAppendTime` topic without
