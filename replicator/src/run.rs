@@ -195,7 +195,12 @@ pub async fn run(config: Config, external_stop: watch::Receiver<bool>) -> Result
                         .with_metrics(flow_metrics.clone()),
                 );
                 let name = flow.name();
+                let started = tokio::time::Instant::now();
                 let outcome = flow.run(stop.clone()).await;
+                if started.elapsed() >= Duration::from_secs(60) {
+                    // A run that lasted is not part of a quick series of failures.
+                    delay = Duration::from_secs(1);
+                }
                 data.abort().await;
                 match outcome {
                     Ok(()) => {

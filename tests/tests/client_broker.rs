@@ -401,8 +401,8 @@ async fn rebuilt_batches_are_accepted_and_read_back_identically(kind: BrokerKind
 /// partition does, `Producer::continue_identity`) makes Apache Kafka tell them apart: a late
 /// append after ours is answered as a duplicate and not written; one that landed first makes
 /// ours a duplicate of it (same sequences, same records); one that landed first with other
-/// batch boundaries makes ours fail as "taken" (not renumbered, not written). librdkafka reads
-/// every record exactly once.
+/// batch boundaries makes ours fail as "taken" (not renumbered, not written); one landing
+/// after ours with other boundaries is refused. librdkafka reads every record exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_successor_continuing_the_last_writers_sequence_is_never_written_twice() {
     use replicator::flow::resume::Continuation;
@@ -452,6 +452,7 @@ async fn a_successor_continuing_the_last_writers_sequence_is_never_written_twice
         "late after ours",
         "late before ours",
         "late before ours, other boundaries",
+        "late after ours, other boundaries",
     ] {
         let dst = strait_tests::unique("cont-dst");
         reference::blocking(|| reference::create_topic(&broker.bootstrap(), &dst, 1));
@@ -498,6 +499,24 @@ async fn a_successor_continuing_the_last_writers_sequence_is_never_written_twice
                 assert_eq!(
                     ours.base_offset, 10,
                     "ours answered as the duplicate of the late one"
+                );
+                for b in &by5[3..] {
+                    new.append(&dst, 0, b.clone()).await.expect("ours");
+                }
+            }
+            "late after ours, other boundaries" => {
+                let ours = new.append(&dst, 0, by5[2].clone()).await.expect("ours");
+                assert_eq!(ours.base_offset, 10);
+                // The predecessor had merged records 10..20 into one batch, sequences 10..19
+                // (sent as a dead process's request is: once, under its identity).
+                let late = Producer::new(cluster.clone(), config.clone())
+                    .await
+                    .unwrap();
+                assert!(late.continue_identity(&dst, 0, c.producer_id, c.epoch, c.next_sequence));
+                let refused = late.append(&dst, 0, by10[1].clone()).await;
+                assert!(
+                    refused.is_err(),
+                    "the late merged batch is refused: {refused:?}"
                 );
                 for b in &by5[3..] {
                     new.append(&dst, 0, b.clone()).await.expect("ours");

@@ -313,9 +313,11 @@ fn unreadable_offset_map_records_cost_only_their_partition() {
 ///   first is refused (its sequence is taken), the flow restarts, and the resume matches the
 ///   merged batch instead of writing it again.
 ///
-/// The source transaction left open holds the second run at its resume position
-/// (read_committed) until the late appends landed. Before the fix the second run wrote under a
-/// new producer id: both partitions held those records twice.
+/// Source transactions left open (one per partition) hold the second run at its resume
+/// position (read_committed) until the late appends landed; partition 0's is committed and
+/// mirrored before partition 1's, so the restart of the second case cannot cover the first.
+/// Before the fix the second run wrote under a new producer id: both partitions held those
+/// records twice.
 #[test]
 fn a_predecessors_late_append_is_not_written_twice() {
     use protocol_client::cluster::{ClientConfig, Cluster};
@@ -353,14 +355,19 @@ fn a_predecessors_late_append_is_not_written_twice() {
         first.log()
     );
 
-    // An open transaction: 5 records on partition 0, two batches of 5 on partition 1.
-    let txp: ThreadedProducer<DefaultProducerContext> = reference::base_config(&a)
-        .set("transactional.id", strait_tests::unique("late-tx"))
-        .create()
-        .expect("transactional producer");
-    txp.init_transactions(Duration::from_secs(30)).unwrap();
-    txp.begin_transaction().unwrap();
+    // Open transactions: 5 records on partition 0, two batches of 5 on partition 1.
+    let transactional = || {
+        let txp: ThreadedProducer<DefaultProducerContext> = reference::base_config(&a)
+            .set("transactional.id", strait_tests::unique("late-tx"))
+            .create()
+            .expect("transactional producer");
+        txp.init_transactions(Duration::from_secs(30)).unwrap();
+        txp.begin_transaction().unwrap();
+        txp
+    };
+    let txps = [transactional(), transactional()];
     for (p, from, to) in [(0, 10, 15), (1, 10, 15), (1, 15, 20)] {
+        let txp = &txps[p as usize];
         for r in numbered(p, from, to) {
             txp.send(
                 BaseRecord::<[u8], [u8]>::to("late")
@@ -418,9 +425,15 @@ fn a_predecessors_late_append_is_not_written_twice() {
                 .find(|b| b.next_offset() == 10)
                 .expect("the remote batch ending at 10");
             let c = Continuation::after(&last).expect("written by an idempotent producer");
-            let predecessor = Producer::new(dst.clone(), ProducerConfig::default())
-                .await
-                .unwrap();
+            let predecessor = Producer::new(
+                dst.clone(),
+                ProducerConfig {
+                    stop_partition_on_failure: true,
+                    ..ProducerConfig::default()
+                },
+            )
+            .await
+            .unwrap();
             assert!(predecessor.continue_identity(
                 "A.late",
                 p,
@@ -432,9 +445,10 @@ fn a_predecessors_late_append_is_not_written_twice() {
             assert_eq!(ack.base_offset, 10, "partition {p}: the late append landed");
         }
     });
-    txp.commit_transaction(Duration::from_secs(30)).unwrap();
-
     for (p, n) in [(0, 15), (1, 20)] {
+        txps[p as usize]
+            .commit_transaction(Duration::from_secs(30))
+            .unwrap();
         let source = reference::consume(&a, "late", p, 0, n, Duration::from_secs(30));
         let got = reference::consume(&b, "A.late", p, 0, n, Duration::from_secs(60));
         assert_eq!(
@@ -443,6 +457,16 @@ fn a_predecessors_late_append_is_not_written_twice() {
             "partition {p}: every record once\n{}",
             second.log()
         );
+        if p == 0 {
+            // Strait's copy of partition 0's batch was answered as a duplicate: the run
+            // carried on (no restart) and wrote nothing more.
+            std::thread::sleep(Duration::from_secs(2));
+            let log = second.log();
+            assert!(
+                mirrored([15, 20]) && !log.contains("taken") && !log.contains("restarting"),
+                "partition 0:\n{log}"
+            );
+        }
     }
     // Strait's own copies must not show up after them.
     std::thread::sleep(Duration::from_secs(3));

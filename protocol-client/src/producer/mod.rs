@@ -415,8 +415,10 @@ impl Producer {
     /// can read the log again. A later sequence gap still moves the partition to this
     /// producer's own identity.
     ///
-    /// Only for an idempotent producer, a valid identity, and a partition this producer has
-    /// not appended to yet; returns whether it was taken.
+    /// Only for an idempotent producer that stops a partition on failure
+    /// ([`ProducerConfig::stop_partition_on_failure`]: after a "taken" refusal nothing more of
+    /// the partition may be written under another identity), a valid identity, and a partition
+    /// this producer has not appended to yet; returns whether it was taken.
     pub fn continue_identity(
         &self,
         topic: &str,
@@ -425,11 +427,22 @@ impl Producer {
         epoch: i16,
         next_sequence: i32,
     ) -> bool {
-        if !self.inner.config.idempotent || producer_id < 0 || epoch < 0 || next_sequence < 0 {
+        let config = &self.inner.config;
+        if !config.idempotent
+            || !config.stop_partition_on_failure
+            || producer_id < 0
+            || epoch < 0
+            || next_sequence < 0
+        {
             return false;
         }
         let mut st = self.inner.lock();
         let key: TopicPartition = (Arc::from(topic), partition);
+        if !st.parts.contains_key(&key) {
+            // As `append` does for a partition it has not seen: the producer's metadata
+            // refreshes follow the topic's leaders.
+            self.inner.cluster.track_topics([topic]);
+        }
         let ps = st.parts.entry(key).or_default();
         if ps.ident.is_some() || ps.next_ordinal > 0 {
             return false;

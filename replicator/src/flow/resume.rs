@@ -388,11 +388,18 @@ async fn last_writer(flow: &Flow, remote: &str, partition: i32, end: i64) -> Opt
         end - 1,
         IsolationLevel::ReadUncommitted,
     )
-    .await
-    .ok()?;
-    if fp.error.is_some() {
-        return None;
-    }
+    .await;
+    let fp = match fp {
+        Ok(fp) if fp.error.is_none() => fp,
+        Ok(fp) => {
+            debug!(flow = %flow.name(), %remote, partition, end, error = ?fp.error, "the remote log's last batch cannot be read: its writer is not continued");
+            return None;
+        }
+        Err(e) => {
+            debug!(flow = %flow.name(), %remote, partition, end, error = %e, "the remote log's last batch cannot be read: its writer is not continued");
+            return None;
+        }
+    };
     split_batches(fp.records)
         .map_while(|b| b.ok())
         .find(|b| b.base_offset() < end && end <= b.next_offset())
@@ -505,8 +512,14 @@ pub async fn resume_partition(
         }
     };
     if remote_end <= downstream {
-        // The remote log ends where the map does: its last batch is the last one written.
-        let continuation = if remote_end == downstream && remote_end > remote_start {
+        // The remote log ends where the map does, and the map's last run ends there: its last
+        // batch is Strait's copy of the records just before the resume position (a map
+        // started again at MM2's progress or a truncated log's end has no such run).
+        let ours = map
+            .runs()
+            .last()
+            .is_some_and(|r| r.downstream_end() == downstream);
+        let continuation = if ours && remote_end == downstream && remote_end > remote_start {
             last_writer(flow, remote, partition, remote_end).await
         } else {
             None
