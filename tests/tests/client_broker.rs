@@ -558,7 +558,159 @@ async fn a_successor_continuing_the_last_writers_sequence_is_never_written_twice
     }
 }
 
+/// Every record of `topic`'s partitions `0..n` fetched by `f` until each reaches `ends`,
+/// decoded, per partition.
+async fn poll_until(f: &mut Fetcher, topic: &str, ends: &[i64]) -> Vec<Vec<RefRecord>> {
+    let mut got = vec![Vec::new(); ends.len()];
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while (0..ends.len()).any(|p| f.position(topic, p as i32).unwrap() < ends[p]) {
+        assert!(std::time::Instant::now() < deadline, "fetch timed out");
+        for fp in f.poll().await.expect("poll") {
+            let batches: Vec<RecordBatch> = split_batches(fp.records)
+                .map(|b| b.expect("valid batch"))
+                .filter(|b| b.next_offset() > fp.fetch_offset)
+                .collect();
+            got[fp.partition as usize].extend(
+                decode(&batches)
+                    .into_iter()
+                    .filter(|r| r.offset >= fp.fetch_offset),
+            );
+        }
+    }
+    got
+}
+
+/// The fetcher's incremental fetch sessions (KIP-227): after the first request a broker is
+/// told only what changed, an idle round names no partition, and still every record arrives
+/// exactly once — new records on a partition not named, a paused partition (forgotten) when it
+/// is resumed, a partition sought back, and none of an unassigned one. librdkafka wrote them.
+async fn fetch_sessions_name_only_what_changed_and_lose_nothing(kind: BrokerKind) {
+    strait_tests::init_tracing();
+    let broker = strait_tests::start_one(kind, "client-sessions");
+    let cluster = cluster(&*broker).await;
+    let topic = strait_tests::unique("sessions");
+    let recs = sample(120);
+    let produce = |p: i32, range: std::ops::Range<usize>| {
+        reference::blocking(|| {
+            reference::produce(
+                &broker.bootstrap(),
+                &topic,
+                p,
+                &recs[range],
+                &[("linger.ms", "5")],
+            )
+        })
+    };
+    reference::blocking(|| reference::create_topic(&broker.bootstrap(), &topic, 4));
+    for p in 0..4 {
+        produce(p, 0..30);
+    }
+    let mut f = Fetcher::new(
+        cluster.clone(),
+        FetcherConfig {
+            max_wait: Duration::from_millis(100),
+            isolation: IsolationLevel::ReadUncommitted,
+            ..FetcherConfig::default()
+        },
+    );
+    for p in 0..4 {
+        f.assign(&topic, p, 0);
+    }
+    let want = |range: std::ops::Range<usize>| -> Vec<RefRecord> {
+        recs[range.clone()]
+            .iter()
+            .zip(range.start as i64..)
+            .map(|(r, o)| to_ref(r, o - range.start as i64))
+            .collect()
+    };
+    let got = poll_until(&mut f, &topic, &[30, 30, 30, 30]).await;
+    for (p, got) in got.iter().enumerate() {
+        assert_eq!(got, &want(0..30), "partition {p}");
+    }
+    // Idle rounds: once the positions are known to the broker, a request names nothing.
+    for _ in 0..3 {
+        assert!(f.poll().await.unwrap().iter().all(|p| p.records.is_empty()));
+    }
+    let sessions = f.sessions();
+    let opened = sessions.iter().any(|&(_, open, _)| open);
+    if kind == BrokerKind::Tansu && !opened {
+        eprintln!(
+            "client_broker: tansu opens no fetch session (session_id 0); full fetches are checked"
+        );
+    } else {
+        assert!(
+            sessions
+                .iter()
+                .all(|&(_, open, listed)| open && listed == 0),
+            "idle requests name no partition: {sessions:?}"
+        );
+    }
+    // New records on partition 1 (not named in the request that returns them).
+    produce(1, 30..60);
+    let got = poll_until(&mut f, &topic, &[30, 60, 30, 30]).await;
+    assert_eq!(
+        got[1],
+        want(30..60)
+            .into_iter()
+            .map(|r| RefRecord {
+                offset: r.offset + 30,
+                ..r
+            })
+            .collect::<Vec<_>>()
+    );
+    assert!(got[0].is_empty() && got[2].is_empty() && got[3].is_empty());
+    // Partition 2 paused (forgotten by the session) while records arrive, then resumed;
+    // partition 3 unassigned; partition 0 sought back to 10.
+    f.pause(&topic, 2);
+    f.unassign(&topic, 3);
+    produce(2, 30..50);
+    produce(3, 30..40);
+    for _ in 0..3 {
+        assert!(f.poll().await.unwrap().iter().all(|p| p.records.is_empty()));
+    }
+    f.resume(&topic, 2);
+    f.seek(&topic, 0, 10);
+    let got = poll_until(&mut f, &topic, &[30, 60, 50]).await;
+    assert_eq!(
+        got[0],
+        want(10..30)
+            .into_iter()
+            .map(|r| RefRecord {
+                offset: r.offset + 10,
+                ..r
+            })
+            .collect::<Vec<_>>(),
+        "partition 0 again from 10"
+    );
+    assert_eq!(
+        got[2],
+        want(30..50)
+            .into_iter()
+            .map(|r| RefRecord {
+                offset: r.offset + 30,
+                ..r
+            })
+            .collect::<Vec<_>>(),
+        "partition 2 after its pause"
+    );
+    assert!(got[1].is_empty());
+    // Nothing more, nothing of the unassigned partition.
+    for _ in 0..3 {
+        for p in f.poll().await.unwrap() {
+            assert!(
+                p.records.is_empty(),
+                "{}/{} at {}",
+                p.topic,
+                p.partition,
+                p.fetch_offset
+            );
+            assert_ne!(p.partition, 3);
+        }
+    }
+}
+
 strait_tests::on_both_brokers!(
+    fetch_sessions_name_only_what_changed_and_lose_nothing,
     our_producer_writes_what_librdkafka_reads,
     librdkafka_writes_our_fetcher_reads_and_raw_append_forwards_identically,
     rebuilt_batches_are_accepted_and_read_back_identically,

@@ -16,17 +16,25 @@
 //! Each broker's request starts at a rotating cursor, so partitions share `max_bytes` fairly
 //! (see [`Fetcher`]).
 //!
-//! Fetch sessions (KIP-227) are not used: every request is a full fetch (`session_epoch = -1`).
-//! For a replicator that fetches the same partitions in every request from few brokers, the
-//! saving is the per-partition request fields (~30 bytes each), which has not been worth the
-//! extra state so far.
+//! [`Fetcher`] keeps an incremental fetch session (KIP-227) with each broker it fetches from:
+//! after the first (full) request of a session, a request names only the partitions whose
+//! position or leader epoch changed since the broker last heard of them, and those to drop
+//! (forgotten); the broker answers only for partitions with something new (records, a moved
+//! high watermark, log start or last stable offset, an error). An idle replicator with
+//! thousands of partitions then sends and reads near-empty requests instead of listing every
+//! partition several times a second. A session is started again whenever its state is in
+//! doubt (any failed request, `FETCH_SESSION_ID_NOT_FOUND`, `INVALID_FETCH_SESSION_EPOCH`); a
+//! broker that opens no session (`session_id` 0: no free slot, or no support) gets full
+//! requests. One-off reads ([`fetch_once`], [`fetch_partition`]) use no session.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchRequest, FetchTopic};
+use kafka_protocol::messages::fetch_request::{
+    FetchPartition, FetchRequest, FetchTopic, ForgottenTopic,
+};
 use kafka_protocol::messages::list_offsets_request::{
     ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic,
 };
@@ -76,6 +84,8 @@ pub struct FetcherConfig {
     pub isolation: IsolationLevel,
     /// Out-of-range policy.
     pub reset: OffsetReset,
+    /// Whether [`Fetcher`] keeps an incremental fetch session (KIP-227) per broker.
+    pub sessions: bool,
 }
 
 impl Default for FetcherConfig {
@@ -87,6 +97,7 @@ impl Default for FetcherConfig {
             partition_max_bytes: 1024 * 1024,
             isolation: IsolationLevel::ReadCommitted,
             reset: OffsetReset::Earliest,
+            sessions: true,
         }
     }
 }
@@ -136,18 +147,177 @@ pub struct FetchPosition {
     pub leader_epoch: i32,
 }
 
-/// One Fetch request to `broker` for `positions` (one attempt, no retries).
+/// One Fetch request to `broker` for `positions` (one attempt, no retries, no session).
 pub async fn fetch_once(
     cluster: &Cluster,
     broker: &BrokerInfo,
     config: &FetcherConfig,
     positions: &[FetchPosition],
 ) -> Result<Vec<FetchedPartition>> {
+    fetch_with_session(cluster, broker, config, positions, None).await
+}
+
+/// What a broker's incremental fetch session (KIP-227) holds, as this client last left it.
+#[derive(Debug, Default)]
+pub struct FetchSession {
+    /// The broker's session id; 0: no session (the next request asks for one).
+    id: i32,
+    /// The epoch the next request carries (1 and up while a session is open).
+    epoch: i32,
+    /// Per partition in the session: the fetch offset and leader epoch the broker holds.
+    sent: HashMap<Key, (i64, i32)>,
+    /// Partitions named in the last request (for tests and metrics).
+    last_listed: usize,
+}
+
+impl FetchSession {
+    /// Whether a session is open.
+    pub fn is_open(&self) -> bool {
+        self.id != 0
+    }
+
+    /// How many partitions the last request named.
+    pub fn last_listed(&self) -> usize {
+        self.last_listed
+    }
+
+    /// The session id, epoch, partitions to name and partitions to forget in a request for
+    /// `positions` (every partition wanted from this broker now).
+    fn plan<'a>(
+        &self,
+        positions: &'a [FetchPosition],
+    ) -> (i32, i32, Vec<&'a FetchPosition>, Vec<Key>) {
+        if self.id == 0 {
+            // A full request that opens a session.
+            return (0, 0, positions.iter().collect(), Vec::new());
+        }
+        let named = positions
+            .iter()
+            .filter(|p| {
+                self.sent.get(&(p.topic.clone(), p.partition)) != Some(&(p.offset, p.leader_epoch))
+            })
+            .collect();
+        let wanted: HashSet<(&str, i32)> =
+            positions.iter().map(|p| (&*p.topic, p.partition)).collect();
+        let forgotten = self
+            .sent
+            .keys()
+            .filter(|k| !wanted.contains(&(&*k.0, k.1)))
+            .cloned()
+            .collect();
+        (self.id, self.epoch, named, forgotten)
+    }
+
+    /// After a successful answer to a request planned by [`plan`](Self::plan).
+    fn answered(
+        &mut self,
+        epoch: i32,
+        response_id: i32,
+        named: &[&FetchPosition],
+        forgotten: &[Key],
+    ) {
+        self.last_listed = named.len();
+        if epoch == 0 {
+            self.sent.clear();
+            self.id = response_id;
+            self.epoch = 1;
+            if response_id == 0 {
+                return;
+            }
+        } else {
+            // Epochs run 1..=i32::MAX, then wrap to 1 (Kafka's `FetchMetadata.nextEpoch`).
+            self.epoch = if self.epoch == i32::MAX {
+                1
+            } else {
+                self.epoch + 1
+            };
+            for k in forgotten {
+                self.sent.remove(k);
+            }
+        }
+        for p in named {
+            self.sent
+                .insert((p.topic.clone(), p.partition), (p.offset, p.leader_epoch));
+        }
+    }
+
+    /// Forgets the session: its state on the broker is in doubt.
+    fn reset(&mut self) {
+        self.id = 0;
+        self.epoch = 0;
+        self.sent.clear();
+    }
+}
+
+/// One Fetch request to `broker` for `positions`, in `session` when given: then only what
+/// changed since the session's last request is named, and the answer covers only partitions
+/// with something new. The session is updated when the broker answered, and reset when the
+/// request failed (its state on the broker is then unknown).
+async fn fetch_with_session(
+    cluster: &Cluster,
+    broker: &BrokerInfo,
+    config: &FetcherConfig,
+    positions: &[FetchPosition],
+    session: Option<&std::sync::Mutex<FetchSession>>,
+) -> Result<Vec<FetchedPartition>> {
+    fn lock(s: &std::sync::Mutex<FetchSession>) -> std::sync::MutexGuard<'_, FetchSession> {
+        s.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    let (session_id, session_epoch, named, forgotten) = match session {
+        Some(s) => lock(s).plan(positions),
+        None => (0, -1, positions.iter().collect(), Vec::new()),
+    };
+    let result = fetch_request(
+        cluster,
+        broker,
+        config,
+        positions,
+        (session_id, session_epoch),
+        &named,
+        &forgotten,
+    )
+    .await;
+    if let Some(s) = session {
+        let mut s = lock(s);
+        match &result {
+            Ok((id, _)) => s.answered(session_epoch, *id, &named, &forgotten),
+            Err(e) => {
+                debug!(broker = %broker.addr(), session_id, session_epoch, error = %e, "fetch session started again");
+                s.reset();
+            }
+        }
+    }
+    result.map(|(_, parts)| parts)
+}
+
+/// The Fetch request itself: `named` partitions (a subset of `positions` in a session, all of
+/// them otherwise), `forgotten` ones dropped from the session; answers are matched to
+/// `positions` for their fetch offsets. Returns the response's session id and partitions.
+async fn fetch_request(
+    cluster: &Cluster,
+    broker: &BrokerInfo,
+    config: &FetcherConfig,
+    positions: &[FetchPosition],
+    (session_id, session_epoch): (i32, i32),
+    named: &[&FetchPosition],
+    forgotten: &[Key],
+) -> Result<(i32, Vec<FetchedPartition>)> {
     let conn = cluster.connection(broker, ConnKind::Fetch).await?;
     let version = conn.version(ApiKey::Fetch)?;
+    // Sessions need Fetch v7.
+    let (session_id, session_epoch) = if version >= 7 {
+        (session_id, session_epoch)
+    } else {
+        (0, -1)
+    };
+    let named: Vec<&FetchPosition> = if version >= 7 {
+        named.to_vec()
+    } else {
+        positions.iter().collect()
+    };
     let mut topics: Vec<FetchTopic> = Vec::new();
     let mut topic_index: HashMap<&str, usize> = HashMap::new();
-    for p in positions {
+    for p in named {
         let fp = FetchPartition::default()
             .with_partition(p.partition)
             .with_current_leader_epoch(p.leader_epoch)
@@ -166,15 +336,30 @@ pub async fn fetch_once(
             }
         }
     }
+    let mut forgotten_topics: Vec<ForgottenTopic> = Vec::new();
+    if version >= 7 {
+        let mut by_topic: HashMap<&str, Vec<i32>> = HashMap::new();
+        for (t, p) in forgotten {
+            by_topic.entry(t).or_default().push(*p);
+        }
+        for (t, partitions) in by_topic {
+            forgotten_topics.push(
+                ForgottenTopic::default()
+                    .with_topic(TopicName(StrBytes::from_string(t.to_string())))
+                    .with_partitions(partitions),
+            );
+        }
+    }
     let req = FetchRequest::default()
         .with_replica_id(BrokerId(-1))
         .with_max_wait_ms(config.max_wait.as_millis().min(i32::MAX as u128) as i32)
         .with_min_bytes(config.min_bytes)
         .with_max_bytes(config.max_bytes)
         .with_isolation_level(config.isolation as i8)
-        .with_session_id(0)
-        .with_session_epoch(-1)
-        .with_topics(topics);
+        .with_session_id(session_id)
+        .with_session_epoch(session_epoch)
+        .with_topics(topics)
+        .with_forgotten_topics_data(forgotten_topics);
     let resp = conn.send_versioned(&req, version).await?;
     cluster.note_throttle(broker.id, ApiKey::Fetch, version, resp.throttle_time_ms);
     let who = format!("{}@{}", broker.id, broker.addr());
@@ -215,7 +400,7 @@ pub async fn fetch_once(
             });
         }
     }
-    Ok(out)
+    Ok((resp.session_id, out))
 }
 
 /// Fetches one partition from `offset` through its current leader, retried by the cluster's
@@ -501,6 +686,9 @@ pub struct Fetcher {
     backoff: HashMap<i32, (Backoff, std::time::Instant)>,
     /// A metadata refresh running in the background.
     refreshing: Option<tokio::task::JoinHandle<Result<()>>>,
+    /// Per broker id: its fetch session, used by one request at a time (one Fetch in flight
+    /// per broker).
+    sessions: HashMap<i32, Arc<std::sync::Mutex<FetchSession>>>,
 }
 
 /// A Fetch running as a task of its own.
@@ -641,7 +829,23 @@ impl Fetcher {
             answered: Vec::new(),
             backoff: HashMap::new(),
             refreshing: None,
+            sessions: HashMap::new(),
         }
+    }
+
+    /// Per broker the fetcher has a session with: whether it is open, and how many partitions
+    /// its last request named (an idle session names none).
+    pub fn sessions(&self) -> Vec<(i32, bool, usize)> {
+        let mut out: Vec<_> = self
+            .sessions
+            .iter()
+            .map(|(id, s)| {
+                let s = s.lock().unwrap_or_else(|p| p.into_inner());
+                (*id, s.is_open(), s.last_listed())
+            })
+            .collect();
+        out.sort_unstable();
+        out
     }
 
     /// The settings.
@@ -809,10 +1013,12 @@ impl Fetcher {
         for request in requests {
             let (cluster, config) = (self.cluster.clone(), self.config.clone());
             let (broker, positions) = (request.broker.clone(), request.positions.clone());
-            let task =
-                tokio::spawn(
-                    async move { fetch_once(&cluster, &broker, &config, &positions).await },
-                );
+            let session = config
+                .sessions
+                .then(|| self.sessions.entry(broker.id).or_default().clone());
+            let task = tokio::spawn(async move {
+                fetch_with_session(&cluster, &broker, &config, &positions, session.as_deref()).await
+            });
             self.inflight.push(InFlight { request, task });
         }
         // Wait for at least one answer; take every answer there is.

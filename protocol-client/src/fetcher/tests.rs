@@ -29,6 +29,66 @@ use crate::retry::RetryPolicy;
 // ---------------------------------------------------------------------------------------------
 // Pure decisions
 
+/// A fetch session names only what changed since the broker last heard of it, forgets what is
+/// no longer wanted, advances its epoch (wrapping to 1), and starts again after a failure or
+/// when the broker opened none.
+#[test]
+fn a_fetch_session_names_only_what_changed() {
+    let pos = |t: &str, p: i32, offset: i64, epoch: i32| FetchPosition {
+        topic: Arc::from(t),
+        partition: p,
+        offset,
+        leader_epoch: epoch,
+    };
+    let names = |named: &[&FetchPosition]| -> Vec<(String, i32, i64)> {
+        named
+            .iter()
+            .map(|p| (p.topic.to_string(), p.partition, p.offset))
+            .collect()
+    };
+    let mut s = FetchSession::default();
+    let all = vec![pos("a", 0, 10, 1), pos("a", 1, 20, 1), pos("b", 0, 5, 3)];
+    // No session: a full request that opens one (epoch 0).
+    let (id, epoch, named, forgotten) = s.plan(&all);
+    assert_eq!((id, epoch, named.len(), forgotten.len()), (0, 0, 3, 0));
+    s.answered(0, 77, &named, &forgotten);
+    assert!(s.is_open());
+    // Nothing moved: an empty incremental request.
+    let (id, epoch, named, forgotten) = s.plan(&all);
+    assert_eq!((id, epoch, named.len(), forgotten.len()), (77, 1, 0, 0));
+    s.answered(1, 77, &named, &forgotten);
+    assert_eq!(s.last_listed(), 0);
+    // a/1 advanced, b/0's leader epoch moved, a/0 is no longer wanted (paused, moved away).
+    let now = vec![pos("a", 1, 25, 1), pos("b", 0, 5, 4)];
+    let (_, epoch, named, forgotten) = s.plan(&now);
+    assert_eq!(epoch, 2);
+    assert_eq!(names(&named), [("a".into(), 1, 25), ("b".into(), 0, 5)]);
+    assert_eq!(forgotten, vec![(Arc::from("a"), 0)]);
+    s.answered(2, 77, &named, &forgotten);
+    // a/0 wanted again: named again, at its position.
+    let again = vec![pos("a", 0, 10, 1), pos("a", 1, 25, 1), pos("b", 0, 5, 4)];
+    let (_, epoch, named, forgotten) = s.plan(&again);
+    assert_eq!(
+        (epoch, names(&named), forgotten.len()),
+        (3, vec![("a".into(), 0, 10)], 0)
+    );
+    s.answered(3, 77, &named, &forgotten);
+    // The epoch wraps to 1, never 0 (which opens a new session).
+    s.epoch = i32::MAX;
+    let (_, epoch, named, forgotten) = s.plan(&again);
+    assert_eq!(epoch, i32::MAX);
+    s.answered(epoch, 77, &named, &forgotten);
+    assert_eq!(s.plan(&again).1, 1);
+    // A failure: the next request is full again.
+    s.reset();
+    let (id, epoch, named, _) = s.plan(&again);
+    assert_eq!((id, epoch, named.len()), (0, 0, 3));
+    // A broker that opens no session (id 0) keeps getting full requests.
+    s.answered(0, 0, &named, &[]);
+    assert!(!s.is_open());
+    assert_eq!(s.plan(&again).2.len(), 3);
+}
+
 #[test]
 fn out_of_range_is_classified_against_the_log() {
     use OutOfRangeKind::*;
