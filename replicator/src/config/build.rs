@@ -85,6 +85,7 @@ const FLOW_KEYS: &[&str] = &[
     "exactly.once.source.support",
     "strait.inflight.bytes",
     "strait.coalesce.bytes",
+    "strait.fetch.sessions",
     "strait.offset-map.max-runs",
     "strait.progress.connector",
 ];
@@ -941,6 +942,7 @@ fn build_flow(
         0,
         64 * 1024 * 1024,
     )? as usize;
+    let fetch_sessions = s.bool("strait.fetch.sessions", true)?;
     let offset_map_max_runs = s.long_in(
         "strait.offset-map.max-runs",
         DEFAULT_MAX_RUNS as i64,
@@ -991,6 +993,7 @@ fn build_flow(
         exactly_once,
         inflight_bytes,
         coalesce_bytes,
+        fetch_sessions,
         offset_map_max_runs,
         progress_connector,
         tasks_max,

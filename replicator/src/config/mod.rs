@@ -242,6 +242,8 @@ pub struct FlowConfig {
     /// `strait.coalesce.bytes`: largest batch that consecutive small uncompressed source
     /// batches are merged into (0: forward every batch as it is).
     pub coalesce_bytes: usize,
+    /// `strait.fetch.sessions`: incremental fetch sessions (KIP-227) with the source brokers.
+    pub fetch_sessions: bool,
     /// `strait.offset-map.max-runs`.
     pub offset_map_max_runs: usize,
     /// Connector name keying MM2 source progress (`strait.progress.connector`):

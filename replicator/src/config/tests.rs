@@ -54,6 +54,7 @@ fn basic_flow_with_mm2_defaults() {
     assert_eq!(f.isolation_level, IsolationLevel::ReadCommitted);
     assert_eq!(f.inflight_bytes, 32 * 1024 * 1024);
     assert_eq!(f.coalesce_bytes, 1024 * 1024);
+    assert!(f.fetch_sessions);
     assert_eq!(f.tasks_max, 1);
     assert_eq!(f.policy.format_remote_topic("A", "orders"), "A.orders");
     // B->A is not enabled but emits heartbeats, as MM2 does.
@@ -69,7 +70,7 @@ fn flow_overrides_top_level() {
         "{BASIC}offset.lag.max = 50\nA->B.offset.lag.max = 7\nsync.group.offsets.enabled=true\n\
          emit.checkpoints.interval.seconds=5\nreplication.factor=-1\n\
          replication.policy.class=IdentityReplicationPolicy\nA->B.strait.inflight.bytes=1024\n\
-         strait.coalesce.bytes=0\n\
+         strait.coalesce.bytes=0\nstrait.fetch.sessions=false\n\
          topics.blacklist=secret.*\nemit.heartbeats.enabled=false\n"
     ))
     .unwrap();
@@ -82,6 +83,7 @@ fn flow_overrides_top_level() {
     assert_eq!(f.policy.topic_source("orders"), Some("A"));
     assert_eq!(f.inflight_bytes, 1024);
     assert_eq!(f.coalesce_bytes, 0, "merging off");
+    assert!(!f.fetch_sessions);
     assert!(!f.topics.should_replicate_topic("secret-x"));
     assert!(c.heartbeat_only.is_empty());
     assert!(c

@@ -843,6 +843,7 @@ impl Flow {
                 max_wait: Duration::from_millis(200),
                 max_bytes: fetch_max_bytes as i32,
                 partition_max_bytes: 1024 * 1024,
+                sessions: self.config.fetch_sessions,
                 ..FetcherConfig::default()
             },
         );
