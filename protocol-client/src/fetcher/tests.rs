@@ -185,12 +185,18 @@ struct Script {
     silent_fetch: bool,
     /// Fetches are answered this late.
     fetch_delay: Duration,
+    /// Sessions: the id a request with epoch 0 opens (0: none), and whether the broker has
+    /// lost it (every incremental request is refused with FETCH_SESSION_ID_NOT_FOUND).
+    session: i32,
+    session_lost: bool,
 }
 
 #[derive(Default)]
 struct Seen {
     /// Every Fetch as (topic, partition, offset), in request order.
     fetches: Vec<Vec<(String, i32, i64)>>,
+    /// Every Fetch's (session id, epoch, forgotten partitions).
+    sessions: Vec<(i32, i32, usize)>,
     metadata: usize,
 }
 
@@ -215,6 +221,8 @@ impl Broker {
             leaders: Vec::new(),
             silent_fetch: false,
             fetch_delay: Duration::ZERO,
+            session: 0,
+            session_lost: false,
         }));
         let seen = Arc::new(Mutex::new(Seen::default()));
         let stalled = Arc::new(Notify::new());
@@ -384,14 +392,31 @@ async fn serve(
                                 .with_partitions(parts),
                         );
                     }
-                    seen.lock().unwrap().fetches.push(asked);
-                    (responses, script.silent_fetch, script.fetch_delay)
+                    let forgotten = req
+                        .forgotten_topics_data
+                        .iter()
+                        .map(|t| t.partitions.len())
+                        .sum();
+                    let mut seen = seen.lock().unwrap();
+                    seen.fetches.push(asked);
+                    seen.sessions
+                        .push((req.session_id, req.session_epoch, forgotten));
+                    let mut resp = FetchResponse::default();
+                    if req.session_epoch == 0 {
+                        resp.session_id = script.session;
+                        resp.responses = responses;
+                    } else if req.session_epoch > 0 && script.session_lost {
+                        resp.error_code = ResponseError::FetchSessionIdNotFound.code();
+                    } else {
+                        resp.session_id = req.session_id;
+                        resp.responses = responses;
+                    }
+                    (resp, script.silent_fetch, script.fetch_delay)
                 };
                 if !delay.is_zero() {
                     tokio::time::sleep(delay).await;
                 }
-                (!silent)
-                    .then(|| frame(corr, v, &FetchResponse::default().with_responses(responses)))
+                (!silent).then(|| frame(corr, v, &responses))
             }
             ApiKey::ListOffsets => {
                 let req = ListOffsetsRequest::decode(&mut b, v).unwrap();
@@ -948,4 +973,84 @@ async fn a_refusing_broker_is_retried_with_backoff() {
     );
     assert!(f.position("t", 0).unwrap() >= 30, "t/0 kept flowing");
     assert_eq!(f.position("t", 1), Some(0));
+}
+
+/// A broker that lost the fetch session (restarted, evicted it) refuses the next incremental
+/// request with FETCH_SESSION_ID_NOT_FOUND: the fetcher starts a new session with a full request
+/// and nothing is lost or fetched twice.
+#[tokio::test]
+async fn a_lost_fetch_session_is_started_again_with_a_full_request() {
+    let b = Broker::start(&[("t", 2)]).await;
+    {
+        let mut s = b.script.lock().unwrap();
+        s.session = 7;
+        // Partition 0 has records up to 30, partition 1 none.
+        s.fetch = Box::new(|_, p, offset, _| {
+            if p == 0 && offset < 30 {
+                data(p, offset)
+            } else {
+                empty(p, if p == 0 { 30 } else { 0 })
+            }
+        });
+    }
+    let mut f = Fetcher::new(
+        b.cluster().await,
+        config(OffsetReset::Earliest, IsolationLevel::ReadUncommitted),
+    );
+    f.assign("t", 0, 0);
+    f.assign("t", 1, 0);
+    let mut fetched = 0;
+    while f.position("t", 0) < Some(30) {
+        for p in f.poll().await.unwrap() {
+            fetched += split_batches(p.records)
+                .map(|b| i64::from(b.unwrap().record_count()))
+                .sum::<i64>();
+        }
+    }
+    // One request names t/0 at its final position, the next names nothing.
+    f.poll().await.unwrap();
+    f.poll().await.unwrap();
+    {
+        let seen = b.seen.lock().unwrap();
+        // The first request opens the session with both partitions; later ones name only the
+        // partition whose position moved; the idle one names none.
+        assert_eq!(seen.sessions[0], (0, 0, 0));
+        assert_eq!(seen.fetches[0].len(), 2);
+        assert!(seen.sessions[1..]
+            .iter()
+            .all(|&(id, epoch, _)| id == 7 && epoch > 0));
+        assert!(seen.fetches[1..]
+            .iter()
+            .all(|f| f.iter().all(|(_, p, _)| *p == 0)));
+        assert!(
+            seen.fetches.last().unwrap().is_empty(),
+            "{:?}",
+            seen.fetches
+        );
+    }
+    assert_eq!(f.sessions(), vec![(0, true, 0)]);
+    // The broker loses the session: one refused request, then a full one, opening a new session.
+    b.script.lock().unwrap().session_lost = true;
+    let before = b.seen.lock().unwrap().fetches.len();
+    f.poll().await.unwrap();
+    b.script.lock().unwrap().session_lost = false;
+    f.pause("t", 1);
+    // The broker is backed off briefly after the failure.
+    while b.seen.lock().unwrap().fetches.len() < before + 2 {
+        f.poll().await.unwrap();
+    }
+    let seen = b.seen.lock().unwrap();
+    let after: Vec<_> = seen.sessions[before..].to_vec();
+    assert!(
+        after[0].1 > 0,
+        "an incremental request was refused: {after:?}"
+    );
+    assert_eq!(after[1], (0, 0, 0), "then a full request: {after:?}");
+    assert_eq!(
+        seen.fetches[before + 1],
+        vec![("t".to_string(), 0, 30)],
+        "naming every wanted partition at its position (t/1 paused)"
+    );
+    assert_eq!(fetched, 30, "every record once");
+    assert_eq!(f.position("t", 0), Some(30));
 }
