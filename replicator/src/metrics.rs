@@ -259,6 +259,11 @@ impl FlowMetrics {
     pub fn fetched(&self, remote: &str, partition: i32, high_watermark: i64, now_ms: i64) {
         let mut inner = lock(&self.inner);
         let p = Self::partition(&mut inner, remote, partition);
+        if p.lag() == Some(0) {
+            // Caught up at the last answer, and caught up since: a fetch session answers for a
+            // partition as soon as its high watermark moves, and not at all before.
+            p.caught_up_ms = Some(now_ms);
+        }
         p.high_watermark = Some(high_watermark);
         p.note_lag(now_ms);
     }
@@ -857,13 +862,13 @@ mod tests {
             &caught_up,
             format!("strait_partition_lag_seconds{labels} 0")
         ));
-        // Idle for an hour (empty fetches keep saying "caught up"), then a record arrives:
-        // behind since it was last seen caught up, not since the hour-old newest record.
-        f.fetched("A.t", 0, 40, 3_599_500);
+        // Idle for an hour with no answer for the partition at all (a fetch session leaves
+        // out partitions where nothing changed), then a record arrives: behind since the answer
+        // that brought it (until then it was caught up), not since the last answer an hour ago.
         f.fetched("A.t", 0, 41, 3_600_000);
         let woke = m.encode(3_601_000, None);
         assert!(
-            has(&woke, format!("strait_partition_lag_seconds{labels} 1.5")),
+            has(&woke, format!("strait_partition_lag_seconds{labels} 1")),
             "{woke}"
         );
         // A stopped partition counts once per run.

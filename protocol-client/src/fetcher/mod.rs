@@ -23,9 +23,18 @@
 //! high watermark, log start or last stable offset, an error). An idle replicator with
 //! thousands of partitions then sends and reads near-empty requests instead of listing every
 //! partition several times a second. A session is started again whenever its state is in
-//! doubt (any failed request, `FETCH_SESSION_ID_NOT_FOUND`, `INVALID_FETCH_SESSION_EPOCH`); a
-//! broker that opens no session (`session_id` 0: no free slot, or no support) gets full
-//! requests. One-off reads ([`fetch_once`], [`fetch_partition`]) use no session.
+//! doubt (any failed request, an answer outside the session); a session the broker no longer
+//! knows (`FETCH_SESSION_ID_NOT_FOUND`, `INVALID_FETCH_SESSION_EPOCH`: evicted, or the broker
+//! restarted) is replaced at once by a full request, not counted as a broker failure. A session
+//! given up is named in the next full request so the broker closes it, and a dropped
+//! [`Fetcher`] closes its sessions (final epoch). A broker that opens no session
+//! (`session_id` 0: no free slot, or no support) gets full requests. One-off reads
+//! ([`fetch_once`], [`fetch_partition`]) use no session. In a session the broker serves
+//! partitions in its own order, moving those that returned records to the back (Kafka's
+//! `FetchSession`), which keeps the sharing of `max_bytes` fair; the cursor below orders full
+//! requests. A high watermark change in an answer that is dropped (a cancelled poll, or a
+//! partition sought or paused meanwhile) is reported again only at its next change: records
+//! are never lost that way, but a lag reading may lag.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -162,6 +171,9 @@ pub async fn fetch_once(
 pub struct FetchSession {
     /// The broker's session id; 0: no session (the next request asks for one).
     id: i32,
+    /// A session given up whose id the next full request names, so that the broker closes it
+    /// (a full request naming a session closes it; Java's `nextCloseExistingAttemptNew`).
+    closing: i32,
     /// The epoch the next request carries (1 and up while a session is open).
     epoch: i32,
     /// Per partition in the session: the fetch offset and leader epoch the broker holds.
@@ -188,8 +200,8 @@ impl FetchSession {
         positions: &'a [FetchPosition],
     ) -> (i32, i32, Vec<&'a FetchPosition>, Vec<Key>) {
         if self.id == 0 {
-            // A full request that opens a session.
-            return (0, 0, positions.iter().collect(), Vec::new());
+            // A full request that opens a session (and closes the one given up, if any).
+            return (self.closing, 0, positions.iter().collect(), Vec::new());
         }
         let named = positions
             .iter()
@@ -217,8 +229,14 @@ impl FetchSession {
         forgotten: &[Key],
     ) {
         self.last_listed = named.len();
+        if epoch > 0 && response_id != self.id {
+            // The broker answered outside the session (it closed it): start again.
+            self.reset(response_id != 0);
+            return;
+        }
         if epoch == 0 {
             self.sent.clear();
+            self.closing = 0;
             self.id = response_id;
             self.epoch = 1;
             if response_id == 0 {
@@ -241,8 +259,10 @@ impl FetchSession {
         }
     }
 
-    /// Forgets the session: its state on the broker is in doubt.
-    fn reset(&mut self) {
+    /// Forgets the session: its state on the broker is in doubt. With `close`, the next full
+    /// request asks the broker to close it.
+    fn reset(&mut self, close: bool) {
+        self.closing = if close { self.id } else { 0 };
         self.id = 0;
         self.epoch = 0;
         self.sent.clear();
@@ -263,36 +283,64 @@ async fn fetch_with_session(
     fn lock(s: &std::sync::Mutex<FetchSession>) -> std::sync::MutexGuard<'_, FetchSession> {
         s.lock().unwrap_or_else(|p| p.into_inner())
     }
-    let (session_id, session_epoch, named, forgotten) = match session {
-        Some(s) => lock(s).plan(positions),
-        None => (0, -1, positions.iter().collect(), Vec::new()),
-    };
-    let result = fetch_request(
-        cluster,
-        broker,
-        config,
-        positions,
-        (session_id, session_epoch),
-        &named,
-        &forgotten,
-    )
-    .await;
-    if let Some(s) = session {
+    // A session the broker no longer knows (evicted, or the broker restarted) is normal: the
+    // request is made again at once as a full one, without counting as a broker failure.
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let (session_id, session_epoch, named, forgotten) = match session {
+            Some(s) => lock(s).plan(positions),
+            None => (0, -1, positions.iter().collect(), Vec::new()),
+        };
+        let result = fetch_request(
+            cluster,
+            broker,
+            config,
+            positions,
+            (session_id, session_epoch),
+            &named,
+            &forgotten,
+        )
+        .await;
+        let Some(s) = session else {
+            return result.map(|(_, _, parts)| parts);
+        };
         let mut s = lock(s);
-        match &result {
-            Ok((id, _)) => s.answered(session_epoch, *id, &named, &forgotten),
+        match result {
+            Ok((sent_epoch, id, parts)) => {
+                if sent_epoch == session_epoch {
+                    s.answered(session_epoch, id, &named, &forgotten);
+                } else {
+                    // The broker's Fetch version has no sessions: a plain request was sent.
+                    s.reset(false);
+                }
+                return Ok(parts);
+            }
             Err(e) => {
+                let lost = matches!(
+                    e.response_error(),
+                    Some(ResponseError::FetchSessionIdNotFound)
+                );
+                let stale = matches!(
+                    e.response_error(),
+                    Some(ResponseError::InvalidFetchSessionEpoch)
+                );
                 debug!(broker = %broker.addr(), session_id, session_epoch, error = %e, "fetch session started again");
-                s.reset();
+                // A session the broker no longer has needs no closing; any other is closed.
+                s.reset(!lost);
+                if (lost || stale) && session_epoch > 0 && attempts == 1 {
+                    continue;
+                }
+                return Err(e);
             }
         }
     }
-    result.map(|(_, parts)| parts)
 }
 
 /// The Fetch request itself: `named` partitions (a subset of `positions` in a session, all of
 /// them otherwise), `forgotten` ones dropped from the session; answers are matched to
-/// `positions` for their fetch offsets. Returns the response's session id and partitions.
+/// `positions` for their fetch offsets. Returns the session epoch actually sent (-1 when the
+/// broker's Fetch version has no sessions), the response's session id and the partitions.
 async fn fetch_request(
     cluster: &Cluster,
     broker: &BrokerInfo,
@@ -301,7 +349,7 @@ async fn fetch_request(
     (session_id, session_epoch): (i32, i32),
     named: &[&FetchPosition],
     forgotten: &[Key],
-) -> Result<(i32, Vec<FetchedPartition>)> {
+) -> Result<(i32, i32, Vec<FetchedPartition>)> {
     let conn = cluster.connection(broker, ConnKind::Fetch).await?;
     let version = conn.version(ApiKey::Fetch)?;
     // Sessions need Fetch v7.
@@ -400,7 +448,7 @@ async fn fetch_request(
             });
         }
     }
-    Ok((resp.session_id, out))
+    Ok((session_epoch, resp.session_id, out))
 }
 
 /// Fetches one partition from `offset` through its current leader, retried by the cluster's
@@ -706,7 +754,53 @@ impl Drop for Fetcher {
         if let Some(h) = &self.refreshing {
             h.abort();
         }
+        // Close the open fetch sessions (as Java's `prepareCloseFetchSessionRequests` does), so
+        // that brokers do not keep them, and the partitions they cache, until evicted. Best
+        // effort: in the background, when a runtime is there to run it.
+        let md = self.cluster.metadata();
+        let open: Vec<(BrokerInfo, i32)> = self
+            .sessions
+            .iter()
+            .filter_map(|(broker, s)| {
+                let id = s.lock().unwrap_or_else(|p| p.into_inner()).id;
+                (id != 0)
+                    .then(|| md.brokers.get(broker).map(|b| (b.clone(), id)))
+                    .flatten()
+            })
+            .collect();
+        if open.is_empty() {
+            return;
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let cluster = self.cluster.clone();
+            rt.spawn(async move {
+                for (broker, id) in open {
+                    if let Err(e) = close_session(&cluster, &broker, id).await {
+                        debug!(broker = %broker.addr(), session_id = id, error = %e, "closing the fetch session failed");
+                    }
+                }
+            });
+        }
     }
+}
+
+/// Closes fetch session `id` on `broker`: a sessionless Fetch naming it with the final epoch
+/// (-1) and no partitions.
+async fn close_session(cluster: &Cluster, broker: &BrokerInfo, id: i32) -> Result<()> {
+    let conn = cluster.connection(broker, ConnKind::Fetch).await?;
+    let version = conn.version(ApiKey::Fetch)?;
+    if version < 7 {
+        return Ok(());
+    }
+    let req = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(0)
+        .with_min_bytes(0)
+        .with_max_bytes(1)
+        .with_session_id(id)
+        .with_session_epoch(-1);
+    conn.send_versioned(&req, version).await?;
+    Ok(())
 }
 
 /// One broker's share of a round: its partitions in request order, with their places in

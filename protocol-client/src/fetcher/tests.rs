@@ -79,8 +79,20 @@ fn a_fetch_session_names_only_what_changed() {
     assert_eq!(epoch, i32::MAX);
     s.answered(epoch, 77, &named, &forgotten);
     assert_eq!(s.plan(&again).1, 1);
-    // A failure: the next request is full again.
-    s.reset();
+    // An answer outside the session (the broker closed it): the next request is full, and
+    // names no session to close.
+    let (_, epoch, named, forgotten) = s.plan(&again);
+    s.answered(epoch, 0, &named, &forgotten);
+    assert!(!s.is_open());
+    assert_eq!(s.plan(&again).0, 0);
+    s.answered(0, 78, &s.plan(&again).2, &[]);
+    assert!(s.is_open());
+    // A failure: the next request is full again, and closes the session given up.
+    s.reset(true);
+    let (id, epoch, named, _) = s.plan(&again);
+    assert_eq!((id, epoch, named.len()), (78, 0, 3));
+    s.answered(0, 79, &named, &[]);
+    s.reset(false);
     let (id, epoch, named, _) = s.plan(&again);
     assert_eq!((id, epoch, named.len()), (0, 0, 3));
     // A broker that opens no session (id 0) keeps getting full requests.
@@ -1000,7 +1012,13 @@ async fn a_lost_fetch_session_is_started_again_with_a_full_request() {
     f.assign("t", 0, 0);
     f.assign("t", 1, 0);
     let mut fetched = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while f.position("t", 0) < Some(30) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "stalled at {:?}",
+            f.position("t", 0)
+        );
         for p in f.poll().await.unwrap() {
             fetched += split_batches(p.records)
                 .map(|b| i64::from(b.unwrap().record_count()))
@@ -1029,28 +1047,42 @@ async fn a_lost_fetch_session_is_started_again_with_a_full_request() {
         );
     }
     assert_eq!(f.sessions(), vec![(0, true, 0)]);
-    // The broker loses the session: one refused request, then a full one, opening a new session.
+    // The broker loses the session: one refused request, then at once (same poll, not a
+    // broker failure) a full one, opening a new session.
     b.script.lock().unwrap().session_lost = true;
+    f.pause("t", 1);
     let before = b.seen.lock().unwrap().fetches.len();
     f.poll().await.unwrap();
-    b.script.lock().unwrap().session_lost = false;
-    f.pause("t", 1);
-    // The broker is backed off briefly after the failure.
-    while b.seen.lock().unwrap().fetches.len() < before + 2 {
-        f.poll().await.unwrap();
+    assert_eq!(f.sessions(), vec![(0, true, 1)]);
+    {
+        let seen = b.seen.lock().unwrap();
+        assert_eq!(seen.fetches.len(), before + 2);
+        let after: Vec<_> = seen.sessions[before..].to_vec();
+        assert!(
+            after[0].1 > 0,
+            "an incremental request was refused: {after:?}"
+        );
+        assert_eq!(after[1], (0, 0, 0), "then a full request: {after:?}");
+        assert_eq!(
+            seen.fetches[before + 1],
+            vec![("t".to_string(), 0, 30)],
+            "naming every wanted partition at its position (t/1 paused)"
+        );
     }
-    let seen = b.seen.lock().unwrap();
-    let after: Vec<_> = seen.sessions[before..].to_vec();
-    assert!(
-        after[0].1 > 0,
-        "an incremental request was refused: {after:?}"
-    );
-    assert_eq!(after[1], (0, 0, 0), "then a full request: {after:?}");
-    assert_eq!(
-        seen.fetches[before + 1],
-        vec![("t".to_string(), 0, 30)],
-        "naming every wanted partition at its position (t/1 paused)"
-    );
     assert_eq!(fetched, 30, "every record once");
     assert_eq!(f.position("t", 0), Some(30));
+    // Dropped, the fetcher closes its session: the final epoch, no partitions.
+    drop(f);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let last = b.seen.lock().unwrap().sessions.last().copied();
+        if last == Some((7, -1, 0)) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not closed: {last:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
