@@ -709,7 +709,93 @@ async fn fetch_sessions_name_only_what_changed_and_lose_nothing(kind: BrokerKind
     }
 }
 
+/// Polls raced against a short timer in `select!` (as the replicator's loop does) while a
+/// writer keeps producing: whatever answers are dropped with a cancelled poll, every record
+/// arrives exactly once, in order, session or not.
+async fn polls_cancelled_mid_flight_lose_and_repeat_nothing(kind: BrokerKind) {
+    strait_tests::init_tracing();
+    let broker = strait_tests::start_one(kind, "client-cancel");
+    let cluster = cluster(&*broker).await;
+    let recs = sample(400);
+    for sessions in [true, false] {
+        // A topic and a writer per pass, so that both race the writer.
+        let topic = strait_tests::unique("cancel");
+        reference::blocking(|| reference::create_topic(&broker.bootstrap(), &topic, 3));
+        let bootstrap = broker.bootstrap();
+        let (t2, r2) = (topic.clone(), recs.clone());
+        let writer = std::thread::spawn(move || {
+            for chunk in 0..20 {
+                for p in 0..3 {
+                    reference::produce(&bootstrap, &t2, p, &r2[chunk * 20..(chunk + 1) * 20], &[]);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let mut f = Fetcher::new(
+            cluster.clone(),
+            FetcherConfig {
+                max_wait: Duration::from_millis(50),
+                isolation: IsolationLevel::ReadUncommitted,
+                sessions,
+                ..FetcherConfig::default()
+            },
+        );
+        for p in 0..3 {
+            f.assign(&topic, p, 0);
+        }
+        let mut got = vec![Vec::new(); 3];
+        let (mut cancelled, mut completed) = (0, 0);
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while (0..3).any(|p| f.position(&topic, p).unwrap() < 400) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "stalled: {:?}",
+                (0..3).map(|p| f.position(&topic, p)).collect::<Vec<_>>()
+            );
+            // A timer short enough to cut many polls off mid-flight.
+            let timer = tokio::time::sleep(Duration::from_millis(if completed % 3 == 0 {
+                1
+            } else {
+                30
+            }));
+            tokio::select! {
+                r = f.poll() => {
+                    completed += 1;
+                    for fp in r.expect("poll") {
+                        let batches: Vec<RecordBatch> = split_batches(fp.records)
+                            .map(|b| b.expect("valid batch"))
+                            .filter(|b| b.next_offset() > fp.fetch_offset)
+                            .collect();
+                        got[fp.partition as usize].extend(
+                            decode(&batches).into_iter().filter(|r| r.offset >= fp.fetch_offset),
+                        );
+                    }
+                }
+                _ = timer => cancelled += 1,
+            }
+        }
+        for (p, got) in got.iter().enumerate() {
+            let want: Vec<RefRecord> = recs
+                .iter()
+                .enumerate()
+                .map(|(i, r)| to_ref(r, i as i64))
+                .collect();
+            assert_eq!(
+                got, &want,
+                "sessions {sessions}: partition {p} exactly once, in order"
+            );
+        }
+        assert!(
+            cancelled > 0,
+            "no poll was cancelled ({completed} completed)"
+        );
+        eprintln!("client_broker: sessions {sessions}: {completed} polls completed, {cancelled} cancelled");
+        writer.join().unwrap();
+    }
+}
+
 strait_tests::on_both_brokers!(
+    polls_cancelled_mid_flight_lose_and_repeat_nothing,
     fetch_sessions_name_only_what_changed_and_lose_nothing,
     our_producer_writes_what_librdkafka_reads,
     librdkafka_writes_our_fetcher_reads_and_raw_append_forwards_identically,
