@@ -97,6 +97,7 @@ pub async fn high_watermarks(
         partition_max_bytes: 1,
         isolation: IsolationLevel::ReadUncommitted,
         reset: OffsetReset::Error,
+        sessions: false,
     };
     let mut by_leader: HashMap<i32, (BrokerInfo, Vec<FetchPosition>)> = HashMap::new();
     let md = cluster.metadata();
