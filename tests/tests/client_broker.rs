@@ -59,6 +59,18 @@ fn to_ref(o: &Outgoing, offset: i64) -> RefRecord {
     }
 }
 
+/// Our fetcher reading everything written (read_uncommitted), with the default sessions.
+fn reading_fetcher(cluster: &Arc<Cluster>) -> Fetcher {
+    Fetcher::new(
+        cluster.clone(),
+        FetcherConfig {
+            max_wait: Duration::from_millis(100),
+            isolation: IsolationLevel::ReadUncommitted,
+            ..FetcherConfig::default()
+        },
+    )
+}
+
 /// Fetches every batch of a partition up to `end` records with our fetcher.
 async fn fetch_all(
     cluster: &Arc<Cluster>,
@@ -66,14 +78,7 @@ async fn fetch_all(
     partition: i32,
     until: i64,
 ) -> Vec<RecordBatch> {
-    let mut f = Fetcher::new(
-        cluster.clone(),
-        FetcherConfig {
-            max_wait: Duration::from_millis(100),
-            isolation: IsolationLevel::ReadUncommitted,
-            ..FetcherConfig::default()
-        },
-    );
+    let mut f = reading_fetcher(cluster);
     f.assign(topic, partition, 0);
     let mut out = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -605,14 +610,7 @@ async fn fetch_sessions_name_only_what_changed_and_lose_nothing(kind: BrokerKind
     for p in 0..4 {
         produce(p, 0..30);
     }
-    let mut f = Fetcher::new(
-        cluster.clone(),
-        FetcherConfig {
-            max_wait: Duration::from_millis(100),
-            isolation: IsolationLevel::ReadUncommitted,
-            ..FetcherConfig::default()
-        },
-    );
+    let mut f = reading_fetcher(&cluster);
     for p in 0..4 {
         f.assign(&topic, p, 0);
     }
