@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod codec;
 pub mod conn;
 pub mod error;
+pub mod fasthash;
 pub mod fetcher;
 pub mod group;
 pub mod producer;

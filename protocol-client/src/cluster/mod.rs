@@ -124,7 +124,14 @@ pub struct Metadata {
 impl Metadata {
     /// The partition's info, if known.
     pub fn partition(&self, topic: &str, partition: i32) -> Option<&PartitionInfo> {
-        let partitions = &self.topics.get(topic)?.partitions;
+        self.topics.get(topic)?.partition(partition)
+    }
+}
+
+impl TopicInfo {
+    /// The partition's info, if known.
+    pub fn partition(&self, partition: i32) -> Option<&PartitionInfo> {
+        let partitions = &self.partitions;
         // Sorted by index and normally dense: partition i is at position i.
         usize::try_from(partition)
             .ok()

@@ -53,6 +53,7 @@ use tracing::{debug, info, warn};
 
 use crate::cluster::{BrokerInfo, Cluster, ConnKind};
 use crate::error::{Error, ResponseError, Result};
+use crate::fasthash::{FastMap, FastSet};
 use crate::record::split_batches;
 use crate::retry::{Backoff, RetryPolicy};
 
@@ -176,8 +177,9 @@ pub struct FetchSession {
     closing: i32,
     /// The epoch the next request carries (1 and up while a session is open).
     epoch: i32,
-    /// Per partition in the session: the fetch offset and leader epoch the broker holds.
-    sent: HashMap<Key, (i64, i32)>,
+    /// Per topic and partition in the session: the fetch offset and leader epoch the broker
+    /// holds.
+    sent: FastMap<Arc<str>, FastMap<i32, (i64, i32)>>,
     /// Partitions named in the last request (for tests and metrics).
     last_listed: usize,
 }
@@ -203,20 +205,44 @@ impl FetchSession {
             // A full request that opens a session (and closes the one given up, if any).
             return (self.closing, 0, positions.iter().collect(), Vec::new());
         }
+        // Positions name distinct partitions: when every one of `sent` is among them, nothing
+        // is to be forgotten, and the set of wanted partitions is not built.
+        let mut in_session = 0;
+        // Positions come a topic at a time: its partitions' map is looked up once per run.
+        let mut topic: Option<(&Arc<str>, Option<&FastMap<i32, (i64, i32)>>)> = None;
         let named = positions
             .iter()
             .filter(|p| {
-                self.sent.get(&(p.topic.clone(), p.partition)) != Some(&(p.offset, p.leader_epoch))
+                let parts = match topic {
+                    Some((t, parts)) if Arc::ptr_eq(t, &p.topic) || **t == *p.topic => parts,
+                    _ => {
+                        let parts = self.sent.get(&p.topic);
+                        topic = Some((&p.topic, parts));
+                        parts
+                    }
+                };
+                match parts.and_then(|m| m.get(&p.partition)) {
+                    Some(at) => {
+                        in_session += 1;
+                        *at != (p.offset, p.leader_epoch)
+                    }
+                    None => true,
+                }
             })
             .collect();
-        let wanted: HashSet<(&str, i32)> =
-            positions.iter().map(|p| (&*p.topic, p.partition)).collect();
-        let forgotten = self
-            .sent
-            .keys()
-            .filter(|k| !wanted.contains(&(&*k.0, k.1)))
-            .cloned()
-            .collect();
+        let sent: usize = self.sent.values().map(|m| m.len()).sum();
+        let forgotten = if in_session == sent {
+            Vec::new()
+        } else {
+            let wanted: HashSet<(&str, i32)> =
+                positions.iter().map(|p| (&*p.topic, p.partition)).collect();
+            self.sent
+                .iter()
+                .flat_map(|(t, m)| m.keys().map(move |p| (t, *p)))
+                .filter(|(t, p)| !wanted.contains(&(&***t, *p)))
+                .map(|(t, p)| (t.clone(), p))
+                .collect()
+        };
         (self.id, self.epoch, named, forgotten)
     }
 
@@ -249,13 +275,20 @@ impl FetchSession {
             } else {
                 self.epoch + 1
             };
-            for k in forgotten {
-                self.sent.remove(k);
+            for (t, p) in forgotten {
+                if let Some(m) = self.sent.get_mut(t) {
+                    m.remove(p);
+                    if m.is_empty() {
+                        self.sent.remove(t);
+                    }
+                }
             }
         }
         for p in named {
             self.sent
-                .insert((p.topic.clone(), p.partition), (p.offset, p.leader_epoch));
+                .entry(p.topic.clone())
+                .or_default()
+                .insert(p.partition, (p.offset, p.leader_epoch));
         }
     }
 
@@ -414,11 +447,18 @@ async fn fetch_request(
     if let Some(e) = Error::broker(ApiKey::Fetch, who, None, resp.error_code, None) {
         return Err(e);
     }
-    let asked: HashMap<(&str, i32), (&Arc<str>, i64)> = positions
-        .iter()
-        .map(|q| ((&*q.topic, q.partition), (&q.topic, q.offset)))
-        .collect();
-    let mut out = Vec::with_capacity(positions.len());
+    // Built only for an answer that holds partitions: an idle session's answer holds none, and
+    // this request may stand for thousands of positions.
+    let asked: HashMap<(&str, i32), (&Arc<str>, i64)> =
+        if resp.responses.iter().any(|t| !t.partitions.is_empty()) {
+            positions
+                .iter()
+                .map(|q| ((&*q.topic, q.partition), (&q.topic, q.offset)))
+                .collect()
+        } else {
+            HashMap::new()
+        };
+    let mut out = Vec::new();
     for t in resp.responses {
         let name: &str = &t.topic.0;
         let mut topic: Option<Arc<str>> = None;
@@ -718,12 +758,12 @@ type Key = (Arc<str>, i32);
 pub struct Fetcher {
     cluster: Arc<Cluster>,
     config: FetcherConfig,
-    positions: HashMap<Key, i64>,
+    positions: FastMap<Key, i64>,
     /// Every assigned partition, in assignment order: the cyclic order requests follow.
     order: Vec<Key>,
     /// Per broker id: the index in `order` its next request starts at.
     cursors: HashMap<i32, usize>,
-    paused: HashSet<Key>,
+    paused: FastSet<Key>,
     out_of_range: Vec<OutOfRange>,
     /// Fetches sent and not yet answered, one per broker at most.
     inflight: Vec<InFlight>,
@@ -914,10 +954,10 @@ impl Fetcher {
         Fetcher {
             cluster,
             config,
-            positions: HashMap::new(),
+            positions: FastMap::default(),
             order: Vec::new(),
             cursors: HashMap::new(),
-            paused: HashSet::new(),
+            paused: FastSet::default(),
             out_of_range: Vec::new(),
             inflight: Vec::new(),
             answered: Vec::new(),
@@ -1021,44 +1061,77 @@ impl Fetcher {
             .chain(self.answered.iter().map(|(r, _)| r))
             .flat_map(|r| r.positions.iter().map(|p| (&*p.topic, p.partition)))
             .collect();
+        // This runs over every assigned partition each round (thousands, mostly idle): what is
+        // the same for many partitions is looked up once. `order` keeps a topic's partitions
+        // together, so the topic's metadata is looked up once per run of them; a broker's
+        // throttle and backoff once per round (`None`: it may be asked; `Some(wait)`: not now).
+        let mut topic_md: Option<(&Arc<str>, Option<&crate::cluster::TopicInfo>)> = None;
+        let mut broker_wait: HashMap<i32, Option<Duration>> = HashMap::new();
+        // The last leader seen and where its partitions go (`None`: not asked this round).
+        let mut last_broker: Option<(i32, Option<usize>)> = None;
         for (g, key) in self.order.iter().enumerate() {
             let Some(&offset) = self.positions.get(key) else {
                 continue;
             };
-            if self.paused.contains(key) || busy.contains(&(&*key.0, key.1)) {
+            if (!self.paused.is_empty() && self.paused.contains(key))
+                || (!busy.is_empty() && busy.contains(&(&*key.0, key.1)))
+            {
                 continue;
             }
             let (topic, partition) = key;
-            let Some((leader, epoch)) = md
-                .partition(topic, *partition)
+            let info = match topic_md {
+                Some((t, info)) if Arc::ptr_eq(t, topic) || **t == **topic => info,
+                _ => {
+                    let info = md.topics.get(&**topic);
+                    topic_md = Some((topic, info));
+                    info
+                }
+            };
+            let Some((leader, epoch)) = info
+                .and_then(|i| i.partition(*partition))
                 .filter(|p| p.leader >= 0)
                 .and_then(|p| md.brokers.get(&p.leader).map(|b| (b, p.leader_epoch)))
             else {
                 missing = true;
                 continue;
             };
-            if let Some(d) = self.cluster.throttled_for(leader.id) {
-                throttled = Some(throttled.map_or(d, |t| t.min(d)));
-                continue;
-            }
-            if busy_brokers.contains(&leader.id) {
-                continue;
-            }
-            if let Some((_, at)) = self.backoff.get(&leader.id) {
-                let wait = at.saturating_duration_since(now);
-                if !wait.is_zero() {
-                    throttled = Some(throttled.map_or(wait, |t| t.min(wait)));
-                    continue;
+            // Consecutive partitions mostly share a leader: its verdict is kept at hand.
+            let i = match last_broker {
+                Some((id, verdict)) if id == leader.id => verdict,
+                _ => {
+                    let verdict = if busy_brokers.contains(&leader.id) {
+                        None
+                    } else {
+                        let wait = *broker_wait.entry(leader.id).or_insert_with(|| {
+                            if let Some(d) = self.cluster.throttled_for(leader.id) {
+                                return Some(d);
+                            }
+                            self.backoff
+                                .get(&leader.id)
+                                .map(|(_, at)| at.saturating_duration_since(now))
+                                .filter(|w| !w.is_zero())
+                        });
+                        if let Some(wait) = wait {
+                            throttled = Some(throttled.map_or(wait, |t| t.min(wait)));
+                            None
+                        } else {
+                            Some(*by_broker.entry(leader.id).or_insert_with(|| {
+                                requests.push(BrokerRequest {
+                                    broker: leader.clone(),
+                                    positions: Vec::new(),
+                                    order: Vec::new(),
+                                });
+                                requests.len() - 1
+                            }))
+                        }
+                    };
+                    last_broker = Some((leader.id, verdict));
+                    verdict
                 }
-            }
-            let i = *by_broker.entry(leader.id).or_insert_with(|| {
-                requests.push(BrokerRequest {
-                    broker: leader.clone(),
-                    positions: Vec::new(),
-                    order: Vec::new(),
-                });
-                requests.len() - 1
-            });
+            };
+            let Some(i) = i else {
+                continue;
+            };
             requests[i].positions.push(FetchPosition {
                 topic: topic.clone(),
                 partition: *partition,

@@ -140,6 +140,9 @@ type Request = Vec<Outgoing>;
 /// Requests per broker, in the order they must be sent.
 type BrokerRequests = Vec<(BrokerInfo, Vec<Request>)>;
 
+/// How long the sender sleeps when nothing is unacknowledged (an append wakes it sooner).
+const IDLE_WAKE: Duration = Duration::from_secs(5);
+
 struct Pending {
     batch: RecordBatch,
     /// Position in the partition's append order.
@@ -647,6 +650,12 @@ fn collect_ready(inner: &Arc<Inner>) -> (BrokerRequests, Option<Duration>, bool)
     let mut need_metadata = false;
     let mut need_bump = false;
     let mut st = inner.lock();
+    if st.unacked == 0 {
+        // Nothing queued, waiting for a retry or in flight: nothing to send and no deadline to
+        // keep. An append wakes the sender; the scan of every partition it would cost (thousands
+        // on an idle mirror, several times a second) is skipped.
+        return (Vec::new(), Some(IDLE_WAKE), false);
+    }
     let max_in_flight = inner.config.max_in_flight_batches;
     let max_bytes = inner.config.max_request_bytes;
     let delivery_timeout = inner.config.delivery_timeout;
