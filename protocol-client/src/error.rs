@@ -79,6 +79,15 @@ pub enum Error {
         /// The first failure.
         reason: String,
     },
+    /// Another producer took this producer's transactional id (InitProducerId with the same id
+    /// bumped its epoch): nothing more may be written under it. Never retriable.
+    #[error("producer fenced: transactional id {transactional_id} belongs to a newer producer ({reason})")]
+    Fenced {
+        /// The transactional id.
+        transactional_id: String,
+        /// What was refused, and the broker's answer.
+        reason: String,
+    },
     /// The component was shut down.
     #[error("shut down")]
     Shutdown,
@@ -126,6 +135,7 @@ impl Error {
             Error::InvalidArgument(_) => "invalid_argument".into(),
             Error::Producer(_) => "producer".into(),
             Error::PartitionStopped { .. } => "partition_stopped".into(),
+            Error::Fenced { .. } => "fenced".into(),
             Error::Shutdown => "shutdown".into(),
         }
     }

@@ -767,3 +767,103 @@ strait_tests::on_both_brokers!(
     librdkafka_writes_our_fetcher_reads_and_raw_append_forwards_identically,
     rebuilt_batches_are_accepted_and_read_back_identically,
 );
+
+/// A transactional producer against Apache Kafka, read back by librdkafka with
+/// read_committed: committed transactions are seen, aborted ones are not, and a second
+/// producer with the same transactional id fences the first (its open transaction is aborted,
+/// its next append and commit fail with `Error::Fenced`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_commit_abort_and_fence_a_zombie() {
+    use protocol_client::Error;
+    strait_tests::init_tracing();
+    let broker = strait_tests::start_one(BrokerKind::Kafka, "client-txn");
+    let cluster = cluster(&*broker).await;
+    let recs = sample(40);
+    let (src, dst) = (
+        strait_tests::unique("txn-src"),
+        strait_tests::unique("txn-dst"),
+    );
+    reference::blocking(|| {
+        reference::create_topic(&broker.bootstrap(), &src, 1);
+        reference::create_topic(&broker.bootstrap(), &dst, 2);
+        reference::produce(
+            &broker.bootstrap(),
+            &src,
+            0,
+            &recs,
+            &[("batch.num.messages", "5"), ("linger.ms", "200")],
+        );
+    });
+    let b = fetch_all(&cluster, &src, 0, 40).await;
+    assert_eq!(b.len(), 8, "batches of 5");
+    let txn_id = strait_tests::unique("txn");
+    let config = ProducerConfig {
+        transactional_id: Some(txn_id.clone()),
+        transaction_timeout: Duration::from_secs(30),
+        ..ProducerConfig::default()
+    };
+    let p1 = Producer::new(cluster.clone(), config.clone())
+        .await
+        .unwrap();
+    // Committed: 0..10 to partition 0, 10..15 to partition 1.
+    let acks = tokio::join!(
+        p1.append(&dst, 0, b[0].clone()),
+        p1.append(&dst, 0, b[1].clone()),
+        p1.append(&dst, 1, b[2].clone()),
+    );
+    assert!(
+        acks.0.is_ok() && acks.1.is_ok() && acks.2.is_ok(),
+        "{acks:?}"
+    );
+    p1.commit_transaction().await.expect("commit");
+    // Aborted: 15..20.
+    p1.append(&dst, 0, b[3].clone()).await.expect("append");
+    p1.abort_transaction().await.expect("abort");
+    // Committed: 20..25.
+    p1.append(&dst, 0, b[4].clone()).await.expect("append");
+    p1.commit_transaction().await.expect("commit");
+    // A commit with nothing in it.
+    p1.commit_transaction().await.expect("empty commit");
+    // Open when the successor starts: 25..30 is aborted by the fencing.
+    p1.append(&dst, 0, b[5].clone()).await.expect("append");
+    let p2 = Producer::new(cluster.clone(), config.clone())
+        .await
+        .unwrap();
+    let zombie = p1.append(&dst, 0, b[6].clone()).await;
+    assert!(
+        matches!(zombie, Err(Error::Fenced { .. })),
+        "the zombie's append: {zombie:?}"
+    );
+    let zombie_commit = p1.commit_transaction().await;
+    assert!(
+        matches!(zombie_commit, Err(Error::Fenced { .. })),
+        "the zombie's commit: {zombie_commit:?}"
+    );
+    // The successor writes 35..40.
+    p2.append(&dst, 0, b[7].clone()).await.expect("append");
+    p2.commit_transaction().await.expect("commit");
+    let values =
+        |rs: Vec<RefRecord>| -> Vec<Option<Vec<u8>>> { rs.into_iter().map(|r| r.value).collect() };
+    let want = |ranges: &[std::ops::Range<usize>]| -> Vec<Option<Vec<u8>>> {
+        ranges
+            .iter()
+            .flat_map(|r| recs[r.clone()].iter().map(|o| o.value.clone()))
+            .collect()
+    };
+    let (got0, got1) = reference::blocking(|| {
+        (
+            reference::consume_committed(&broker.bootstrap(), &dst, 0, Duration::from_secs(30)),
+            reference::consume_committed(&broker.bootstrap(), &dst, 1, Duration::from_secs(30)),
+        )
+    });
+    assert_eq!(
+        values(got0),
+        want(&[0..10, 20..25, 35..40]),
+        "partition 0, read_committed"
+    );
+    assert_eq!(
+        values(got1),
+        want(std::slice::from_ref(&(10..15))),
+        "partition 1, read_committed"
+    );
+}

@@ -209,7 +209,8 @@ impl FetchSession {
         // is to be forgotten, and the set of wanted partitions is not built.
         let mut in_session = 0;
         // Positions come a topic at a time: its partitions' map is looked up once per run.
-        let mut topic: Option<(&Arc<str>, Option<&FastMap<i32, (i64, i32)>>)> = None;
+        type Parts = FastMap<i32, (i64, i32)>;
+        let mut topic: Option<(&Arc<str>, Option<&Parts>)> = None;
         let named = positions
             .iter()
             .filter(|p| {

@@ -43,8 +43,9 @@
 //! a retry DUPLICATE_SEQUENCE_NUMBER: written, offset not known).
 
 pub mod records;
+mod txn;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -94,6 +95,13 @@ pub struct ProducerConfig {
     /// written.) A replicator's data path needs this; a producer of independent records
     /// (internal topics) does not, and then later batches go on under a new epoch.
     pub stop_partition_on_failure: bool,
+    /// Transactional id (KIP-98): the producer writes inside transactions that
+    /// [`Producer::commit_transaction`] commits, and fences every earlier producer of the same
+    /// id when it starts. Implies `idempotent` and `stop_partition_on_failure`.
+    pub transactional_id: Option<String>,
+    /// How long the coordinator lets a transaction stay open before aborting it (and fencing
+    /// this producer); at most the brokers' `transaction.max.timeout.ms` (15 minutes).
+    pub transaction_timeout: Duration,
 }
 
 impl Default for ProducerConfig {
@@ -110,6 +118,8 @@ impl Default for ProducerConfig {
             batch_bytes: 256 * 1024,
             compression: crate::record::Compression::None,
             stop_partition_on_failure: false,
+            transactional_id: None,
+            transaction_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -277,6 +287,25 @@ struct State {
     closed: bool,
     /// `abort()` was called: nothing is retried any more.
     aborting: bool,
+    /// The transaction under way, for a transactional producer.
+    txn: Option<TxnState>,
+}
+
+/// A transactional producer's transaction (one open at a time; it opens with the first batch).
+struct TxnState {
+    id: String,
+    /// Partitions added to the open transaction (AddPartitionsToTxn answered).
+    added: HashSet<TopicPartition>,
+    /// Partitions with a first batch waiting to be added.
+    to_add: Vec<TopicPartition>,
+    /// An AddPartitionsToTxn is under way.
+    adding: bool,
+    /// The transaction is being ended: batches not yet sent wait for the next one.
+    ending: bool,
+    /// Another producer took the id: nothing more is written.
+    fenced: Option<String>,
+    /// A batch of the open transaction failed for good: it can only be aborted.
+    abortable: Option<String>,
 }
 
 struct Inner {
@@ -314,6 +343,10 @@ impl Inner {
 impl Producer {
     /// Creates a producer (obtaining a producer id when idempotent) and starts its sender.
     pub async fn new(cluster: Arc<Cluster>, mut config: ProducerConfig) -> Result<Producer> {
+        if config.transactional_id.is_some() {
+            config.idempotent = true;
+            config.stop_partition_on_failure = true;
+        }
         if config.idempotent {
             config.max_in_flight_batches = config.max_in_flight_batches.clamp(1, 5);
         }
@@ -329,13 +362,35 @@ impl Producer {
                 unacked: 0,
                 closed: false,
                 aborting: false,
+                txn: config.transactional_id.clone().map(|id| TxnState {
+                    id,
+                    added: HashSet::new(),
+                    to_add: Vec::new(),
+                    adding: false,
+                    ending: false,
+                    fenced: None,
+                    abortable: None,
+                }),
             }),
             config,
             wake: Arc::new(Notify::new()),
             idle: Notify::new(),
             acc: records::Accumulator::default(),
         });
-        if inner.config.idempotent {
+        if let Some(txn_id) = &inner.config.transactional_id {
+            let (id, epoch) = txn::init(
+                &inner.cluster,
+                txn_id,
+                inner.config.transaction_timeout,
+                None,
+            )
+            .await?;
+            info!(transactional_id = %txn_id, producer_id = id, epoch, "transactional producer started (earlier producers of the id are fenced)");
+            let mut st = inner.lock();
+            st.producer_id = id;
+            st.epoch = epoch;
+            st.generation = 1;
+        } else if inner.config.idempotent {
             let (id, epoch) = init_producer_id(&inner.cluster, -1, -1).await?;
             let mut st = inner.lock();
             st.producer_id = id;
@@ -372,8 +427,16 @@ impl Producer {
             let mut st = self.inner.lock();
             let key: TopicPartition = (Arc::from(topic), partition);
             let failed = st.parts.get(&key).and_then(|ps| ps.failed.clone());
+            let fenced = st.txn.as_ref().and_then(|t| {
+                t.fenced.as_ref().map(|r| Error::Fenced {
+                    transactional_id: t.id.clone(),
+                    reason: r.clone(),
+                })
+            });
             if st.closed {
                 Err(Error::Shutdown)
+            } else if let Some(e) = fenced {
+                Err(e)
             } else if let Some(reason) = failed {
                 Err(stopped_error(&key, &reason))
             } else {
@@ -471,6 +534,165 @@ impl Producer {
             }
             idle.await;
         }
+    }
+
+    /// Commits the open transaction (transactional producers): batches already sent are
+    /// awaited, batches appended but not yet sent wait and go into the next transaction, then
+    /// EndTxn commits every batch acknowledged since the last commit at once. Fails, leaving
+    /// the transaction to [`abort_transaction`](Self::abort_transaction), if a batch of it
+    /// failed for good; fails with [`Error::Fenced`] if another producer took the id. A
+    /// commit with nothing written is a no-op.
+    pub async fn commit_transaction(&self) -> Result<()> {
+        self.end_transaction(true).await
+    }
+
+    /// Aborts the open transaction: every batch appended since the last commit is discarded,
+    /// those not yet acknowledged fail (they followed data that is aborted), and stopped
+    /// partitions start again. After a batch failed for good the producer then bumps its epoch
+    /// (KIP-360) so the next transaction starts its sequences afresh.
+    pub async fn abort_transaction(&self) -> Result<()> {
+        self.end_transaction(false).await
+    }
+
+    async fn end_transaction(&self, commit: bool) -> Result<()> {
+        let fenced = |t: &TxnState| {
+            t.fenced.as_ref().map(|r| Error::Fenced {
+                transactional_id: t.id.clone(),
+                reason: r.clone(),
+            })
+        };
+        let txn_id = {
+            let mut st = self.inner.lock();
+            let Some(t) = st.txn.as_mut() else {
+                return Err(Error::InvalidArgument(
+                    "not a transactional producer".into(),
+                ));
+            };
+            if let Some(e) = fenced(t) {
+                return Err(e);
+            }
+            t.ending = true;
+            t.id.clone()
+        };
+        if !commit {
+            self.fail_unsent("the transaction was aborted");
+        }
+        // Everything sent in this transaction settles: acknowledged, or failed for good.
+        loop {
+            let idle = self.inner.idle.notified();
+            let settled = self.inner.lock().parts.values().all(|ps| {
+                ps.in_flight.is_empty()
+                    && ps.retry.is_empty()
+                    && ps.queue.front().is_none_or(|p| p.seq.is_none())
+            });
+            if settled {
+                break;
+            }
+            tokio::select! {
+                _ = idle => {}
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+        }
+        if !commit {
+            // Appended while the abort waited: they too follow aborted data.
+            self.fail_unsent("the transaction was aborted");
+        }
+        let (ident, added, spoiled) = {
+            let mut st = self.inner.lock();
+            let ident = (st.producer_id, st.epoch);
+            let t = st.txn.as_mut().expect("transactional");
+            if let Some(e) = fenced(t) {
+                t.ending = false;
+                return Err(e);
+            }
+            if commit {
+                if let Some(r) = &t.abortable {
+                    t.ending = false;
+                    return Err(Error::Producer(format!(
+                        "transaction {txn_id} cannot commit: {r}; it must be aborted"
+                    )));
+                }
+            }
+            (ident, !t.added.is_empty(), t.abortable.is_some())
+        };
+        let result = if added {
+            txn::end(&self.inner.cluster, &txn_id, ident, commit).await
+        } else {
+            Ok(())
+        };
+        // After a failure the next transaction starts under a bumped epoch: the broker may hold
+        // sequences this producer never had acknowledged.
+        let bumped = match (&result, commit, spoiled) {
+            (Ok(()), false, true) => Some(
+                txn::init(
+                    &self.inner.cluster,
+                    &txn_id,
+                    self.inner.config.transaction_timeout,
+                    Some(ident),
+                )
+                .await,
+            ),
+            _ => None,
+        };
+        {
+            let mut st = self.inner.lock();
+            let st: &mut State = &mut st;
+            if let Some(Ok((id, epoch))) = &bumped {
+                st.producer_id = *id;
+                st.epoch = *epoch;
+                st.generation += 1;
+                for ps in st.parts.values_mut() {
+                    ps.ident = None;
+                    ps.renumber_from = None;
+                }
+            }
+            let t = st.txn.as_mut().expect("transactional");
+            t.ending = false;
+            match &result {
+                Err(Error::Fenced { reason, .. }) => {
+                    t.fenced.get_or_insert_with(|| reason.clone());
+                }
+                Err(_) => {}
+                Ok(()) => {
+                    t.added.clear();
+                    if !commit {
+                        t.abortable = None;
+                        for ps in st.parts.values_mut() {
+                            ps.failed = None;
+                        }
+                    }
+                }
+            }
+            if let Some(Err(Error::Fenced { reason, .. })) = &bumped {
+                t.fenced.get_or_insert_with(|| reason.clone());
+            }
+        }
+        self.inner.wake.notify_one();
+        result?;
+        match bumped {
+            Some(Err(e)) => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Fails every batch appended and not yet sent (an aborted transaction's).
+    fn fail_unsent(&self, why: &str) {
+        let finished: Vec<oneshot::Sender<Result<ProduceAck>>> = {
+            let mut st = self.inner.lock();
+            let mut finished = Vec::new();
+            for ps in st.parts.values_mut() {
+                let keep = ps.queue.iter().take_while(|p| p.seq.is_some()).count();
+                for p in ps.queue.drain(keep..) {
+                    finished.push(p.tx);
+                }
+            }
+            st.unacked -= finished.len();
+            finished
+        };
+        for tx in finished {
+            let _ = tx.send(Err(Error::Producer(why.to_string())));
+        }
+        self.inner.idle.notify_waiters();
     }
 
     /// Stops accepting appends, then waits for what is queued.
@@ -575,6 +797,19 @@ async fn sender_loop(inner: std::sync::Weak<Inner>, wake_handle: Arc<Notify>) {
         if bump {
             tokio::spawn(bump_epoch(strong.clone()));
         }
+        let to_add = {
+            let mut st = strong.lock();
+            match st.txn.as_mut() {
+                Some(t) if !t.adding && !t.to_add.is_empty() => {
+                    t.adding = true;
+                    Some((t.id.clone(), std::mem::take(&mut t.to_add)))
+                }
+                _ => None,
+            }
+        };
+        if let Some((txn_id, parts)) = to_add {
+            tokio::spawn(add_to_txn(strong.clone(), txn_id, parts));
+        }
         for (broker, reqs) in requests {
             let tx = brokers.entry(broker.id).or_insert_with(|| {
                 let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -670,7 +905,9 @@ fn collect_ready(inner: &Arc<Inner>) -> (BrokerRequests, Option<Duration>, bool)
     let busy_before = st.requests_in_flight.clone();
     let mut expired = Vec::new();
     let mut stopped: Vec<Completion> = Vec::new();
-    for (tp, ps) in st.parts.iter_mut() {
+    let State { parts, txn, .. } = &mut *st;
+    let mut txn = txn.as_mut();
+    for (tp, ps) in parts.iter_mut() {
         // Fail batches that ran out of time while queued (not in flight): never sent, or sent
         // before and waiting for a retry (no leader, throttled). A batch that was sent keeps an
         // unknown outcome: the broker may have written it. What follows it is left to the
@@ -712,6 +949,30 @@ fn collect_ready(inner: &Arc<Inner>) -> (BrokerRequests, Option<Duration>, bool)
         }
         if ps.queue.is_empty() || ps.in_flight.len() >= max_in_flight {
             continue;
+        }
+        // A transactional producer: a partition's first batch of a transaction waits until the
+        // partition is added to it; batches not yet sent wait while the transaction ends; once
+        // fenced, nothing is sent.
+        let mut txn_ending = false;
+        if let Some(t) = txn.as_deref_mut() {
+            if let Some(reason) = &t.fenced {
+                let at = ps.queue.front().map_or(0, |p| p.ordinal);
+                let reason = format!("producer fenced: {reason}");
+                ps.stop(tp, &reason, at, &mut stopped);
+                continue;
+            }
+            txn_ending = t.ending;
+            if ps.queue.front().is_some_and(|p| p.seq.is_none()) {
+                if t.ending {
+                    continue;
+                }
+                if !t.added.contains(tp) {
+                    if !t.to_add.contains(tp) {
+                        t.to_add.push(tp.clone());
+                    }
+                    continue;
+                }
+            }
         }
         // Only batches before this ordinal may go (those sent before a proven gap).
         let mut only_before = None;
@@ -777,6 +1038,9 @@ fn collect_ready(inner: &Arc<Inner>) -> (BrokerRequests, Option<Duration>, bool)
         while ps.in_flight.len() < limit {
             let Some(front) = ps.queue.front() else { break };
             if only_before.is_some_and(|from| front.ordinal >= from) {
+                break;
+            }
+            if txn_ending && front.seq.is_none() {
                 break;
             }
             let size = front.batch.len();
@@ -872,6 +1136,7 @@ async fn start_request(
     parts: &[Outgoing],
 ) -> Result<(i16, crate::conn::InFlight)> {
     let mut topics: Vec<TopicRecords> = Vec::new();
+    let transactional = inner.config.transactional_id.is_some();
     for out in parts {
         let mut batches = Vec::with_capacity(out.batches.len() * 2);
         for p in &out.batches {
@@ -881,7 +1146,7 @@ async fn start_request(
                     a.producer_id,
                     a.epoch,
                     a.seq,
-                    false,
+                    transactional,
                     lat,
                 )),
                 _ if needs_blank_producer(&p.batch) => {
@@ -911,9 +1176,14 @@ async fn start_request(
         }
     }
     let conn = inner.cluster.connection(broker, ConnKind::Produce).await?;
-    let version = conn.version(ApiKey::Produce)?;
+    let mut version = conn.version(ApiKey::Produce)?;
+    if transactional {
+        // v12 would make it a version-2 transaction (partitions added implicitly, an epoch
+        // bump at every commit), which this producer does not speak.
+        version = version.min(txn::MAX_TXN_PRODUCE_VERSION);
+    }
     let body = ProduceBody {
-        transactional_id: None,
+        transactional_id: inner.config.transactional_id.as_deref(),
         acks: inner.config.acks,
         timeout_ms: inner
             .config
@@ -1027,7 +1297,8 @@ async fn complete(inner: &Arc<Inner>, outcomes: Vec<(Outgoing, PartitionOutcome)
     let mut refresh = false;
     let mut finished: Vec<Completion> = Vec::new();
     {
-        let mut st = inner.lock();
+        let mut guard = inner.lock();
+        let st: &mut State = &mut guard;
         let st_aborting = st.aborting;
         for (out, outcome) in outcomes {
             let Some(ps) = st.parts.get_mut(&out.tp) else {
@@ -1128,7 +1399,39 @@ async fn complete(inner: &Arc<Inner>, outcomes: Vec<(Outgoing, PartitionOutcome)
                         && out.batches.iter().any(|p| {
                             p.seq.is_some_and(|a| a.generation == CONTINUED) && ps.proves_gap(p)
                         });
-                    let e = if taken {
+                    // A transactional producer neither renumbers nor bumps its epoch on its own:
+                    // a fenced identity, a proven sequence gap or a transaction the broker
+                    // refuses ends the transaction, which can then only be aborted.
+                    let in_txn = st.txn.is_some();
+                    let fenced_now = in_txn && txn::is_fenced(&e);
+                    let txn_final = fenced_now
+                        || (in_txn && seq_trouble && out.batches.iter().any(|p| ps.proves_gap(p)))
+                        || (in_txn
+                            && matches!(
+                                code,
+                                Some(
+                                    ResponseError::InvalidTxnState
+                                        | ResponseError::TransactionAbortable
+                                        | ResponseError::TransactionalIdAuthorizationFailed
+                                )
+                            ));
+                    if let (true, Some(t)) = (txn_final, st.txn.as_mut()) {
+                        warn!(transactional_id = %t.id, topic = %out.tp.0, partition = out.tp.1, error = %e, "batch refused: the transaction can only be aborted");
+                        if fenced_now {
+                            t.fenced.get_or_insert_with(|| e.to_string());
+                        }
+                        t.abortable.get_or_insert_with(|| e.to_string());
+                    }
+                    let e = if fenced_now {
+                        Error::Fenced {
+                            transactional_id: inner
+                                .config
+                                .transactional_id
+                                .clone()
+                                .unwrap_or_default(),
+                            reason: e.to_string(),
+                        }
+                    } else if taken {
                         warn!(topic = %out.tp.0, partition = out.tp.1, error = %e, "sequence continued from the partition's previous writer is taken: it wrote after the partition was resumed");
                         Error::Producer(format!(
                             "topic {} partition {}: the sequence continued from the partition's \
@@ -1140,6 +1443,7 @@ async fn complete(inner: &Arc<Inner>, outcomes: Vec<(Outgoing, PartitionOutcome)
                         e
                     };
                     if !taken
+                        && !txn_final
                         && (e.is_retriable() || seq_trouble || log_append_time_refused)
                         && !expired
                     {
@@ -1174,7 +1478,12 @@ async fn complete(inner: &Arc<Inner>, outcomes: Vec<(Outgoing, PartitionOutcome)
                         // outcome unknown (it may have been written).
                         let refused = (matches!(e, Error::Broker { .. }) && !e.is_retriable())
                             || seq_trouble
-                            || taken;
+                            || taken
+                            || txn_final;
+                        if let Some(t) = st.txn.as_mut() {
+                            // Whatever failed for good in a transaction spoils it.
+                            t.abortable.get_or_insert_with(|| e.to_string());
+                        }
                         let msg = e.to_string();
                         let mut first_err = Some(e);
                         let last = out.batches.last().map_or(first, |p| p.ordinal);
@@ -1215,6 +1524,52 @@ async fn complete(inner: &Arc<Inner>, outcomes: Vec<(Outgoing, PartitionOutcome)
             wake.notify_one();
         });
     }
+    inner.wake.notify_one();
+}
+
+/// Adds `parts` to the open transaction; their first batches are sent once it answers. If it
+/// fails for good, the transaction can only be aborted, and the partitions' queued batches
+/// fail.
+async fn add_to_txn(inner: Arc<Inner>, txn_id: String, parts: Vec<TopicPartition>) {
+    let ident = {
+        let st = inner.lock();
+        (st.producer_id, st.epoch)
+    };
+    let result = txn::add_partitions(&inner.cluster, &txn_id, ident, &parts).await;
+    let mut finished: Vec<Completion> = Vec::new();
+    {
+        let mut st = inner.lock();
+        let State {
+            parts: states, txn, ..
+        } = &mut *st;
+        let Some(t) = txn.as_mut() else { return };
+        t.adding = false;
+        match result {
+            Ok(()) => {
+                debug!(transactional_id = %txn_id, partitions = parts.len(), "partitions added to the transaction");
+                t.added.extend(parts);
+            }
+            Err(e) => {
+                warn!(transactional_id = %txn_id, error = %e, "AddPartitionsToTxn failed: the transaction can only be aborted");
+                let reason = format!("AddPartitionsToTxn failed: {e}");
+                if let Error::Fenced { reason: r, .. } = &e {
+                    t.fenced.get_or_insert_with(|| r.clone());
+                }
+                t.abortable.get_or_insert_with(|| reason.clone());
+                for tp in &parts {
+                    if let Some(ps) = states.get_mut(tp) {
+                        let at = ps.queue.front().map_or(ps.next_ordinal, |p| p.ordinal);
+                        ps.stop(tp, &reason, at, &mut finished);
+                    }
+                }
+            }
+        }
+        st.unacked -= finished.len();
+    }
+    for (tx, r) in finished {
+        let _ = tx.send(r);
+    }
+    inner.idle.notify_waiters();
     inner.wake.notify_one();
 }
 
