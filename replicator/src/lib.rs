@@ -16,6 +16,7 @@ pub mod offsets;
 pub mod policy;
 pub mod run;
 pub mod sample;
+pub mod scale;
 pub mod security;
 pub mod serve;
 pub mod status;
