@@ -768,6 +768,39 @@ strait_tests::on_both_brokers!(
     rebuilt_batches_are_accepted_and_read_back_identically,
 );
 
+/// `recs` written by librdkafka in batches of 5 records, fetched as batches.
+async fn batches_of_five(
+    broker: &dyn TestCluster,
+    cluster: &Arc<Cluster>,
+    recs: &[Outgoing],
+) -> Vec<RecordBatch> {
+    let src = strait_tests::unique("txn-src");
+    reference::blocking(|| {
+        reference::create_topic(&broker.bootstrap(), &src, 1);
+        reference::produce(
+            &broker.bootstrap(),
+            &src,
+            0,
+            recs,
+            &[("batch.num.messages", "5"), ("linger.ms", "200")],
+        );
+    });
+    let b = fetch_all(cluster, &src, 0, recs.len() as i64).await;
+    assert_eq!(b.len(), recs.len() / 5, "batches of 5");
+    b
+}
+
+fn values(rs: Vec<RefRecord>) -> Vec<Option<Vec<u8>>> {
+    rs.into_iter().map(|r| r.value).collect()
+}
+
+fn values_of(recs: &[Outgoing], ranges: &[std::ops::Range<usize>]) -> Vec<Option<Vec<u8>>> {
+    ranges
+        .iter()
+        .flat_map(|r| recs[r.clone()].iter().map(|o| o.value.clone()))
+        .collect()
+}
+
 /// A transactional producer against Apache Kafka, read back by librdkafka with
 /// read_committed: committed transactions are seen, aborted ones are not, and a second
 /// producer with the same transactional id fences the first (its open transaction is aborted,
@@ -779,23 +812,9 @@ async fn transactions_commit_abort_and_fence_a_zombie() {
     let broker = strait_tests::start_one(BrokerKind::Kafka, "client-txn");
     let cluster = cluster(&*broker).await;
     let recs = sample(40);
-    let (src, dst) = (
-        strait_tests::unique("txn-src"),
-        strait_tests::unique("txn-dst"),
-    );
-    reference::blocking(|| {
-        reference::create_topic(&broker.bootstrap(), &src, 1);
-        reference::create_topic(&broker.bootstrap(), &dst, 2);
-        reference::produce(
-            &broker.bootstrap(),
-            &src,
-            0,
-            &recs,
-            &[("batch.num.messages", "5"), ("linger.ms", "200")],
-        );
-    });
-    let b = fetch_all(&cluster, &src, 0, 40).await;
-    assert_eq!(b.len(), 8, "batches of 5");
+    let b = batches_of_five(&*broker, &cluster, &recs).await;
+    let dst = strait_tests::unique("txn-dst");
+    reference::blocking(|| reference::create_topic(&broker.bootstrap(), &dst, 2));
     let txn_id = strait_tests::unique("txn");
     let config = ProducerConfig {
         transactional_id: Some(txn_id.clone()),
@@ -842,14 +861,7 @@ async fn transactions_commit_abort_and_fence_a_zombie() {
     // The successor writes 35..40.
     p2.append(&dst, 0, b[7].clone()).await.expect("append");
     p2.commit_transaction().await.expect("commit");
-    let values =
-        |rs: Vec<RefRecord>| -> Vec<Option<Vec<u8>>> { rs.into_iter().map(|r| r.value).collect() };
-    let want = |ranges: &[std::ops::Range<usize>]| -> Vec<Option<Vec<u8>>> {
-        ranges
-            .iter()
-            .flat_map(|r| recs[r.clone()].iter().map(|o| o.value.clone()))
-            .collect()
-    };
+    let want = |ranges: &[std::ops::Range<usize>]| values_of(&recs, ranges);
     let (got0, got1) = reference::blocking(|| {
         (
             reference::consume_committed(&broker.bootstrap(), &dst, 0, Duration::from_secs(30)),
@@ -865,5 +877,73 @@ async fn transactions_commit_abort_and_fence_a_zombie() {
         values(got1),
         want(std::slice::from_ref(&(10..15))),
         "partition 1, read_committed"
+    );
+}
+
+/// A batch of a transaction failing for good (MESSAGE_TOO_LARGE) spoils the transaction:
+/// later appends are refused, the commit is refused, the abort discards what was written and
+/// bumps the epoch, and the next transaction commits normally (librdkafka, read_committed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spoiled_transaction_can_only_be_aborted_and_the_next_one_commits() {
+    strait_tests::init_tracing();
+    let broker = strait_tests::start_one(BrokerKind::Kafka, "client-txn-spoiled");
+    let cluster = cluster(&*broker).await;
+    let recs = sample(20);
+    let b = batches_of_five(&*broker, &cluster, &recs).await;
+    // One record of 8 KiB: too large for the target topic.
+    let big_src = strait_tests::unique("txn-big");
+    let big_rec = vec![Outgoing::kv("big", vec![b'x'; 8192])];
+    reference::blocking(|| {
+        reference::create_topic(&broker.bootstrap(), &big_src, 1);
+        reference::produce(&broker.bootstrap(), &big_src, 0, &big_rec, &[]);
+    });
+    let big = fetch_all(&cluster, &big_src, 0, 1).await.remove(0);
+    let dst = strait_tests::unique("txn-small");
+    reference::blocking(|| {
+        reference::create_topic_with_configs(
+            &broker.bootstrap(),
+            &dst,
+            1,
+            &[("max.message.bytes", "4096")],
+        )
+    });
+    let p = Producer::new(
+        cluster.clone(),
+        ProducerConfig {
+            transactional_id: Some(strait_tests::unique("txn-spoiled")),
+            ..ProducerConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    p.append(&dst, 0, b[0].clone()).await.expect("append");
+    let refused = p.append(&dst, 0, big).await;
+    assert!(
+        refused.is_err(),
+        "an 8 KiB batch into a 4 KiB topic: {refused:?}"
+    );
+    let later = p.append(&dst, 0, b[1].clone()).await;
+    assert!(
+        later.is_err(),
+        "an append to a spoiled transaction: {later:?}"
+    );
+    let commit = p.commit_transaction().await;
+    assert!(
+        commit
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("must be aborted")),
+        "{commit:?}"
+    );
+    p.abort_transaction().await.expect("abort");
+    p.append(&dst, 0, b[2].clone())
+        .await
+        .expect("append after the abort");
+    p.commit_transaction().await.expect("commit");
+    let got = reference::blocking(|| {
+        reference::consume_committed(&broker.bootstrap(), &dst, 0, Duration::from_secs(30))
+    });
+    assert_eq!(
+        values(got),
+        values_of(&recs, std::slice::from_ref(&(10..15)))
     );
 }

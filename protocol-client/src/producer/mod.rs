@@ -300,8 +300,12 @@ struct TxnState {
     to_add: Vec<TopicPartition>,
     /// An AddPartitionsToTxn is under way.
     adding: bool,
+    /// The partitions it adds.
+    being_added: Vec<TopicPartition>,
     /// The transaction is being ended: batches not yet sent wait for the next one.
     ending: bool,
+    /// It is being aborted: appends are refused.
+    aborting: bool,
     /// Another producer took the id: nothing more is written.
     fenced: Option<String>,
     /// A batch of the open transaction failed for good: it can only be aborted.
@@ -315,6 +319,8 @@ struct Inner {
     wake: Arc<Notify>,
     idle: Notify,
     acc: records::Accumulator,
+    /// Held by `end_transaction`.
+    end_lock: tokio::sync::Mutex<()>,
 }
 
 /// An idempotent producer. Cheap to clone.
@@ -346,6 +352,8 @@ impl Producer {
         if config.transactional_id.is_some() {
             config.idempotent = true;
             config.stop_partition_on_failure = true;
+            // A batch must fail before the coordinator aborts its transaction on timeout.
+            config.delivery_timeout = config.delivery_timeout.min(config.transaction_timeout);
         }
         if config.idempotent {
             config.max_in_flight_batches = config.max_in_flight_batches.clamp(1, 5);
@@ -367,7 +375,9 @@ impl Producer {
                     added: HashSet::new(),
                     to_add: Vec::new(),
                     adding: false,
+                    being_added: Vec::new(),
                     ending: false,
+                    aborting: false,
                     fenced: None,
                     abortable: None,
                 }),
@@ -376,6 +386,7 @@ impl Producer {
             wake: Arc::new(Notify::new()),
             idle: Notify::new(),
             acc: records::Accumulator::default(),
+            end_lock: tokio::sync::Mutex::new(()),
         });
         if let Some(txn_id) = &inner.config.transactional_id {
             let (id, epoch) = txn::init(
@@ -428,10 +439,23 @@ impl Producer {
             let key: TopicPartition = (Arc::from(topic), partition);
             let failed = st.parts.get(&key).and_then(|ps| ps.failed.clone());
             let fenced = st.txn.as_ref().and_then(|t| {
-                t.fenced.as_ref().map(|r| Error::Fenced {
-                    transactional_id: t.id.clone(),
-                    reason: r.clone(),
-                })
+                if let Some(r) = &t.fenced {
+                    Some(Error::Fenced {
+                        transactional_id: t.id.clone(),
+                        reason: r.clone(),
+                    })
+                } else if t.aborting {
+                    Some(Error::Producer(format!(
+                        "transaction {} is being aborted",
+                        t.id
+                    )))
+                } else {
+                    // A transaction that can only be aborted takes nothing more (its data
+                    // would be discarded with it).
+                    t.abortable.as_ref().map(|r| {
+                        Error::Producer(format!("transaction {} must be aborted: {r}", t.id))
+                    })
+                }
             });
             if st.closed {
                 Err(Error::Shutdown)
@@ -555,6 +579,8 @@ impl Producer {
     }
 
     async fn end_transaction(&self, commit: bool) -> Result<()> {
+        // One end at a time: a second would see the first's transaction half ended.
+        let _one = self.inner.end_lock.lock().await;
         let fenced = |t: &TxnState| {
             t.fenced.as_ref().map(|r| Error::Fenced {
                 transactional_id: t.id.clone(),
@@ -572,19 +598,27 @@ impl Producer {
                 return Err(e);
             }
             t.ending = true;
+            t.aborting = !commit;
             t.id.clone()
         };
+        // Dropped before it finishes (a caller's timeout): sends resume, nothing is ended.
+        let _guard = EndGuard(&self.inner);
         if !commit {
             self.fail_unsent("the transaction was aborted");
         }
-        // Everything sent in this transaction settles: acknowledged, or failed for good.
+        // Everything sent in this transaction settles (acknowledged, or failed for good), and
+        // no AddPartitionsToTxn is under way (none starts while the transaction ends).
         loop {
             let idle = self.inner.idle.notified();
-            let settled = self.inner.lock().parts.values().all(|ps| {
-                ps.in_flight.is_empty()
-                    && ps.retry.is_empty()
-                    && ps.queue.front().is_none_or(|p| p.seq.is_none())
-            });
+            let settled = {
+                let st = self.inner.lock();
+                !st.txn.as_ref().is_some_and(|t| t.adding)
+                    && st.parts.values().all(|ps| {
+                        ps.in_flight.is_empty()
+                            && ps.retry.is_empty()
+                            && ps.queue.front().is_none_or(|p| p.seq.is_none())
+                    })
+            };
             if settled {
                 break;
             }
@@ -593,21 +627,15 @@ impl Producer {
                 _ = tokio::time::sleep(Duration::from_millis(50)) => {}
             }
         }
-        if !commit {
-            // Appended while the abort waited: they too follow aborted data.
-            self.fail_unsent("the transaction was aborted");
-        }
         let (ident, added, spoiled) = {
             let mut st = self.inner.lock();
             let ident = (st.producer_id, st.epoch);
             let t = st.txn.as_mut().expect("transactional");
             if let Some(e) = fenced(t) {
-                t.ending = false;
                 return Err(e);
             }
             if commit {
                 if let Some(r) = &t.abortable {
-                    t.ending = false;
                     return Err(Error::Producer(format!(
                         "transaction {txn_id} cannot commit: {r}; it must be aborted"
                     )));
@@ -621,7 +649,8 @@ impl Producer {
             Ok(())
         };
         // After a failure the next transaction starts under a bumped epoch: the broker may hold
-        // sequences this producer never had acknowledged.
+        // sequences this producer never had acknowledged. Until that succeeds the transaction
+        // stays spoiled, so a retried abort bumps again.
         let bumped = match (&result, commit, spoiled) {
             (Ok(()), false, true) => Some(
                 txn::init(
@@ -634,7 +663,7 @@ impl Producer {
             ),
             _ => None,
         };
-        {
+        let unsent = {
             let mut st = self.inner.lock();
             let st: &mut State = &mut st;
             if let Some(Ok((id, epoch))) = &bumped {
@@ -646,8 +675,8 @@ impl Producer {
                     ps.renumber_from = None;
                 }
             }
+            let clean = !matches!(bumped, Some(Err(_)));
             let t = st.txn.as_mut().expect("transactional");
-            t.ending = false;
             match &result {
                 Err(Error::Fenced { reason, .. }) => {
                     t.fenced.get_or_insert_with(|| reason.clone());
@@ -655,7 +684,7 @@ impl Producer {
                 Err(_) => {}
                 Ok(()) => {
                     t.added.clear();
-                    if !commit {
+                    if !commit && clean {
                         t.abortable = None;
                         for ps in st.parts.values_mut() {
                             ps.failed = None;
@@ -666,8 +695,17 @@ impl Producer {
             if let Some(Err(Error::Fenced { reason, .. })) = &bumped {
                 t.fenced.get_or_insert_with(|| reason.clone());
             }
+            // Appends refused while the abort ran; none can have slipped in, but what is
+            // queued unsent now follows aborted data either way.
+            if commit {
+                Vec::new()
+            } else {
+                take_unsent(st)
+            }
+        };
+        for tx in unsent {
+            let _ = tx.send(Err(Error::Producer("the transaction was aborted".into())));
         }
-        self.inner.wake.notify_one();
         result?;
         match bumped {
             Some(Err(e)) => Err(e),
@@ -677,18 +715,7 @@ impl Producer {
 
     /// Fails every batch appended and not yet sent (an aborted transaction's).
     fn fail_unsent(&self, why: &str) {
-        let finished: Vec<oneshot::Sender<Result<ProduceAck>>> = {
-            let mut st = self.inner.lock();
-            let mut finished = Vec::new();
-            for ps in st.parts.values_mut() {
-                let keep = ps.queue.iter().take_while(|p| p.seq.is_some()).count();
-                for p in ps.queue.drain(keep..) {
-                    finished.push(p.tx);
-                }
-            }
-            st.unacked -= finished.len();
-            finished
-        };
+        let finished = take_unsent(&mut self.inner.lock());
         for tx in finished {
             let _ = tx.send(Err(Error::Producer(why.to_string())));
         }
@@ -800,9 +827,10 @@ async fn sender_loop(inner: std::sync::Weak<Inner>, wake_handle: Arc<Notify>) {
         let to_add = {
             let mut st = strong.lock();
             match st.txn.as_mut() {
-                Some(t) if !t.adding && !t.to_add.is_empty() => {
+                Some(t) if !t.adding && !t.ending && !t.to_add.is_empty() => {
                     t.adding = true;
-                    Some((t.id.clone(), std::mem::take(&mut t.to_add)))
+                    t.being_added = std::mem::take(&mut t.to_add);
+                    Some((t.id.clone(), t.being_added.clone()))
                 }
                 _ => None,
             }
@@ -922,6 +950,10 @@ fn collect_ready(inner: &Arc<Inner>) -> (BrokerRequests, Option<Duration>, bool)
                          {delivery_timeout:?}"
                     );
                     ps.stop(tp, &reason, p.ordinal, &mut stopped);
+                    if let Some(t) = txn.as_deref_mut() {
+                        // Its outcome is unknown: the transaction must not commit.
+                        t.abortable.get_or_insert(reason);
+                    }
                 }
                 expired.push(p);
             } else {
@@ -967,7 +999,7 @@ fn collect_ready(inner: &Arc<Inner>) -> (BrokerRequests, Option<Duration>, bool)
                     continue;
                 }
                 if !t.added.contains(tp) {
-                    if !t.to_add.contains(tp) {
+                    if !t.to_add.contains(tp) && !t.being_added.contains(tp) {
                         t.to_add.push(tp.clone());
                     }
                     continue;
@@ -1527,6 +1559,34 @@ async fn complete(inner: &Arc<Inner>, outcomes: Vec<(Outgoing, PartitionOutcome)
     inner.wake.notify_one();
 }
 
+/// Takes every batch appended and not yet sent out of the queues (counted as finished).
+fn take_unsent(st: &mut State) -> Vec<oneshot::Sender<Result<ProduceAck>>> {
+    let mut finished = Vec::new();
+    for ps in st.parts.values_mut() {
+        let keep = ps.queue.iter().take_while(|p| p.seq.is_some()).count();
+        for p in ps.queue.drain(keep..) {
+            finished.push(p.tx);
+        }
+    }
+    st.unacked -= finished.len();
+    finished
+}
+
+/// Clears a transaction's "ending" state when `end_transaction` returns or is dropped, and
+/// wakes the sender.
+struct EndGuard<'a>(&'a Inner);
+
+impl Drop for EndGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(t) = self.0.lock().txn.as_mut() {
+            t.ending = false;
+            t.aborting = false;
+        }
+        self.0.wake.notify_one();
+        self.0.idle.notify_waiters();
+    }
+}
+
 /// Adds `parts` to the open transaction; their first batches are sent once it answers. If it
 /// fails for good, the transaction can only be aborted, and the partitions' queued batches
 /// fail.
@@ -1544,6 +1604,7 @@ async fn add_to_txn(inner: Arc<Inner>, txn_id: String, parts: Vec<TopicPartition
         } = &mut *st;
         let Some(t) = txn.as_mut() else { return };
         t.adding = false;
+        t.being_added.clear();
         match result {
             Ok(()) => {
                 debug!(transactional_id = %txn_id, partitions = parts.len(), "partitions added to the transaction");

@@ -30,6 +30,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+/// Slots are numbered below this. A claim naming a slot at or above it (a corrupt or hostile
+/// member) is read as naming none: the leader never iterates or fences that far.
+pub const MAX_SLOTS: u32 = 4096;
+
 /// A unit of work the group hands out.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Unit {
@@ -107,8 +111,19 @@ pub fn assign(claims: &[MemberClaim], units: &BTreeMap<Unit, u64>) -> Plan {
     if claims.is_empty() {
         return plan;
     }
-    let mut members: Vec<&MemberClaim> = claims.iter().collect();
+    // Slot numbers from other members are bounded before anything ranges over them.
+    let sane: Vec<MemberClaim> = claims
+        .iter()
+        .map(|c| MemberClaim {
+            slot: c.slot.filter(|s| *s < MAX_SLOTS),
+            max_slot_seen: c.max_slot_seen.filter(|s| *s < MAX_SLOTS),
+            slots_held: c.slots_held.range(..MAX_SLOTS).copied().collect(),
+            ..c.clone()
+        })
+        .collect();
+    let mut members: Vec<&MemberClaim> = sane.iter().collect();
     members.sort_by(|a, b| a.id.cmp(&b.id));
+    members.dedup_by(|a, b| a.id == b.id);
     // 1. Claims: newest generation wins, then the smaller id.
     let mut owner: BTreeMap<&Unit, &str> = BTreeMap::new();
     let mut by_claim: Vec<&MemberClaim> = members.clone();
@@ -160,7 +175,8 @@ pub fn assign(claims: &[MemberClaim], units: &BTreeMap<Unit, u64>) -> Plan {
     let fence: BTreeSet<u32> = (0..=max_seen).filter(|s| !taken.contains(s)).collect();
 
     // 2. Balance by load.
-    let weight = |u: &Unit| units.get(u).copied().unwrap_or(0).max(1);
+    // Loads come from other members' claims: bounded (1 TB/s), so sums cannot overflow.
+    let weight = |u: &Unit| units.get(u).copied().unwrap_or(0).clamp(1, 1 << 40);
     let total: u64 = units.keys().map(weight).sum();
     let heaviest = units.keys().map(weight).max().unwrap_or(1);
     let n = members.len() as u64;
@@ -427,6 +443,37 @@ mod tests {
             .map(|a| a.units.iter().map(|x| u[x]).sum())
             .collect();
         assert_eq!(loads, vec![1_040, 1_040]);
+    }
+
+    #[test]
+    fn slot_numbers_beyond_the_bound_are_ignored() {
+        // Found by the fuzzer: a claim saying it saw slot u32::MAX made the leader range over
+        // four billion slots.
+        let u = units(2);
+        let wild = MemberClaim {
+            id: "w".into(),
+            generation: 1,
+            slot: Some(u32::MAX),
+            max_slot_seen: Some(u32::MAX - 1),
+            slots_held: BTreeSet::from([7, MAX_SLOTS, u32::MAX]),
+            ..MemberClaim::default()
+        };
+        let plan = assign(&[wild], &u);
+        let a = &plan.members["w"];
+        assert_eq!(a.slot, 0);
+        assert_eq!(a.max_slot_seen, 7);
+        assert!(a.fence.iter().all(|s| *s <= 7));
+    }
+
+    #[test]
+    fn huge_loads_do_not_overflow() {
+        // Found by the fuzzer: loads near u64::MAX overflowed the sums.
+        let mut u = units(3);
+        for l in u.values_mut() {
+            *l = u64::MAX;
+        }
+        let plan = assign(&claims_after(&Plan::default(), 0, &["a", "b"]), &u);
+        assert_eq!(sizes(&plan).iter().sum::<usize>(), 4);
     }
 
     #[test]

@@ -3,3 +3,4 @@
 //! ([`assign`]). Membership, hand-over and fencing in `strait run` come next.
 
 pub mod assign;
+pub mod wire;
