@@ -92,6 +92,9 @@ pub trait Assignor: Send + Sync + 'static {
 struct Session {
     cluster: Arc<Cluster>,
     config: GroupConfig,
+    /// This member's protocols for the next join, when changed since `config`
+    /// ([`GroupMember::set_protocols`]: cooperative members announce what they own).
+    protocols: Mutex<Option<Vec<(String, Bytes)>>>,
     conn_config: ConnConfig,
     conn: tokio::sync::Mutex<Option<(BrokerInfo, Arc<Connection>)>>,
 }
@@ -222,6 +225,7 @@ impl GroupMember {
         let session = Arc::new(Session {
             cluster,
             config,
+            protocols: Mutex::new(None),
             conn_config,
             conn: tokio::sync::Mutex::new(None),
         });
@@ -273,6 +277,22 @@ impl GroupMember {
     /// Why a rejoin is needed, once [`rebalance_needed`](Self::rebalance_needed) has resolved.
     pub fn rebalance_reason(&self) -> Option<String> {
         self.rebalance.borrow().clone()
+    }
+
+    /// Replaces this member's protocols (names and metadata) for its next [`rejoin`]
+    /// (Self::rejoin): a cooperative member announces what it owns now. The same rules as
+    /// [`GroupConfig::protocols`] apply.
+    pub fn set_protocols(&self, protocols: Vec<(String, Bytes)>) -> Result<()> {
+        validate(&GroupConfig {
+            protocols: protocols.clone(),
+            ..self.session.config.clone()
+        })?;
+        *self
+            .session
+            .protocols
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(protocols);
+        Ok(())
     }
 
     /// Joins again (keeping the member id when the coordinator still knows it) and takes the new
@@ -485,7 +505,12 @@ async fn join_round(session: &Session, assignor: &dyn Assignor, member_id: Strin
         .with_member_id(StrBytes::from_string(member_id.clone()))
         .with_protocol_type(StrBytes::from_string(cfg.protocol_type.clone()))
         .with_protocols(
-            cfg.protocols
+            session
+                .protocols
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .unwrap_or(&cfg.protocols)
                 .iter()
                 .map(|(name, metadata)| {
                     JoinGroupRequestProtocol::default()

@@ -406,3 +406,138 @@ async fn a_member_joins_a_real_broker_and_the_admin_api_sees_it(kind: strait_tes
 }
 
 strait_tests::on_both_brokers!(a_member_joins_a_real_broker_and_the_admin_api_sees_it);
+
+/// Strait's own group protocol (`replicator::scale`) on Apache Kafka's group coordinator: a
+/// second member makes the first revoke its surplus in one generation and receive it in the
+/// next (cooperative: the first never stops what it keeps), and a member that dies (no leave,
+/// no heartbeats) has its units handed to the survivor after the session timeout, marked to be
+/// fenced, with the dead member's slot in the fence set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strait_members_hand_over_cooperatively_and_fence_a_dead_members_slot() {
+    use replicator::scale::assign::{MemberAssignment, Unit};
+    use replicator::scale::member::{claim_after, StraitAssignor, UnitsView};
+    use replicator::scale::wire::{
+        decode_assignment, encode_claim, Claim, PROTOCOL, PROTOCOL_TYPE,
+    };
+    use std::collections::BTreeMap;
+
+    strait_tests::init_tracing();
+    let b = strait_tests::start_one(strait_tests::BrokerKind::Kafka, "group-strait");
+    let c = Cluster::connect(ClientConfig::new(&b.bootstrap()))
+        .await
+        .expect("connect");
+    let mut units: BTreeMap<Unit, u64> = (0..12)
+        .map(|p| {
+            (
+                Unit::Partition {
+                    flow: "A->B".into(),
+                    topic: "orders".into(),
+                    partition: p,
+                },
+                1,
+            )
+        })
+        .collect();
+    units.insert(
+        Unit::FlowLeader {
+            flow: "A->B".into(),
+        },
+        1,
+    );
+    let view = UnitsView::default();
+    view.set(units.clone());
+    let group = strait_tests::unique("strait-grp");
+    let fresh = |who: &str| {
+        let mut c = Claim::default();
+        c.claim.generation = -1;
+        c.process = who.into();
+        vec![(PROTOCOL.to_string(), Bytes::from(encode_claim(&c)))]
+    };
+    let config = |who: &str| GroupConfig {
+        group_id: group.clone(),
+        protocol_type: PROTOCOL_TYPE.to_string(),
+        protocols: fresh(who),
+        session_timeout: Duration::from_secs(6),
+        rebalance_timeout: Duration::from_secs(10),
+        heartbeat_interval: Duration::from_millis(500),
+        group_instance_id: None,
+    };
+    let assignment = |m: &GroupMember| -> MemberAssignment {
+        decode_assignment(m.assignment()).expect("assignment").0
+    };
+    // Announce what the member runs now and join the next generation.
+    async fn rejoin(m: &mut GroupMember, a: &MemberAssignment, owned: BTreeSet<Unit>) {
+        let claim = claim_after(m.generation(), a, owned, &BTreeMap::new(), "test");
+        m.set_protocols(vec![(
+            PROTOCOL.to_string(),
+            Bytes::from(encode_claim(&claim)),
+        )])
+        .expect("protocols");
+        within("rejoin", m.rejoin()).await.expect("rejoin");
+    }
+    let assignor = Arc::new(StraitAssignor::new(view.clone()));
+    let mut m1 = within(
+        "first join",
+        GroupMember::join(c.clone(), config("m1"), assignor.clone()),
+    )
+    .await
+    .expect("join");
+    let a1 = assignment(&m1);
+    assert_eq!(a1.units.len(), 13, "the only member runs everything");
+    assert_eq!(
+        a1.fenced_units, a1.units,
+        "nothing was owned: all resumed after fencing"
+    );
+
+    // A second member: its join completes only when the first rejoins.
+    let (c2, cfg2, asg2) = (c.clone(), config("m2"), assignor.clone());
+    let join2 = tokio::spawn(async move { GroupMember::join(c2, cfg2, asg2).await });
+    within("rebalance noticed", m1.rebalance_needed()).await;
+    rejoin(&mut m1, &a1, a1.units.clone()).await;
+    let mut m2 = within("second join", join2).await.unwrap().expect("join");
+    let (g2a, g2b) = (assignment(&m1), assignment(&m2));
+    assert!(
+        g2b.units.is_empty(),
+        "nothing moves in the revoking generation: {g2b:?}"
+    );
+    assert!(g2a.units.is_subset(&a1.units));
+    let revoked: BTreeSet<Unit> = a1.units.difference(&g2a.units).cloned().collect();
+    assert_eq!(revoked.len(), 6, "13 units over 2 members: 6 move");
+    assert_ne!(g2a.slot, g2b.slot);
+
+    // The first member released them (drained, committed) and rejoins; the second follows.
+    let rejoin1 = async {
+        rejoin(&mut m1, &g2a, g2a.units.clone()).await;
+    };
+    let rejoin2 = async {
+        within("m2 told to rejoin", m2.rebalance_needed()).await;
+        rejoin(&mut m2, &g2b, BTreeSet::new()).await;
+    };
+    tokio::join!(rejoin1, rejoin2);
+    let (g3a, g3b) = (assignment(&m1), assignment(&m2));
+    assert_eq!(g3a.units, g2a.units, "the first member kept what it kept");
+    assert_eq!(g3b.units, revoked, "the second received what was revoked");
+    assert!(
+        g3b.fence.is_empty(),
+        "both slots are held: nothing to fence"
+    );
+
+    // The second member dies: no leave, no heartbeats.
+    let dead_slot = g3b.slot;
+    drop(m2);
+    let t0 = std::time::Instant::now();
+    within("the death noticed", m1.rebalance_needed()).await;
+    rejoin(&mut m1, &g3a, g3a.units.clone()).await;
+    let g4 = assignment(&m1);
+    eprintln!(
+        "took over a dead member's units {:?} after its death",
+        t0.elapsed()
+    );
+    assert_eq!(g4.units.len(), 13, "the survivor runs everything");
+    assert_eq!(
+        g4.fenced_units, revoked,
+        "the dead member's units, after fencing"
+    );
+    assert!(g4.fence.contains(&dead_slot), "its slot is fenced: {g4:?}");
+    m1.leave().await.expect("leave");
+}

@@ -3,4 +3,5 @@
 //! ([`assign`]). Membership, hand-over and fencing in `strait run` come next.
 
 pub mod assign;
+pub mod member;
 pub mod wire;
