@@ -273,6 +273,17 @@ impl FlowMetrics {
         lock(&self.inner).partitions.remove(remote);
     }
 
+    /// A partition is no longer replicated by this process (handed to another): its series go.
+    pub fn forget_partition(&self, remote: &str, partition: i32) {
+        let mut inner = lock(&self.inner);
+        if let Some(t) = inner.partitions.get_mut(remote) {
+            t.remove(&partition);
+            if t.is_empty() {
+                inner.partitions.remove(remote);
+            }
+        }
+    }
+
     /// A batch about to be forwarded, its newest record written at `max_timestamp`
     /// (`record-age-ms`: how old it is when Strait reads it).
     pub fn forwarding(&self, remote: &str, partition: i32, max_timestamp: i64, now_ms: i64) {

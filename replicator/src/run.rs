@@ -82,7 +82,7 @@ impl Clusters {
 
 /// The producer a flow forwards batches with: idempotent, and a partition stops at its first
 /// batch that fails for good, so the remote partition never gets a gap.
-async fn data_producer(target: &Arc<Cluster>, alias: &str) -> Result<Producer> {
+pub async fn data_producer(target: &Arc<Cluster>, alias: &str) -> Result<Producer> {
     Producer::new(
         target.clone(),
         ProducerConfig {

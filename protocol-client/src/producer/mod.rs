@@ -549,6 +549,26 @@ impl Producer {
         true
     }
 
+    /// Forgets everything about `topic`/`partition` (its identity, sequences, a stop) once
+    /// nothing of it is queued, in flight or waiting for a retry; returns whether it did. A
+    /// partition handed to another writer is forgotten, so that if it comes back, its next
+    /// batch goes under the identity its log then ends with ([`continue_identity`]
+    /// (Self::continue_identity)) and never under sequences this producer used before it left:
+    /// the other writer may have continued those, and the broker would take a repeat of one of
+    /// its batches' sequences for a duplicate.
+    pub fn forget_partition(&self, topic: &str, partition: i32) -> bool {
+        let mut st = self.inner.lock();
+        let key: TopicPartition = (Arc::from(topic), partition);
+        let idle = st
+            .parts
+            .get(&key)
+            .is_none_or(|ps| ps.queue.is_empty() && ps.in_flight.is_empty() && ps.retry.is_empty());
+        if idle {
+            st.parts.remove(&key);
+        }
+        idle
+    }
+
     /// Waits until every queued batch has been acknowledged or failed.
     pub async fn flush(&self) {
         loop {

@@ -115,6 +115,9 @@ enum AckItem {
     Skip {
         next: i64,
     },
+    /// Answered once everything queued on the lane before it is applied (a partition being
+    /// released waits for it before its progress is committed).
+    Barrier(tokio::sync::oneshot::Sender<()>),
 }
 
 /// Budget a partition holds for one batch in flight: released (to the flow's budget and the
@@ -163,6 +166,15 @@ impl Lanes {
         tx.send(item).is_ok()
     }
 
+    /// Closes `key`'s lane; the receiver answers once everything it was given is applied
+    /// (dropped unanswered if the lane failed first). `None`: the partition has no lane.
+    fn close(&mut self, key: &(String, i32)) -> Option<tokio::sync::oneshot::Receiver<()>> {
+        let tx = self.senders.remove(key)?;
+        let (done, applied) = tokio::sync::oneshot::channel();
+        tx.send(AckItem::Barrier(done)).ok()?;
+        Some(applied)
+    }
+
     /// Closes every lane and waits until each has recorded what it was given (a lane's
     /// failure went to the flow's failure channel).
     async fn drain(mut self) {
@@ -201,6 +213,24 @@ pub struct FlowState {
     /// Source ranges lost during this run (deleted before they were mirrored): the partition
     /// goes on as `auto.offset.reset` says, and the run ends with an error listing them.
     pub data_loss: Vec<String>,
+}
+
+/// Where a flow reports the partitions it released.
+pub type Released = mpsc::UnboundedSender<BTreeSet<(String, i32)>>;
+
+/// Which source partitions of a flow this process may replicate: all of them (one process), or
+/// those the scale-out group gave it ([`Flow::with_ownership`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ownership {
+    /// `None`: every partition.
+    pub partitions: Option<BTreeSet<(String, i32)>>,
+}
+
+impl Ownership {
+    /// Whether `key` may be replicated.
+    pub fn owns(&self, key: &(String, i32)) -> bool {
+        self.partitions.as_ref().is_none_or(|p| p.contains(key))
+    }
 }
 
 /// Partitions a remote topic is created or grown by in one operation: a KRaft controller
@@ -242,6 +272,11 @@ pub struct Flow {
     /// `strait.coalesce.bytes` capped by the remote topic's `max.message.bytes` (a merged batch
     /// must not be refused where its parts were not). No entry: not merged.
     coalesce_limits: Mutex<HashMap<String, usize>>,
+    /// The partitions this process may replicate, and where it reports those it released
+    /// (drained and committed) after they were taken away.
+    ownership: Option<(watch::Receiver<Ownership>, Released)>,
+    /// One commit at a time (the commit task, releases and the final commit).
+    commit_lock: tokio::sync::Mutex<()>,
 }
 
 /// Per-group failures of a periodic job, logged when a group starts failing (warning, with the
@@ -322,7 +357,29 @@ impl Flow {
             coalesce_limits: Mutex::new(HashMap::new()),
             failback_failing: GroupFailures::default(),
             metrics: Metrics::new().flow(&config_source, &config_target),
+            ownership: None,
+            commit_lock: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Replicates only the partitions `ownership` names, following its changes: a partition
+    /// taken away is **released** (no longer fetched; the run waits for its appends, commits
+    /// its progress, forgets it, then sends it on `released`), a partition given is resumed
+    /// from its stored progress (read again: another process may have written it since) and
+    /// the remote tail, as after a restart.
+    pub fn with_ownership(
+        mut self,
+        ownership: watch::Receiver<Ownership>,
+        released: Released,
+    ) -> Flow {
+        self.ownership = Some((ownership, released));
+        self
+    }
+
+    fn owns(&self, key: &(String, i32)) -> bool {
+        self.ownership
+            .as_ref()
+            .is_none_or(|(o, _)| o.borrow().owns(key))
     }
 
     /// Counts into `metrics` (the process's, served on `/metrics`) instead of a private set.
@@ -787,6 +844,33 @@ impl Flow {
         HashMap<(String, i32), OffsetMap>,
         HashMap<(String, i32), i64>,
     )> {
+        let (maps, progress) = self.load_progress().await?;
+        let c = &self.config;
+        if c.emit_checkpoints {
+            let mut cs = CheckpointState::new();
+            let mut skipped = internal::Skipped::default();
+            for r in internal::read_to_end(&self.target, &c.target, &c.checkpoints_topic()).await? {
+                let (Some(key), Some(value)) = (r.key, r.value) else {
+                    continue;
+                };
+                match Checkpoint::decode(&key, Some(&value)) {
+                    Ok(cp) => cs.load(cp),
+                    Err(e) => skipped.add(r.offset, &e),
+                }
+            }
+            skipped.warn(&c.target, &c.checkpoints_topic());
+            *self.checkpoints.lock().unwrap_or_else(|p| p.into_inner()) = cs;
+        }
+        Ok((maps, progress))
+    }
+
+    /// The stored offset maps and MM2 progress of every partition.
+    async fn load_progress(
+        &self,
+    ) -> Result<(
+        HashMap<(String, i32), OffsetMap>,
+        HashMap<(String, i32), i64>,
+    )> {
         let c = &self.config;
         let stored =
             internal::read_offset_maps(&self.target, &c.target, &c.source, c.offset_map_max_runs)
@@ -803,21 +887,6 @@ impl Flow {
             }
         }
         let progress = internal::read_progress(&self.target, c).await?;
-        if c.emit_checkpoints {
-            let mut cs = CheckpointState::new();
-            let mut skipped = internal::Skipped::default();
-            for r in internal::read_to_end(&self.target, &c.target, &c.checkpoints_topic()).await? {
-                let (Some(key), Some(value)) = (r.key, r.value) else {
-                    continue;
-                };
-                match Checkpoint::decode(&key, Some(&value)) {
-                    Ok(cp) => cs.load(cp),
-                    Err(e) => skipped.add(r.offset, &e),
-                }
-            }
-            skipped.warn(&c.target, &c.checkpoints_topic());
-            *self.checkpoints.lock().unwrap_or_else(|p| p.into_inner()) = cs;
-        }
         Ok((maps, progress))
     }
 
@@ -883,6 +952,16 @@ impl Flow {
         // be assigned.
         let ids = Arc::new(std::sync::Mutex::new(ids));
         let (updates_tx, mut updates) = mpsc::channel::<TopicsUpdate>(1);
+        // The topics handed to the fetch loop so far: partitions given to this process later
+        // are looked up in them.
+        let mut known_topics = topics.clone();
+        let mut own_rx = self.ownership.as_ref().map(|(rx, _)| rx.clone());
+        if let Some(rx) = own_rx.as_mut() {
+            rx.mark_unchanged();
+        }
+        // Partitions being released (drained, then committed) and the tasks doing it.
+        let releasing: Arc<std::sync::Mutex<HashSet<(String, i32)>>> = Arc::default();
+        let mut releases = tokio::task::JoinSet::new();
         let topics_task = tokio::spawn(self.clone().topics_loop(
             topics,
             ids.clone(),
@@ -933,8 +1012,48 @@ impl Flow {
                             self.stop_recreated(&mut ids, &mut fetcher, &mut assigned);
                             update.topics.into_iter().filter(|(t, _)| !ids.is_recreated(t)).collect()
                         };
+                        known_topics = now.clone();
                         self.assign_new(&now, &mut stored, &progress, &mut fetcher, &mut assigned).await?;
                         lock(&ids).remember(&self.source.metadata(), assigned.iter().map(|k| k.0.as_str()));
+                        continue;
+                    }
+                    Ok(()) = async {
+                        match own_rx.as_mut() {
+                            Some(rx) => rx.changed().await,
+                            None => std::future::pending().await,
+                        }
+                    } => {
+                        let ownership = own_rx.as_mut().map(|rx| rx.borrow_and_update().clone()).unwrap_or_default();
+                        // Taken away: no longer fetched; released once its appends are applied
+                        // and committed.
+                        let gone: Vec<(String, i32)> = assigned.iter().filter(|k| !ownership.owns(k)).cloned().collect();
+                        if !gone.is_empty() {
+                            let mut applied = Vec::new();
+                            for key in &gone {
+                                fetcher.unassign(&key.0, key.1);
+                                assigned.remove(key);
+                                starved.remove(key);
+                                applied.extend(lanes.close(key));
+                            }
+                            lock(&releasing).extend(gone.iter().cloned());
+                            info!(flow = %self.name(), partitions = gone.len(), "releasing partitions taken away");
+                            releases.spawn(self.clone().release(gone, applied, releasing.clone(), fail_tx.clone()));
+                        }
+                        // Given: resumed from progress read now (its last owner committed it).
+                        let busy = lock(&releasing).clone();
+                        let given = known_topics.iter().any(|(t, n)| {
+                            (0..*n).any(|p| {
+                                let k = (t.clone(), p);
+                                ownership.owns(&k) && !assigned.contains(&k) && !busy.contains(&k)
+                            })
+                        });
+                        if given {
+                            let (mut maps, progress) = self.load_progress().await?;
+                            let before = assigned.len();
+                            let topics: BTreeMap<String, i32> = known_topics.clone();
+                            self.assign_new_except(&topics, &mut maps, &progress, &mut fetcher, &mut assigned, &busy).await?;
+                            info!(flow = %self.name(), partitions = assigned.len() - before, "resumed partitions given to this process");
+                        }
                         continue;
                     }
                     r = fetcher.poll() => r.map_err(self.src())?,
@@ -1068,6 +1187,11 @@ impl Flow {
         // stops at its first failure); then the commit and checkpoint tasks stop; then the final
         // commit writes what the lanes recorded.
         lanes.drain().await;
+        while let Some(joined) = releases.join_next().await {
+            if let Err(e) = joined {
+                warn!(flow = %self.name(), error = %e, "release task ended abnormally");
+            }
+        }
         let _ = aux_stop.0.send(true);
         if let Err(e) = commit_task.await {
             warn!(flow = %self.name(), error = %e, "commit task ended abnormally");
@@ -1140,6 +1264,21 @@ impl Flow {
         fetcher: &mut Fetcher,
         assigned: &mut HashSet<(String, i32)>,
     ) -> Result<()> {
+        self.assign_new_except(topics, stored, progress, fetcher, assigned, &HashSet::new())
+            .await
+    }
+
+    /// A partition taken away from this process and given back before its release finished:
+    /// it is resumed by the ownership change after the release.
+    async fn assign_new_except(
+        &self,
+        topics: &BTreeMap<String, i32>,
+        stored: &mut HashMap<(String, i32), OffsetMap>,
+        progress: &HashMap<(String, i32), i64>,
+        fetcher: &mut Fetcher,
+        assigned: &mut HashSet<(String, i32)>,
+        releasing: &HashSet<(String, i32)>,
+    ) -> Result<()> {
         /// Partitions resumed at once (each resume is one or two fetches per cluster).
         const RESUME_CONCURRENCY: usize = 64;
         let target_md = self.target.metadata();
@@ -1153,7 +1292,7 @@ impl Flow {
                 .unwrap_or(0);
             for partition in 0..partitions.min(remote_partitions) {
                 let key = (topic.clone(), partition);
-                if !assigned.contains(&key) {
+                if !assigned.contains(&key) && self.owns(&key) && !releasing.contains(&key) {
                     // Stored at start, or live from before the topic was deleted and re-created.
                     let stored = stored.remove(&key).or_else(|| {
                         let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -1281,6 +1420,9 @@ impl Flow {
                 self.metrics
                     .acknowledged(&remote, key.1, acked, next, now_ms());
             }
+            AckItem::Barrier(done) => {
+                let _ = done.send(());
+            }
             AckItem::Skip { next } => {
                 let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some(ps) = st.partitions.get_mut(key) {
@@ -1298,6 +1440,63 @@ impl Flow {
     /// the partition advances no further (the producer refuses its later batches, so the
     /// target has no gap either), the rest of its queue is dropped (releasing budget), and the
     /// error goes to the flow.
+    /// Releases partitions taken away: waits until their lanes applied everything they were
+    /// given, commits (their final map, syncs and progress), forgets them and reports them
+    /// released. A lane that failed fails the flow instead (nothing is released).
+    async fn release(
+        self: Arc<Self>,
+        keys: Vec<(String, i32)>,
+        applied: Vec<tokio::sync::oneshot::Receiver<()>>,
+        releasing: Arc<std::sync::Mutex<HashSet<(String, i32)>>>,
+        fail: mpsc::UnboundedSender<Error>,
+    ) {
+        for a in applied {
+            if a.await.is_err() {
+                return;
+            }
+        }
+        if let Err(e) = self.commit(true).await {
+            report(&fail, e);
+            return;
+        }
+        let mut busy = Vec::new();
+        {
+            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            for key in &keys {
+                if let Some(ps) = st.partitions.remove(key) {
+                    self.metrics.forget_partition(&ps.remote_topic, key.1);
+                    // Its next writer may continue this producer's identity and sequences; if
+                    // the partition comes back, it continues theirs.
+                    if !self.data_producer.forget_partition(&ps.remote_topic, key.1) {
+                        busy.push(format!("{}/{}", key.0, key.1));
+                    }
+                }
+            }
+        }
+        if !busy.is_empty() {
+            // Cannot happen once the lanes applied everything; if it did, this run's producer
+            // could repeat sequences a successor continued: the run restarts with a new one.
+            report(
+                &fail,
+                Error::Other(format!(
+                    "released partitions still have batches in the producer: {}",
+                    busy.join(", ")
+                )),
+            );
+            return;
+        }
+        {
+            let mut r = lock(&releasing);
+            for key in &keys {
+                r.remove(key);
+            }
+        }
+        info!(flow = %self.name(), partitions = keys.len(), "released partitions (drained and committed)");
+        if let Some((_, tx)) = &self.ownership {
+            let _ = tx.send(keys.into_iter().collect());
+        }
+    }
+
     async fn ack_lane(
         self: Arc<Self>,
         key: (String, i32),
@@ -1460,6 +1659,7 @@ impl Flow {
     /// Makes progress durable: offset-map changes, then offset syncs, then MM2 progress.
     /// `flush` also emits MM2's delayed syncs for partitions whose last record is unsynced.
     pub async fn commit(&self, flush: bool) -> Result<()> {
+        let _one = self.commit_lock.lock().await;
         let c = &self.config;
         let map_topic = offset_map_topic(&c.source);
         let (map_records, syncs, progress) = {
