@@ -346,18 +346,20 @@ strait_tests::on_both_brokers!(
 /// Two in-process "members" of one flow hand partitions to each other while a writer keeps
 /// producing (what the scale-out group will drive, `Flow::with_ownership`): the one losing a
 /// partition stops fetching it, waits for its appends, commits and reports it released; the
-/// one gaining it resumes from the committed progress and the remote tail. Every source record
-/// is on the target exactly once, in order (read by librdkafka). Apache Kafka.
+/// one gaining it resumes from the committed progress and the remote tail. A partition is
+/// also given back while its release may still run, and taken from a member that never ran
+/// it (released at once). Every source record is on the target exactly once, in order (read
+/// by librdkafka). Apache Kafka.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partitions_handed_between_two_members_are_mirrored_exactly_once() {
-    use replicator::flow::{Flow, Ownership};
+    use replicator::flow::{Flow, OwnershipChange};
     use replicator::run::{aliases, data_producer, writers, Clusters};
     use std::collections::BTreeSet;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::Arc;
     use tokio::sync::{mpsc, watch};
 
     const PARTITIONS: i32 = 4;
-    const PER_PARTITION: usize = 3000;
     strait_tests::init_tracing();
     let kafka = strait_tests::kafka::start_clusters("handover", 2);
     let (a, b) = (kafka[0].bootstrap(), kafka[1].bootstrap());
@@ -371,24 +373,32 @@ async fn partitions_handed_between_two_members_are_mirrored_exactly_once() {
              emit.checkpoints.enabled = false\n\
              sync.group.offsets.enabled = false\n\
              emit.heartbeats.enabled = false\n\
-             sync.topic.acls.enabled = false\n"
+             sync.topic.acls.enabled = false\n\
+             refresh.topics.interval.seconds = 1\n"
         ),
     );
     let config = Config::from_properties_str(&text, "test.properties", &SystemSecrets).unwrap();
     let fc = config.flows[0].clone();
     let key = |p: i32| (topic.clone(), p);
-    let set = |ps: &[i32]| -> Ownership {
-        Ownership {
-            partitions: Some(ps.iter().map(|p| key(*p)).collect()),
-        }
-    };
+    let keys = |ps: &[i32]| -> BTreeSet<(String, i32)> { ps.iter().map(|p| key(*p)).collect() };
     struct Member {
-        own: watch::Sender<Ownership>,
+        changes: mpsc::UnboundedSender<OwnershipChange>,
         released: mpsc::UnboundedReceiver<BTreeSet<(String, i32)>>,
         stop: watch::Sender<bool>,
         run: tokio::task::JoinHandle<replicator::Result<()>>,
     }
-    let start = |initial: Ownership| {
+    impl Member {
+        fn change(&self, give: BTreeSet<(String, i32)>, take: BTreeSet<(String, i32)>) {
+            self.changes.send(OwnershipChange { give, take }).unwrap();
+        }
+        async fn released(&mut self) -> BTreeSet<(String, i32)> {
+            tokio::time::timeout(Duration::from_secs(30), self.released.recv())
+                .await
+                .expect("released in time")
+                .unwrap()
+        }
+    }
+    let start = |initial: BTreeSet<(String, i32)>| {
         let (config, fc) = (config.clone(), fc.clone());
         async move {
             let clusters = Clusters::connect(&config, &aliases(&config), &writers(&config))
@@ -404,81 +414,85 @@ async fn partitions_handed_between_two_members_are_mirrored_exactly_once() {
                 clusters.producers["A"].clone(),
             );
             let data = data_producer(&target, "B").await.unwrap();
-            let (own, own_rx) = watch::channel(initial);
+            let (changes, changes_rx) = mpsc::unbounded_channel();
             let (released_tx, released) = mpsc::unbounded_channel();
             let flow = Arc::new(
                 Flow::new(fc, source, target, producer, sync_producer)
                     .with_data_producer(data)
-                    .with_ownership(own_rx, released_tx),
+                    .with_ownership(initial, changes_rx, released_tx),
             );
             let (stop, stop_rx) = watch::channel(false);
             let run = tokio::spawn(flow.run(stop_rx));
             Member {
-                own,
+                changes,
                 released,
                 stop,
                 run,
             }
         }
     };
-    let mut m1 = start(set(&[0, 1, 2, 3])).await;
-    let mut m2 = start(set(&[])).await;
-    // A writer keeps producing to every partition while partitions move.
+    let mut m1 = start(keys(&[0, 1, 2, 3])).await;
+    let mut m2 = start(keys(&[])).await;
+    // A writer produces to every partition until told to stop.
+    let writing = Arc::new(AtomicBool::new(true));
+    let written = Arc::new(AtomicUsize::new(0));
     let writer = {
-        let (a, topic) = (a.clone(), topic.clone());
+        let (a, topic, writing, written) =
+            (a.clone(), topic.clone(), writing.clone(), written.clone());
         std::thread::spawn(move || {
-            for chunk in 0..10 {
+            let mut n = 0;
+            while writing.load(Ordering::Acquire) {
                 for p in 0..PARTITIONS {
-                    let recs: Vec<Outgoing> = (chunk * PER_PARTITION / 10
-                        ..(chunk + 1) * PER_PARTITION / 10)
+                    let recs: Vec<Outgoing> = (n..n + 100)
                         .map(|i| Outgoing::kv(format!("k{i}"), format!("p{p}-v{i}")))
                         .collect();
                     reference::produce(&a, &topic, p, &recs, &[("linger.ms", "5")]);
                 }
-                std::thread::sleep(Duration::from_millis(300));
+                n += 100;
+                written.store(n, Ordering::Release);
+                std::thread::sleep(Duration::from_millis(100));
             }
         })
     };
     let remote = format!("A.{topic}");
-    let remote_count = |p: i32| {
-        let (b, remote) = (b.clone(), remote.clone());
-        move || reference::try_watermarks(&b, &remote, p).map_or(0, |(_, h)| h)
-    };
+    let remote_count = |p: i32| reference::try_watermarks(&b, &remote, p).map_or(0, |(_, h)| h);
     eventually(
         "the first records on the target",
         Duration::from_secs(60),
-        || async { (0..PARTITIONS).all(|p| remote_count(p)() > 0) },
+        || async { (0..PARTITIONS).all(|p| remote_count(p) > 0) },
     )
     .await;
     // Hand-over 1: partitions 2 and 3 move to the second member.
-    m1.own.send(set(&[0, 1])).unwrap();
-    let released = tokio::time::timeout(Duration::from_secs(30), m1.released.recv())
-        .await
-        .expect("released in time")
-        .unwrap();
-    assert_eq!(released, [key(2), key(3)].into_iter().collect());
-    m2.own.send(set(&[2, 3])).unwrap();
+    m1.change(keys(&[]), keys(&[2, 3]));
+    assert_eq!(m1.released().await, keys(&[2, 3]));
+    m2.change(keys(&[2, 3]), keys(&[]));
     tokio::time::sleep(Duration::from_secs(1)).await;
-    // Hand-over 2: partition 1 moves too, and partition 3 comes back.
-    m1.own.send(set(&[0])).unwrap();
-    m2.own.send(set(&[2])).unwrap();
-    let mut got = BTreeSet::new();
-    for m in [&mut m1, &mut m2] {
-        got.extend(
-            tokio::time::timeout(Duration::from_secs(30), m.released.recv())
-                .await
-                .expect("released in time")
-                .unwrap(),
-        );
-    }
-    assert_eq!(got, [key(1), key(3)].into_iter().collect());
-    m1.own.send(set(&[0, 3])).unwrap();
-    m2.own.send(set(&[1, 2])).unwrap();
+    // Hand-over 2: partition 1 moves to the second member, 3 back to the first; 0 is taken
+    // from the second member, which never ran it (released at once), and 2 is taken from it
+    // and given back at once (runs again after its release).
+    m2.change(keys(&[]), keys(&[0]));
+    assert_eq!(m2.released().await, keys(&[0]));
+    m2.change(keys(&[]), keys(&[2, 3]));
+    m2.change(keys(&[2]), keys(&[]));
+    assert_eq!(m2.released().await, keys(&[2, 3]));
+    m1.change(keys(&[]), keys(&[1]));
+    assert_eq!(m1.released().await, keys(&[1]));
+    m1.change(keys(&[3]), keys(&[]));
+    m2.change(keys(&[1]), keys(&[]));
+    let before = written.load(Ordering::Acquire);
+    eventually(
+        "more records written after the hand-overs",
+        Duration::from_secs(30),
+        || async { written.load(Ordering::Acquire) >= before + 500 },
+    )
+    .await;
+    writing.store(false, Ordering::Release);
     writer.join().unwrap();
+    let total = written.load(Ordering::Acquire);
     eventually(
         "every record on the target",
         Duration::from_secs(90),
-        || async { (0..PARTITIONS).all(|p| remote_count(p)() >= PER_PARTITION as i64) },
+        || async { (0..PARTITIONS).all(|p| remote_count(p) >= total as i64) },
     )
     .await;
     for m in [m1, m2] {
@@ -490,9 +504,9 @@ async fn partitions_handed_between_two_members_are_mirrored_exactly_once() {
             .expect("clean stop");
     }
     for p in 0..PARTITIONS {
-        let want: Vec<String> = (0..PER_PARTITION).map(|i| format!("p{p}-v{i}")).collect();
+        let want: Vec<String> = (0..total).map(|i| format!("p{p}-v{i}")).collect();
         let got = reference::blocking(|| {
-            reference::consume(&b, &remote, p, 0, PER_PARTITION, Duration::from_secs(30))
+            reference::consume(&b, &remote, p, 0, total, Duration::from_secs(30))
         });
         assert_eq!(
             values(&got),
@@ -500,8 +514,8 @@ async fn partitions_handed_between_two_members_are_mirrored_exactly_once() {
             "partition {p}: every record once, in order"
         );
         assert_eq!(
-            remote_count(p)(),
-            PER_PARTITION as i64,
+            remote_count(p),
+            total as i64,
             "partition {p}: nothing more on the target"
         );
     }

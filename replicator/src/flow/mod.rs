@@ -167,11 +167,12 @@ impl Lanes {
     }
 
     /// Closes `key`'s lane; the receiver answers once everything it was given is applied
-    /// (dropped unanswered if the lane failed first). `None`: the partition has no lane.
+    /// (errs if the lane failed first). `None`: the partition has no lane.
     fn close(&mut self, key: &(String, i32)) -> Option<tokio::sync::oneshot::Receiver<()>> {
         let tx = self.senders.remove(key)?;
         let (done, applied) = tokio::sync::oneshot::channel();
-        tx.send(AckItem::Barrier(done)).ok()?;
+        // A lane that failed drops the barrier: the release waits for nothing and aborts.
+        let _ = tx.send(AckItem::Barrier(done));
         Some(applied)
     }
 
@@ -218,19 +219,41 @@ pub struct FlowState {
 /// Where a flow reports the partitions it released.
 pub type Released = mpsc::UnboundedSender<BTreeSet<(String, i32)>>;
 
-/// Which source partitions of a flow this process may replicate: all of them (one process), or
-/// those the scale-out group gave it ([`Flow::with_ownership`]).
+/// A change of the partitions a flow may replicate ([`Flow::with_ownership`]). Changes are
+/// applied in the order sent (never merged), and every partition taken away is reported
+/// released exactly once: after its appends and commit if it was running, at once if it was
+/// not.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Ownership {
-    /// `None`: every partition.
-    pub partitions: Option<BTreeSet<(String, i32)>>,
+pub struct OwnershipChange {
+    /// Partitions given.
+    pub give: BTreeSet<(String, i32)>,
+    /// Partitions taken away.
+    pub take: BTreeSet<(String, i32)>,
 }
 
-impl Ownership {
-    /// Whether `key` may be replicated.
-    pub fn owns(&self, key: &(String, i32)) -> bool {
-        self.partitions.as_ref().is_none_or(|p| p.contains(key))
+/// Which source partitions a flow replicates: all (one process) or an owned set.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+enum Owned {
+    #[default]
+    All,
+    Only(BTreeSet<(String, i32)>),
+}
+
+impl Owned {
+    fn owns(&self, key: &(String, i32)) -> bool {
+        match self {
+            Owned::All => true,
+            Owned::Only(s) => s.contains(key),
+        }
     }
+}
+
+/// The scale-out wiring of a flow: what it owns at start, where changes arrive and where
+/// releases are reported.
+struct Ownership {
+    initial: BTreeSet<(String, i32)>,
+    changes: std::sync::Mutex<Option<mpsc::UnboundedReceiver<OwnershipChange>>>,
+    released: Released,
 }
 
 /// Partitions a remote topic is created or grown by in one operation: a KRaft controller
@@ -274,7 +297,7 @@ pub struct Flow {
     coalesce_limits: Mutex<HashMap<String, usize>>,
     /// The partitions this process may replicate, and where it reports those it released
     /// (drained and committed) after they were taken away.
-    ownership: Option<(watch::Receiver<Ownership>, Released)>,
+    ownership: Option<Ownership>,
     /// One commit at a time (the commit task, releases and the final commit).
     commit_lock: tokio::sync::Mutex<()>,
 }
@@ -362,24 +385,24 @@ impl Flow {
         }
     }
 
-    /// Replicates only the partitions `ownership` names, following its changes: a partition
+    /// Replicates only the partitions it owns: `initial`, then as `changes` say. A partition
     /// taken away is **released** (no longer fetched; the run waits for its appends, commits
-    /// its progress, forgets it, then sends it on `released`), a partition given is resumed
-    /// from its stored progress (read again: another process may have written it since) and
-    /// the remote tail, as after a restart.
+    /// its progress, forgets it, then sends it on `released`; one that was not running is
+    /// reported at once); a partition given is resumed from its stored progress (read again:
+    /// another process may have written it since) and the remote tail, as after a restart.
+    /// One run of the flow consumes `changes` (a restarted flow needs a new channel).
     pub fn with_ownership(
         mut self,
-        ownership: watch::Receiver<Ownership>,
+        initial: BTreeSet<(String, i32)>,
+        changes: mpsc::UnboundedReceiver<OwnershipChange>,
         released: Released,
     ) -> Flow {
-        self.ownership = Some((ownership, released));
+        self.ownership = Some(Ownership {
+            initial,
+            changes: std::sync::Mutex::new(Some(changes)),
+            released,
+        });
         self
-    }
-
-    fn owns(&self, key: &(String, i32)) -> bool {
-        self.ownership
-            .as_ref()
-            .is_none_or(|(o, _)| o.borrow().owns(key))
     }
 
     /// Counts into `metrics` (the process's, served on `/metrics`) instead of a private set.
@@ -892,6 +915,19 @@ impl Flow {
 
     /// Runs the flow until `stop` turns true; then finishes in-flight appends and commits.
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) -> Result<()> {
+        // Scale-out: what this process owns, and the changes to come (applied in order).
+        let mut owned = match &self.ownership {
+            Some(o) => Owned::Only(o.initial.clone()),
+            None => Owned::All,
+        };
+        let mut changes = match &self.ownership {
+            Some(o) => Some(lock(&o.changes).take().ok_or_else(|| {
+                Error::Other(
+                    "a flow with ownership runs once (its changes channel is used up)".into(),
+                )
+            })?),
+            None => None,
+        };
         self.ensure_internal_topics().await?;
         let topics = self.select_topics().await?;
         self.sync_topics(&topics).await?;
@@ -917,8 +953,20 @@ impl Flow {
             },
         );
         let mut assigned: HashSet<(String, i32)> = HashSet::new();
-        self.assign_new(&topics, &mut stored, &progress, &mut fetcher, &mut assigned)
-            .await?;
+        self.assign_new_except(
+            &topics,
+            &mut stored,
+            &progress,
+            &mut fetcher,
+            &mut assigned,
+            (&owned, &HashSet::new()),
+        )
+        .await?;
+        if self.ownership.is_some() {
+            // Partitions given later resume from progress read then (another process may have
+            // written it since), never from what was read at start.
+            stored.clear();
+        }
         let mut ids = topic_ids::TopicIds::default();
         ids.remember(
             &self.source.metadata(),
@@ -955,10 +1003,6 @@ impl Flow {
         // The topics handed to the fetch loop so far: partitions given to this process later
         // are looked up in them.
         let mut known_topics = topics.clone();
-        let mut own_rx = self.ownership.as_ref().map(|(rx, _)| rx.clone());
-        if let Some(rx) = own_rx.as_mut() {
-            rx.mark_unchanged();
-        }
         // Partitions being released (drained, then committed) and the tasks doing it.
         let releasing: Arc<std::sync::Mutex<HashSet<(String, i32)>>> = Arc::default();
         let mut releases = tokio::task::JoinSet::new();
@@ -1013,20 +1057,40 @@ impl Flow {
                             update.topics.into_iter().filter(|(t, _)| !ids.is_recreated(t)).collect()
                         };
                         known_topics = now.clone();
-                        self.assign_new(&now, &mut stored, &progress, &mut fetcher, &mut assigned).await?;
+                        if self.ownership.is_some() {
+                            self.resume_given(&known_topics, &owned, &mut fetcher, &mut assigned, &releasing).await?;
+                        } else {
+                            self.assign_new(&now, &mut stored, &progress, &mut fetcher, &mut assigned).await?;
+                        }
                         lock(&ids).remember(&self.source.metadata(), assigned.iter().map(|k| k.0.as_str()));
                         continue;
                     }
-                    Ok(()) = async {
-                        match own_rx.as_mut() {
-                            Some(rx) => rx.changed().await,
+                    Some(change) = async {
+                        match changes.as_mut() {
+                            Some(rx) => rx.recv().await,
                             None => std::future::pending().await,
                         }
                     } => {
-                        let ownership = own_rx.as_mut().map(|rx| rx.borrow_and_update().clone()).unwrap_or_default();
+                        if let Owned::Only(set) = &mut owned {
+                            set.extend(change.give.iter().cloned());
+                            for k in &change.take {
+                                set.remove(k);
+                            }
+                        }
                         // Taken away: no longer fetched; released once its appends are applied
-                        // and committed.
-                        let gone: Vec<(String, i32)> = assigned.iter().filter(|k| !ownership.owns(k)).cloned().collect();
+                        // and committed. One that was not running is released at once.
+                        let mut gone = Vec::new();
+                        let mut idle = BTreeSet::new();
+                        for key in change.take {
+                            if owned.owns(&key) {
+                                continue;
+                            }
+                            if assigned.contains(&key) {
+                                gone.push(key);
+                            } else {
+                                idle.insert(key);
+                            }
+                        }
                         if !gone.is_empty() {
                             let mut applied = Vec::new();
                             for key in &gone {
@@ -1039,21 +1103,18 @@ impl Flow {
                             info!(flow = %self.name(), partitions = gone.len(), "releasing partitions taken away");
                             releases.spawn(self.clone().release(gone, applied, releasing.clone(), fail_tx.clone()));
                         }
-                        // Given: resumed from progress read now (its last owner committed it).
-                        let busy = lock(&releasing).clone();
-                        let given = known_topics.iter().any(|(t, n)| {
-                            (0..*n).any(|p| {
-                                let k = (t.clone(), p);
-                                ownership.owns(&k) && !assigned.contains(&k) && !busy.contains(&k)
-                            })
-                        });
-                        if given {
-                            let (mut maps, progress) = self.load_progress().await?;
-                            let before = assigned.len();
-                            let topics: BTreeMap<String, i32> = known_topics.clone();
-                            self.assign_new_except(&topics, &mut maps, &progress, &mut fetcher, &mut assigned, &busy).await?;
-                            info!(flow = %self.name(), partitions = assigned.len() - before, "resumed partitions given to this process");
+                        if !idle.is_empty() {
+                            if let Some(o) = &self.ownership {
+                                let _ = o.released.send(idle);
+                            }
                         }
+                        // Given: resumed from progress read now (its last owner committed it).
+                        self.resume_given(&known_topics, &owned, &mut fetcher, &mut assigned, &releasing).await?;
+                        continue;
+                    }
+                    Some(_) = releases.join_next(), if !releases.is_empty() => {
+                        // A partition given back while it was being released runs again now.
+                        self.resume_given(&known_topics, &owned, &mut fetcher, &mut assigned, &releasing).await?;
                         continue;
                     }
                     r = fetcher.poll() => r.map_err(self.src())?,
@@ -1264,8 +1325,52 @@ impl Flow {
         fetcher: &mut Fetcher,
         assigned: &mut HashSet<(String, i32)>,
     ) -> Result<()> {
-        self.assign_new_except(topics, stored, progress, fetcher, assigned, &HashSet::new())
-            .await
+        self.assign_new_except(
+            topics,
+            stored,
+            progress,
+            fetcher,
+            assigned,
+            (&Owned::All, &HashSet::new()),
+        )
+        .await
+    }
+
+    /// Resumes owned partitions not running yet (and not still being released) from
+    /// progress read now; reads nothing when there are none.
+    async fn resume_given(
+        &self,
+        topics: &BTreeMap<String, i32>,
+        owned: &Owned,
+        fetcher: &mut Fetcher,
+        assigned: &mut HashSet<(String, i32)>,
+        releasing: &std::sync::Mutex<HashSet<(String, i32)>>,
+    ) -> Result<()> {
+        let busy = lock(releasing).clone();
+        let given = topics.iter().any(|(t, n)| {
+            (0..*n).any(|p| {
+                let k = (t.clone(), p);
+                owned.owns(&k) && !assigned.contains(&k) && !busy.contains(&k)
+            })
+        });
+        if !given {
+            return Ok(());
+        }
+        let (mut maps, progress) = self.load_progress().await?;
+        let before = assigned.len();
+        self.assign_new_except(
+            topics,
+            &mut maps,
+            &progress,
+            fetcher,
+            assigned,
+            (owned, &busy),
+        )
+        .await?;
+        if assigned.len() > before {
+            info!(flow = %self.name(), partitions = assigned.len() - before, "resumed partitions given to this process");
+        }
+        Ok(())
     }
 
     /// A partition taken away from this process and given back before its release finished:
@@ -1277,7 +1382,7 @@ impl Flow {
         progress: &HashMap<(String, i32), i64>,
         fetcher: &mut Fetcher,
         assigned: &mut HashSet<(String, i32)>,
-        releasing: &HashSet<(String, i32)>,
+        (owned, releasing): (&Owned, &HashSet<(String, i32)>),
     ) -> Result<()> {
         /// Partitions resumed at once (each resume is one or two fetches per cluster).
         const RESUME_CONCURRENCY: usize = 64;
@@ -1292,7 +1397,7 @@ impl Flow {
                 .unwrap_or(0);
             for partition in 0..partitions.min(remote_partitions) {
                 let key = (topic.clone(), partition);
-                if !assigned.contains(&key) && self.owns(&key) && !releasing.contains(&key) {
+                if !assigned.contains(&key) && owned.owns(&key) && !releasing.contains(&key) {
                     // Stored at start, or live from before the topic was deleted and re-created.
                     let stored = stored.remove(&key).or_else(|| {
                         let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -1455,9 +1560,16 @@ impl Flow {
                 return;
             }
         }
-        if let Err(e) = self.commit(true).await {
-            report(&fail, e);
-            return;
+        // The commit task tolerates transient failures for a while; so does a release.
+        let mut attempts = 0;
+        while let Err(e) = self.commit(true).await {
+            attempts += 1;
+            if !e.is_transient() || attempts >= 60 {
+                report(&fail, e);
+                return;
+            }
+            warn!(flow = %self.name(), error = %e, attempts, "commit of released partitions failed; retrying");
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
         let mut busy = Vec::new();
         {
@@ -1492,8 +1604,8 @@ impl Flow {
             }
         }
         info!(flow = %self.name(), partitions = keys.len(), "released partitions (drained and committed)");
-        if let Some((_, tx)) = &self.ownership {
-            let _ = tx.send(keys.into_iter().collect());
+        if let Some(o) = &self.ownership {
+            let _ = o.released.send(keys.into_iter().collect());
         }
     }
 
