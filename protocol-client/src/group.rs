@@ -193,7 +193,7 @@ pub struct GroupMember {
     session: Arc<Session>,
     assignor: Arc<dyn Assignor>,
     state: Generation,
-    rebalance: watch::Receiver<Option<String>>,
+    rebalance: watch::Receiver<Option<Rejoin>>,
     _heartbeat: Option<HeartbeatTask>,
 }
 
@@ -276,7 +276,17 @@ impl GroupMember {
 
     /// Why a rejoin is needed, once [`rebalance_needed`](Self::rebalance_needed) has resolved.
     pub fn rebalance_reason(&self) -> Option<String> {
-        self.rebalance.borrow().clone()
+        self.rebalance.borrow().as_ref().map(|r| r.reason.clone())
+    }
+
+    /// Whether the coordinator may no longer count this member in (its generation or id was
+    /// refused, it was fenced, or no heartbeat got through for a whole session timeout), once
+    /// [`rebalance_needed`](Self::rebalance_needed) has resolved. What it was assigned may then
+    /// already belong to another member: a cooperative member stops it at once, without
+    /// committing, and rejoins as new. Otherwise the group merely rebalances and the member
+    /// keeps what it owns while it rejoins.
+    pub fn membership_lost(&self) -> bool {
+        self.rebalance.borrow().as_ref().is_some_and(|r| r.lost)
     }
 
     /// Replaces this member's protocols (names and metadata) for its next [`rejoin`]
@@ -310,7 +320,11 @@ impl GroupMember {
             Err(e) => {
                 // No heartbeats now: the owner must rejoin again before relying on the old
                 // assignment.
-                let (_tx, rx) = watch::channel(Some(format!("rejoin failed: {e}")));
+                // Not in the generation that formed meanwhile: what it owned may be handed out.
+                let (_tx, rx) = watch::channel(Some(Rejoin {
+                    reason: format!("rejoin failed: {e}"),
+                    lost: true,
+                }));
                 self.rebalance = rx;
                 Err(e)
             }
@@ -744,10 +758,28 @@ fn leader_assignments(
     Ok(out)
 }
 
+/// Why a member must rejoin.
+#[derive(Clone, Debug)]
+struct Rejoin {
+    reason: String,
+    /// The coordinator may have dropped the member ([`GroupMember::membership_lost`]).
+    lost: bool,
+}
+
+/// Errors saying the coordinator no longer counts this member in.
+fn membership_gone(e: ResponseError) -> bool {
+    matches!(
+        e,
+        ResponseError::IllegalGeneration
+            | ResponseError::UnknownMemberId
+            | ResponseError::FencedInstanceId
+    )
+}
+
 fn start_heartbeat(
     session: &Arc<Session>,
     state: &Generation,
-) -> (watch::Receiver<Option<String>>, HeartbeatTask) {
+) -> (watch::Receiver<Option<Rejoin>>, HeartbeatTask) {
     let (tx, rx) = watch::channel(None);
     let task = tokio::spawn(heartbeat_loop(
         session.clone(),
@@ -764,40 +796,46 @@ async fn heartbeat_loop(
     session: Arc<Session>,
     member_id: String,
     generation: i32,
-    tx: watch::Sender<Option<String>>,
+    tx: watch::Sender<Option<Rejoin>>,
 ) {
     let cfg = &session.config;
     let mut failing_since: Option<Instant> = None;
+    // When the last heartbeat got through: a member that could not heartbeat for a session
+    // timeout (a network cut, or a process stopped and woken) may have been dropped.
+    let mut last_ok = Instant::now();
     loop {
         tokio::time::sleep(cfg.heartbeat_interval).await;
+        let sent = Instant::now();
         let outcome = heartbeat_once(&session, &member_id, generation).await;
-        let reason = match outcome {
+        let (reason, lost) = match outcome {
             Ok(()) => {
                 failing_since = None;
+                last_ok = sent;
                 continue;
             }
             Err(e) => match e.response_error() {
+                Some(code) if membership_gone(code) => (e.to_string(), true),
                 Some(
                     ResponseError::RebalanceInProgress
-                    | ResponseError::IllegalGeneration
-                    | ResponseError::UnknownMemberId
-                    | ResponseError::FencedInstanceId
                     | ResponseError::NotCoordinator
                     | ResponseError::CoordinatorNotAvailable,
-                ) => e.to_string(),
+                ) => (e.to_string(), last_ok.elapsed() >= cfg.session_timeout),
                 _ if e.is_retriable() => {
                     let since = *failing_since.get_or_insert_with(Instant::now);
                     if since.elapsed() < cfg.session_timeout {
                         debug!(group = %cfg.group_id, error = %e, "heartbeat failed, will retry");
                         continue;
                     }
-                    format!("no successful heartbeat for the session timeout: {e}")
+                    (
+                        format!("no successful heartbeat for the session timeout: {e}"),
+                        true,
+                    )
                 }
-                _ => format!("heartbeat failed: {e}"),
+                _ => (format!("heartbeat failed: {e}"), true),
             },
         };
-        info!(group = %cfg.group_id, member = %member_id, generation, %reason, "rejoin needed");
-        let _ = tx.send(Some(reason));
+        info!(group = %cfg.group_id, member = %member_id, generation, %reason, lost, "rejoin needed");
+        let _ = tx.send(Some(Rejoin { reason, lost }));
         return;
     }
 }

@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::flow::Flow;
 use crate::heartbeat::heartbeat_loop;
 use crate::metrics::Metrics;
+use crate::scale::runner::{run_membership, FlowSource, Membership, Seats};
 
 /// Client settings for a cluster, with its TLS connector and SASL credentials (files named by
 /// the settings are read here; problems are reported with the cluster's alias).
@@ -105,6 +106,9 @@ pub fn aliases(config: &Config) -> BTreeSet<String> {
     for h in &config.heartbeat_only {
         out.insert(h.target.clone());
     }
+    if let Some(g) = &config.group {
+        out.insert(g.cluster.clone());
+    }
     out
 }
 
@@ -122,6 +126,46 @@ pub fn writers(config: &Config) -> BTreeSet<String> {
         out.insert(h.target.clone());
     }
     out
+}
+
+/// Runs `job` while `leader` is true (stopping it when leadership goes, starting it again when
+/// it comes back) until `stop`.
+async fn while_leading<F, Fut>(
+    mut leader: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
+    job: F,
+) -> Result<()>
+where
+    F: Fn(watch::Receiver<bool>) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    loop {
+        tokio::select! {
+            r = leader.wait_for(|l| *l) => if r.is_err() { return Ok(()) },
+            _ = stop.wait_for(|s| *s) => return Ok(()),
+        }
+        let (job_stop, rx) = watch::channel(false);
+        let running = job(rx);
+        tokio::pin!(running);
+        tokio::select! {
+            r = &mut running => return r,
+            _ = leader.wait_for(|l| !*l) => {}
+            _ = stop.wait_for(|s| *s) => {}
+        }
+        let _ = job_stop.send(true);
+        running.await?;
+        if *stop.borrow() {
+            return Ok(());
+        }
+    }
+}
+
+/// `<host>-<pid>`: how this process names itself to the group's other members.
+fn process_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "unknown-host".into());
+    format!("{host}-{}", std::process::id())
 }
 
 /// Runs until `stop` turns true, then finishes in-flight work and returns. If a flow or
@@ -151,6 +195,37 @@ pub async fn run(config: Config, external_stop: watch::Receiver<bool>) -> Result
         metrics.watch_cluster(alias, cluster.clone());
     }
     let mut tasks = tokio::task::JoinSet::new();
+    // Scale-out: the group decides what this process runs; every flow is steered by its seat.
+    let seats = match &config.group {
+        Some(settings) => {
+            let seats = Seats::new(&config.flows);
+            let steering = seats.seats.clone();
+            let membership = Membership {
+                settings: settings.clone(),
+                cluster: clusters.clusters[&settings.cluster].clone(),
+                flows: config
+                    .flows
+                    .iter()
+                    .map(|f| FlowSource {
+                        config: f.clone(),
+                        source: clusters.clusters[&f.source].clone(),
+                    })
+                    .collect(),
+                refresh: config
+                    .flows
+                    .iter()
+                    .filter(|f| f.refresh_topics)
+                    .map(|f| f.refresh_topics_interval)
+                    .min()
+                    .unwrap_or(Duration::from_secs(600)),
+                process: process_name(),
+            };
+            info!(group = %settings.id, cluster = %settings.cluster, "scale-out: sharing the work with the group's other members");
+            tasks.spawn(run_membership(membership, seats, stop.clone()));
+            Some(steering)
+        }
+        None => None,
+    };
     if let Some(addr) = config.metrics_listen {
         let server = crate::serve::bind(addr, metrics.clone(), stop.clone()).await?;
         tasks.spawn(async move {
@@ -173,7 +248,12 @@ pub async fn run(config: Config, external_stop: watch::Receiver<bool>) -> Result
         let sync_producer = clusters.producers[sync_alias].clone();
         let flow_stop = stop.clone();
         let flow_metrics = metrics.flow(&fc.source, &fc.target);
+        let seat = seats
+            .as_ref()
+            .map(|s| s[&format!("{}->{}", fc.source, fc.target)].clone());
+        let flow_seat = seat.clone();
         tasks.spawn(async move {
+            let seat = flow_seat;
             let stop = flow_stop;
             let mut delay = Duration::from_secs(1);
             loop {
@@ -189,11 +269,16 @@ pub async fn run(config: Config, external_stop: watch::Receiver<bool>) -> Result
                     }
                     Err(e) => return Err(e),
                 };
-                let flow = Arc::new(
-                    Flow::new(fc.clone(), source.clone(), target.clone(), producer.clone(), sync_producer.clone())
-                        .with_data_producer(data.clone())
-                        .with_metrics(flow_metrics.clone()),
-                );
+                let mut flow = Flow::new(fc.clone(), source.clone(), target.clone(), producer.clone(), sync_producer.clone())
+                    .with_data_producer(data.clone())
+                    .with_metrics(flow_metrics.clone());
+                if let Some(seat) = &seat {
+                    let (owned, changes, released) = seat.attach();
+                    flow = flow
+                        .with_ownership(owned, changes, released)
+                        .with_leadership(seat.leadership());
+                }
+                let flow = Arc::new(flow);
                 let name = flow.name();
                 let started = tokio::time::Instant::now();
                 let outcome = flow.run(stop.clone()).await;
@@ -202,6 +287,10 @@ pub async fn run(config: Config, external_stop: watch::Receiver<bool>) -> Result
                     delay = Duration::from_secs(1);
                 }
                 data.abort().await;
+                if let Some(seat) = &seat {
+                    // Nothing this run appended can land now: what it was releasing is free.
+                    seat.detach();
+                }
                 match outcome {
                     Ok(()) => {
                         info!(flow = %name, "stopped");
@@ -222,15 +311,29 @@ pub async fn run(config: Config, external_stop: watch::Receiver<bool>) -> Result
         });
         let fc = flow_config;
         if fc.emit_heartbeats {
-            tasks.spawn(heartbeat_loop(
-                clusters.producers[&fc.target].clone(),
-                fc.source.clone(),
-                fc.target.clone(),
-                fc.policy.heartbeats_topic().to_string(),
+            let producer = clusters.producers[&fc.target].clone();
+            let (source, target) = (fc.source.clone(), fc.target.clone());
+            let topic = fc.policy.heartbeats_topic().to_string();
+            let (interval, rf) = (
                 fc.emit_heartbeats_interval,
                 fc.heartbeats_topic_replication_factor,
-                stop.clone(),
-            ));
+            );
+            let beat = move |stop| {
+                heartbeat_loop(
+                    producer.clone(),
+                    source.clone(),
+                    target.clone(),
+                    topic.clone(),
+                    interval,
+                    rf,
+                    stop,
+                )
+            };
+            match &seat {
+                // Scale-out: only the flow's leader emits them.
+                Some(seat) => tasks.spawn(while_leading(seat.leader(), stop.clone(), beat)),
+                None => tasks.spawn(beat(stop.clone())),
+            };
         }
     }
     for h in &config.heartbeat_only {

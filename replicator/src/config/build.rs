@@ -9,8 +9,8 @@ use super::client::{
 };
 use super::providers::{ProviderKind, Resolver, SecretSource};
 use super::{
-    ClusterConfig, Config, ConfigError, ConfigWarning, FlowConfig, HeartbeatFlow, IsolationLevel,
-    OffsetSyncsLocation, DEFAULT_COALESCE_BYTES, DEFAULT_INFLIGHT_BYTES,
+    ClusterConfig, Config, ConfigError, ConfigWarning, FlowConfig, GroupSettings, HeartbeatFlow,
+    IsolationLevel, OffsetSyncsLocation, DEFAULT_COALESCE_BYTES, DEFAULT_INFLIGHT_BYTES,
 };
 use crate::filter::{
     parse_list, ConfigPropertyFilter, DefaultsFrom, GroupFilter, PatternList, TopicFilter,
@@ -374,6 +374,7 @@ pub(crate) fn build(
     let mut flow_keys: BTreeMap<(&str, &str), BTreeMap<&str, &Entry>> = BTreeMap::new();
     let mut deferred_warnings: Vec<(Entry, String)> = Vec::new();
     let mut metrics_listen = None;
+    let mut group_keys: BTreeMap<&str, &Entry> = BTreeMap::new();
     for (key, e) in &by_key {
         let key = key.as_str();
         if key == "clusters" || key.starts_with("config.providers") {
@@ -419,6 +420,10 @@ pub(crate) fn build(
                     format!("`{addr}` is not a listen address such as 127.0.0.1:9464 or [::]:9464 ({err})"),
                 )
             })?);
+            continue;
+        }
+        if GROUP_KEYS.contains(&key) {
+            group_keys.insert(key, e);
             continue;
         }
         if FLOW_KEYS.contains(&key) || is_client_override(key) {
@@ -567,13 +572,106 @@ pub(crate) fn build(
         });
     }
 
+    let group = build_group(&Settings { map: group_keys }, &flows, &aliases, &b.file)?;
     Ok(Config {
         clusters,
         flows,
         heartbeat_only,
         warnings: b.warnings,
         metrics_listen,
+        group,
     })
+}
+
+/// Top-level settings of scale-out (`strait.group.*`).
+const GROUP_KEYS: &[&str] = &[
+    "strait.group.enabled",
+    "strait.group.id",
+    "strait.group.cluster",
+    "strait.group.session.timeout.ms",
+    "strait.group.heartbeat.interval.ms",
+    "strait.group.rebalance.timeout.ms",
+];
+
+/// Scale-out settings, when `strait.group.enabled`.
+fn build_group(
+    s: &Settings<'_>,
+    flows: &[FlowConfig],
+    aliases: &[String],
+    file: &str,
+) -> Result<Option<GroupSettings>, ConfigError> {
+    if !s.bool("strait.group.enabled", false)? {
+        return Ok(None);
+    }
+    let id = match s.get("strait.group.id") {
+        Some(e) if e.value.trim().is_empty() => return Err(invalid(e, "must not be empty")),
+        Some(e) => e.value.trim().to_string(),
+        None => default_group_id(flows),
+    };
+    let cluster = match s.get("strait.group.cluster") {
+        Some(e) => {
+            let alias = e.value.trim();
+            if !aliases.iter().any(|a| a == alias) {
+                return Err(invalid(
+                    e,
+                    format!(
+                        "`{alias}` is not a cluster alias (clusters: {})",
+                        aliases.join(", ")
+                    ),
+                ));
+            }
+            alias.to_string()
+        }
+        None => match flows.iter().map(|f| f.target.clone()).min() {
+            Some(t) => t,
+            None => {
+                return Err(ConfigError::Missing {
+                    origin: file.to_string(),
+                    key: "strait.group.cluster".into(),
+                    message:
+                        "scale-out needs a cluster to coordinate on: enable a flow or name one"
+                            .into(),
+                })
+            }
+        },
+    };
+    let session = s.long_in("strait.group.session.timeout.ms", 10_000, 1_000, 3_600_000)?;
+    let heartbeat = s.long_in(
+        "strait.group.heartbeat.interval.ms",
+        session / 5,
+        100,
+        session,
+    )?;
+    if heartbeat >= session {
+        let e = s.get("strait.group.heartbeat.interval.ms").expect("set");
+        return Err(invalid(e, "must be below strait.group.session.timeout.ms"));
+    }
+    let rebalance = s.long_in(
+        "strait.group.rebalance.timeout.ms",
+        60_000,
+        1_000,
+        3_600_000,
+    )?;
+    Ok(Some(GroupSettings {
+        id,
+        cluster,
+        session_timeout: Duration::from_millis(session as u64),
+        heartbeat_interval: Duration::from_millis(heartbeat as u64),
+        rebalance_timeout: Duration::from_millis(rebalance as u64),
+    }))
+}
+
+/// `strait.<source>-<target>[.<source>-<target>...]`: the same for every process given the same
+/// flows, and never one of MM2's or Connect's group ids (`connect-*`, `mm2-*`, the worker's
+/// `group.id`).
+fn default_group_id(flows: &[FlowConfig]) -> String {
+    let mut names: Vec<String> = flows
+        .iter()
+        .map(|f| format!("{}-{}", f.source, f.target))
+        .collect();
+    names.sort();
+    names.dedup();
+    format!("strait.{}", names.join("."))
 }
 
 fn build_cluster(

@@ -41,6 +41,11 @@
 //! - `strait.offset-map.max-runs` (default 4096): bound on offset-map runs per partition
 //!   (see [`crate::offsets::OffsetMap`]).
 //!
+//! Scale-out (top level only, see [`GroupSettings`] and [`crate::scale`]):
+//! `strait.group.enabled` (default false), `strait.group.id`, `strait.group.cluster`,
+//! `strait.group.session.timeout.ms`, `strait.group.heartbeat.interval.ms`,
+//! `strait.group.rebalance.timeout.ms`.
+//!
 //! Unknown keys are not errors: each becomes a [`ConfigWarning`] for the binary to log.
 
 mod build;
@@ -313,6 +318,27 @@ pub struct Config {
     /// `strait.metrics.listen`: where `/metrics`, `/healthz` and `/readyz` are served (off
     /// when absent).
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Scale-out (`strait.group.enabled`): processes with this configuration share the work
+    /// through a group; `None`: this process replicates everything.
+    pub group: Option<GroupSettings>,
+}
+
+/// How `strait run` processes share the work (top-level `strait.group.*` settings).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupSettings {
+    /// `strait.group.id` (default `strait.<source>-<target>...` over the enabled flows).
+    pub id: String,
+    /// `strait.group.cluster`: the alias whose group coordinator is used (default: the first
+    /// flow target, by name).
+    pub cluster: String,
+    /// `strait.group.session.timeout.ms` (default 10 000): a member silent this long is
+    /// dropped and its partitions handed over.
+    pub session_timeout: Duration,
+    /// `strait.group.heartbeat.interval.ms` (default a fifth of the session timeout).
+    pub heartbeat_interval: Duration,
+    /// `strait.group.rebalance.timeout.ms` (default 60 000): how long a rebalance waits for
+    /// members to rejoin (a member releasing partitions rejoins once they are committed).
+    pub rebalance_timeout: Duration,
 }
 
 /// Input format of a configuration file.

@@ -555,3 +555,49 @@ fn request_timeout_is_a_client_setting() {
         assert!(e.to_string().contains("A.request.timeout.ms"), "{bad}: {e}");
     }
 }
+
+#[test]
+fn scale_out_is_off_by_default_and_its_group_is_named_after_the_flows() {
+    assert_eq!(props(BASIC).unwrap().group, None);
+    let two = format!("{BASIC}B->A.enabled = true\nstrait.group.enabled = true\n");
+    let g = props(&two).unwrap().group.expect("enabled");
+    assert_eq!(g.id, "strait.A-B.B-A");
+    assert_eq!(g.cluster, "A", "the first flow target by name");
+    assert_eq!(g.session_timeout, Duration::from_secs(10));
+    assert_eq!(g.heartbeat_interval, Duration::from_secs(2));
+    assert_eq!(g.rebalance_timeout, Duration::from_secs(60));
+    let c = props(&format!(
+        "{BASIC}strait.group.enabled = true\nstrait.group.id = mirrors\nstrait.group.cluster = A\n\
+         strait.group.session.timeout.ms = 6000\nstrait.group.heartbeat.interval.ms = 500\n"
+    ))
+    .unwrap();
+    let g = c.group.expect("enabled");
+    assert_eq!((g.id.as_str(), g.cluster.as_str()), ("mirrors", "A"));
+    assert_eq!(g.heartbeat_interval, Duration::from_millis(500));
+    assert!(
+        c.warnings
+            .iter()
+            .all(|w| !w.key.starts_with("strait.group")),
+        "known settings: {:?}",
+        c.warnings
+    );
+}
+
+#[test]
+fn bad_scale_out_settings_are_refused() {
+    for (extra, says) in [
+        ("strait.group.cluster = C", "not a cluster alias"),
+        ("strait.group.id = ", "must not be empty"),
+        ("strait.group.session.timeout.ms = 100", "between"),
+        (
+            "strait.group.session.timeout.ms = 6000\nstrait.group.heartbeat.interval.ms = 6000",
+            "below",
+        ),
+        ("strait.group.enabled = yes", "true or false"),
+    ] {
+        // The last value of a key wins (`enabled = yes` replaces `enabled = true`).
+        let text = format!("{BASIC}strait.group.enabled = true\n{extra}\n");
+        let e = props(&text).expect_err(extra).to_string();
+        assert!(e.contains(says), "{extra}: {e}");
+    }
+}

@@ -256,6 +256,18 @@ struct Ownership {
     released: Released,
 }
 
+/// Whether a process runs a flow's once-per-flow work now (scale-out: the member the group gave
+/// the flow's leader unit). Checkpoints, group offset sync and topic config/ACL sync run only
+/// while `leader` is true, each round holding `work`: whoever takes leadership away sets
+/// `leader` false, then takes `work`, and from then on no round of this process runs.
+#[derive(Clone, Debug)]
+pub struct Leadership {
+    /// Whether this process leads the flow.
+    pub leader: watch::Receiver<bool>,
+    /// Held by every round of leader work.
+    pub work: Arc<tokio::sync::Mutex<()>>,
+}
+
 /// Partitions a remote topic is created or grown by in one operation: a KRaft controller
 /// refuses an operation of more than 10 000 metadata records, and the topic record and its
 /// configs count too.
@@ -300,6 +312,8 @@ pub struct Flow {
     ownership: Option<Ownership>,
     /// One commit at a time (the commit task, releases and the final commit).
     commit_lock: tokio::sync::Mutex<()>,
+    /// Scale-out: when this process runs the flow's once-per-flow work (`None`: always).
+    leadership: Option<Leadership>,
 }
 
 /// Per-group failures of a periodic job, logged when a group starts failing (warning, with the
@@ -382,6 +396,7 @@ impl Flow {
             metrics: Metrics::new().flow(&config_source, &config_target),
             ownership: None,
             commit_lock: tokio::sync::Mutex::new(()),
+            leadership: None,
         }
     }
 
@@ -403,6 +418,29 @@ impl Flow {
             released,
         });
         self
+    }
+
+    /// Runs checkpoints, group offset sync and topic config/ACL sync only while `leadership`
+    /// says this process leads the flow. Gaining it reloads the checkpoints written so far
+    /// (by the previous leader), so checkpoints stay monotonic across hand-overs; with
+    /// ownership, checkpoints translate through the stored offset maps of partitions other
+    /// processes replicate.
+    pub fn with_leadership(mut self, leadership: Leadership) -> Flow {
+        self.leadership = Some(leadership);
+        self
+    }
+
+    /// Whether this process runs the flow's once-per-flow work now.
+    fn leads(&self) -> bool {
+        self.leadership.as_ref().is_none_or(|l| *l.leader.borrow())
+    }
+
+    /// Held while a round of once-per-flow work runs (a guard of nothing without leadership).
+    async fn leader_work(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match &self.leadership {
+            Some(l) => Some(l.work.lock().await),
+            None => None,
+        }
     }
 
     /// Counts into `metrics` (the process's, served on `/metrics`) instead of a private set.
@@ -868,6 +906,12 @@ impl Flow {
         HashMap<(String, i32), i64>,
     )> {
         let (maps, progress) = self.load_progress().await?;
+        self.load_checkpoints().await?;
+        Ok((maps, progress))
+    }
+
+    /// Loads the checkpoints written so far (decisions about the next ones start from them).
+    async fn load_checkpoints(&self) -> Result<()> {
         let c = &self.config;
         if c.emit_checkpoints {
             let mut cs = CheckpointState::new();
@@ -884,7 +928,7 @@ impl Flow {
             skipped.warn(&c.target, &c.checkpoints_topic());
             *self.checkpoints.lock().unwrap_or_else(|p| p.into_inner()) = cs;
         }
-        Ok((maps, progress))
+        Ok(())
     }
 
     /// The stored offset maps and MM2 progress of every partition.
@@ -1697,11 +1741,17 @@ impl Flow {
                     }
                     _ = config_sync.tick(), if self.config.sync_topic_configs => {
                         what = "topic config sync";
-                        self.sync_topic_configs(&topics).await?;
+                        let _work = self.leader_work().await;
+                        if self.leads() {
+                            self.sync_topic_configs(&topics).await?;
+                        }
                     }
                     _ = acl_sync.tick(), if self.config.sync_topic_acls => {
                         what = "topic ACL sync";
-                        self.sync_topic_acls(&topics).await?;
+                        let _work = self.leader_work().await;
+                        if self.leads() {
+                            self.sync_topic_acls(&topics).await?;
+                        }
                     }
                     _ = std::future::pending::<()>() => {}
                 }
@@ -1912,10 +1962,33 @@ impl Flow {
         let start = tokio::time::Instant::now();
         let (mut emitted_at, mut synced_at, mut groups_at) = (start, start, None);
         let mut groups = Vec::new();
+        // Whether the checkpoints loaded are current: with leadership, they are reloaded each
+        // time it is gained (the previous leader wrote more meanwhile).
+        let mut current = self.leadership.is_none();
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = stop.changed() => return,
+            }
+            // Taken before the check: whoever takes leadership away waits for this round.
+            let _work = self.leader_work().await;
+            if !self.leads() {
+                current = false;
+                continue;
+            }
+            if !current {
+                let r = self.load_checkpoints().await;
+                current = r.is_ok();
+                if let Some(e) = failing.observe(r, tokio::time::Instant::now()) {
+                    report(
+                        &fail,
+                        e.context("loading checkpoints on gaining the flow's leadership"),
+                    );
+                    return;
+                }
+                if !current {
+                    continue;
+                }
             }
             let now = tokio::time::Instant::now();
             let slack = Duration::from_millis(50);
@@ -1988,6 +2061,18 @@ impl Flow {
         let now = now_ms();
         let topic = c.checkpoints_topic();
         let mm2_syncs = self.mm2_syncs().await;
+        // Scale-out: partitions other processes replicate translate through the maps they
+        // committed (behind their live maps by at most a commit interval: a group offset past
+        // what is stored waits for the next round, it is never guessed).
+        let others: HashMap<(String, i32), OffsetMap> = if self.ownership.is_some() {
+            internal::read_offset_maps(&self.target, &c.target, &c.source, c.offset_map_max_runs)
+                .await?
+                .into_iter()
+                .filter_map(|(k, m)| m.ok().map(|m| (k, m)))
+                .collect()
+        } else {
+            HashMap::new()
+        };
         let mut found = Vec::new();
         let mut failback = Vec::new();
         let (mut exact, mut conservative) = (0usize, 0usize);
@@ -2010,23 +2095,29 @@ impl Flow {
             let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
             for o in offsets {
                 let key = (o.topic.clone(), o.partition);
-                let Some(ps) = st.partitions.get(&key) else {
-                    if self.failback_topic(&o.topic).is_some() {
-                        failback.push((group.clone(), o));
-                    }
-                    continue;
+                let (map, remote_topic) = match st.partitions.get(&key) {
+                    Some(ps) => (&ps.map, ps.remote_topic.clone()),
+                    None => match others.get(&key) {
+                        Some(m) => (m, self.remote_topic(&o.topic)),
+                        None => {
+                            if self.failback_topic(&o.topic).is_some() {
+                                failback.push((group.clone(), o));
+                            }
+                            continue;
+                        }
+                    },
                 };
                 // Exact, or (below where the map starts: a group that committed before Strait
                 // took over from MM2) MM2's conservative answer from its own syncs, or
                 // nothing: never a checkpoint ahead of what is known.
-                let downstream = match ps.map.translate(o.offset) {
+                let downstream = match map.translate(o.offset) {
                     Some(d) => {
                         exact += 1;
                         d
                     }
                     None => {
                         let syncs = mm2_syncs.get(&key).map_or(&[][..], Vec::as_slice);
-                        match conservative_below(&ps.map, syncs, o.offset) {
+                        match conservative_below(map, syncs, o.offset) {
                             Some(d) => {
                                 conservative += 1;
                                 d
@@ -2037,7 +2128,7 @@ impl Flow {
                 };
                 found.push(Checkpoint {
                     consumer_group_id: group.clone(),
-                    topic: ps.remote_topic.clone(),
+                    topic: remote_topic,
                     partition: o.partition,
                     upstream_offset: o.offset,
                     downstream_offset: downstream,

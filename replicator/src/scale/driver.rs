@@ -127,9 +127,16 @@ impl Driver {
     /// Releases finished for `units`: rejoin once nothing is left to release, so the
     /// follow-up generation hands them over. A unit the latest assignment gives back to this
     /// member starts again.
+    /// A report for units this member is not releasing (abandoned meanwhile: the membership
+    /// was lost) changes nothing.
     pub fn released(&mut self, units: &BTreeSet<Unit>) -> Vec<Action> {
-        for u in units {
-            self.releasing.remove(u);
+        let units: BTreeSet<Unit> = units
+            .iter()
+            .filter(|u| self.releasing.remove(*u))
+            .cloned()
+            .collect();
+        if units.is_empty() {
+            return Vec::new();
         }
         let mut actions = Vec::new();
         if let Some(a) = &self.assignment {
@@ -356,5 +363,21 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_release_report_for_abandoned_units_changes_nothing() {
+        let mut d = Driver::new();
+        d.assigned(1, assignment(&[0, 1, 2], &[], &[]));
+        let actions = d.assigned(2, assignment(&[0], &[], &[]));
+        assert_eq!(actions, vec![Action::Release(set(&[1, 2]))]);
+        // The membership is lost while 1 and 2 are being released.
+        assert_eq!(
+            d.lost(),
+            vec![Action::Abandon(set(&[0, 1, 2])), Action::Rejoin]
+        );
+        // Their release ends later: no second rejoin, nothing started.
+        assert_eq!(d.released(&set(&[1, 2])), vec![]);
+        assert!(d.running().is_empty() && d.releasing().is_empty());
     }
 }

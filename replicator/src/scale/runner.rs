@@ -1,0 +1,585 @@
+//! The membership task of `strait run` with `strait.group.enabled`: joins the group, keeps the
+//! units of work current, executes the [`Driver`]'s actions on the flows and rejoins when told.
+//!
+//! A flow is steered through its [`Seat`], which outlives the flow's runs (a flow that fails
+//! transiently is restarted by `run`): what the process owns of the flow, where ownership changes
+//! go, where releases come back, and whether the process leads the flow.
+//!
+//! | action | partitions | flow leader unit |
+//! |---|---|---|
+//! | start | given to the flow (resumed from the stored map and the remote tail) | leadership on |
+//! | release | taken from the flow (drained, committed), reported when done | leadership off, reported once no leader round runs |
+//! | abandon (membership lost) | taken from the flow, never reported | leadership off |
+//!
+//! A run of a flow that ends (a failure) had its producer aborted before its successor starts,
+//! so partitions it was releasing are reported released then ([`Seat::detach`]): nothing it
+//! appended can land later, and the next owner matches the remote tail.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use protocol_client::cluster::Cluster;
+use protocol_client::group::{GroupConfig, GroupMember};
+use tokio::sync::{mpsc, watch};
+use tracing::{info, warn};
+
+use super::assign::{MemberAssignment, Unit};
+use super::driver::{Action, Driver};
+use super::member::{claim_after, StraitAssignor, UnitsView};
+use super::wire::{decode_assignment, encode_claim, Claim, PROTOCOL, PROTOCOL_TYPE};
+use crate::config::{FlowConfig, GroupSettings};
+use crate::error::{Error, Result};
+use crate::flow::{selected_topics, Leadership, OwnershipChange, Released};
+
+type Key = (String, i32);
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What steers one flow in a scale-out process (see the module docs).
+#[derive(Debug)]
+pub struct Seat {
+    flow: String,
+    inner: Mutex<SeatState>,
+    leader: watch::Sender<bool>,
+    work: Arc<tokio::sync::Mutex<()>>,
+    /// Whether a run of the flow is attached.
+    running: watch::Sender<bool>,
+    /// Where released units go (the membership task).
+    released: mpsc::UnboundedSender<BTreeSet<Unit>>,
+}
+
+#[derive(Debug, Default)]
+struct SeatState {
+    owned: BTreeSet<Key>,
+    /// Taken away and not yet reported released.
+    pending: BTreeSet<Key>,
+    /// The current run's change channel.
+    changes: Option<mpsc::UnboundedSender<OwnershipChange>>,
+}
+
+impl Seat {
+    fn new(flow: String, released: mpsc::UnboundedSender<BTreeSet<Unit>>) -> Arc<Seat> {
+        Arc::new(Seat {
+            flow,
+            inner: Mutex::default(),
+            leader: watch::channel(false).0,
+            work: Arc::default(),
+            running: watch::channel(false).0,
+            released,
+        })
+    }
+
+    /// For a new run of the flow: what it owns now, where changes arrive and where it reports
+    /// releases.
+    pub fn attach(
+        self: &Arc<Self>,
+    ) -> (
+        BTreeSet<Key>,
+        mpsc::UnboundedReceiver<OwnershipChange>,
+        Released,
+    ) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (rel_tx, mut rel_rx) = mpsc::unbounded_channel::<BTreeSet<Key>>();
+        let seat = self.clone();
+        tokio::spawn(async move {
+            while let Some(keys) = rel_rx.recv().await {
+                seat.report(keys);
+            }
+        });
+        let mut st = lock(&self.inner);
+        st.changes = Some(tx);
+        self.running.send_replace(true);
+        (st.owned.clone(), rx, rel_tx)
+    }
+
+    /// The run ended and its producer was aborted: partitions it was releasing are released.
+    pub fn detach(&self) {
+        let pending = {
+            let mut st = lock(&self.inner);
+            st.changes = None;
+            st.pending.clone()
+        };
+        self.running.send_replace(false);
+        self.report(pending);
+    }
+
+    /// Leadership of the flow, for [`crate::flow::Flow::with_leadership`].
+    pub fn leadership(&self) -> Leadership {
+        Leadership {
+            leader: self.leader.subscribe(),
+            work: self.work.clone(),
+        }
+    }
+
+    /// Whether this process leads the flow now.
+    pub fn leader(&self) -> watch::Receiver<bool> {
+        self.leader.subscribe()
+    }
+
+    fn report(&self, keys: BTreeSet<Key>) {
+        let keys: BTreeSet<Key> = {
+            let mut st = lock(&self.inner);
+            keys.into_iter().filter(|k| st.pending.remove(k)).collect()
+        };
+        if keys.is_empty() {
+            return;
+        }
+        let units = keys
+            .into_iter()
+            .map(|(topic, partition)| Unit::Partition {
+                flow: self.flow.clone(),
+                topic,
+                partition,
+            })
+            .collect();
+        let _ = self.released.send(units);
+    }
+
+    fn give(&self, keys: BTreeSet<Key>) {
+        let mut st = lock(&self.inner);
+        st.owned.extend(keys.iter().cloned());
+        if let Some(tx) = &st.changes {
+            let _ = tx.send(OwnershipChange {
+                give: keys,
+                take: BTreeSet::new(),
+            });
+        }
+    }
+
+    /// Takes `keys` away; `report` whether their release is to be reported.
+    fn take(&self, keys: BTreeSet<Key>, report: bool) {
+        let idle = {
+            let mut st = lock(&self.inner);
+            for k in &keys {
+                st.owned.remove(k);
+            }
+            if report {
+                st.pending.extend(keys.iter().cloned());
+            } else {
+                for k in &keys {
+                    st.pending.remove(k);
+                }
+            }
+            match &st.changes {
+                Some(tx) => {
+                    let _ = tx.send(OwnershipChange {
+                        give: BTreeSet::new(),
+                        take: keys,
+                    });
+                    None
+                }
+                // No run now: nothing to drain.
+                None => Some(keys),
+            }
+        };
+        if let (Some(keys), true) = (idle, report) {
+            self.report(keys);
+        }
+    }
+
+    fn set_leader(&self, on: bool) {
+        self.leader.send_replace(on);
+    }
+}
+
+/// The seats of every flow and the membership task's end of their reports.
+#[derive(Debug)]
+pub struct Seats {
+    /// By flow name (`A->B`).
+    pub seats: BTreeMap<String, Arc<Seat>>,
+    released: mpsc::UnboundedReceiver<BTreeSet<Unit>>,
+}
+
+impl Seats {
+    /// A seat for every flow.
+    pub fn new(flows: &[FlowConfig]) -> Seats {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let seats = flows
+            .iter()
+            .map(|f| {
+                let name = flow_name(f);
+                (name.clone(), Seat::new(name, tx.clone()))
+            })
+            .collect();
+        Seats {
+            seats,
+            released: rx,
+        }
+    }
+}
+
+fn unit_flow(u: &Unit) -> &str {
+    match u {
+        Unit::FlowLeader { flow } | Unit::Partition { flow, .. } => flow,
+    }
+}
+
+fn flow_name(f: &FlowConfig) -> String {
+    format!("{}->{}", f.source, f.target)
+}
+
+/// A flow's source, to list its units.
+#[derive(Debug, Clone)]
+pub struct FlowSource {
+    /// The flow's settings.
+    pub config: FlowConfig,
+    /// Its source cluster.
+    pub source: Arc<Cluster>,
+}
+
+/// Every unit of the flows: a leader unit per flow and every selected source partition.
+/// A source that cannot be read keeps the units last listed for its flows.
+async fn list_units(flows: &[FlowSource], last: &BTreeMap<Unit, u64>) -> BTreeMap<Unit, u64> {
+    let mut out = BTreeMap::new();
+    for f in flows {
+        let name = flow_name(&f.config);
+        out.insert(Unit::FlowLeader { flow: name.clone() }, 1);
+        match f.source.refresh_all_topics().await {
+            Ok(md) => {
+                for (topic, n) in selected_topics(&f.config, &md) {
+                    for partition in 0..n {
+                        out.insert(
+                            Unit::Partition {
+                                flow: name.clone(),
+                                topic: topic.clone(),
+                                partition,
+                            },
+                            1,
+                        );
+                    }
+                }
+            }
+            Err(e) => {
+                warn!(flow = %name, error = %e, "cannot list the source's topics; keeping the units listed before");
+                for (u, l) in last {
+                    if matches!(u, Unit::Partition { flow, .. } if *flow == name) {
+                        out.insert(u.clone(), *l);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// How a membership task runs.
+#[derive(Debug, Clone)]
+pub struct Membership {
+    /// Group settings.
+    pub settings: GroupSettings,
+    /// The cluster whose coordinator is used.
+    pub cluster: Arc<Cluster>,
+    /// The flows.
+    pub flows: Vec<FlowSource>,
+    /// How often the units are listed again (new topics, more partitions).
+    pub refresh: Duration,
+    /// What this process calls itself in its claims (host and pid).
+    pub process: String,
+}
+
+/// Runs the membership until `stop`; then leaves the group (the flows stop on the same signal
+/// and commit what they ran).
+pub async fn run_membership(
+    m: Membership,
+    mut seats: Seats,
+    stop: watch::Receiver<bool>,
+) -> Result<()> {
+    let view = UnitsView::default();
+    let mut units = list_units(&m.flows, &BTreeMap::new()).await;
+    view.set(units.clone());
+    let assignor = Arc::new(StraitAssignor::new(view.clone()));
+    let group = m.settings.id.clone();
+    let config = |protocols: Vec<(String, Bytes)>| GroupConfig {
+        group_id: group.clone(),
+        protocol_type: PROTOCOL_TYPE.to_string(),
+        protocols,
+        session_timeout: m.settings.session_timeout,
+        rebalance_timeout: m.settings.rebalance_timeout,
+        heartbeat_interval: m.settings.heartbeat_interval,
+        group_instance_id: None,
+    };
+    let fresh = || {
+        let mut c = Claim::default();
+        c.claim.generation = -1;
+        c.process = m.process.clone();
+        vec![(PROTOCOL.to_string(), Bytes::from(encode_claim(&c)))]
+    };
+    let mut driver = Driver::new();
+    let mut delay = Duration::from_millis(500);
+    // Joined, or stopped while joining.
+    let mut member = loop {
+        let join = GroupMember::join(m.cluster.clone(), config(fresh()), assignor.clone());
+        let r = tokio::select! {
+            r = join => r,
+            _ = stopped(&stop) => return Ok(()),
+        };
+        match r {
+            Ok(member) => break member,
+            Err(e) if e.is_retriable() => {
+                warn!(group = %group, error = %e, ?delay, "cannot join the group; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+            Err(e) => {
+                return Err(Error::client(&m.settings.cluster)(e).context("joining the group"))
+            }
+        }
+    };
+    let mut tick = tokio::time::interval(m.refresh.max(Duration::from_secs(1)));
+    tick.tick().await;
+    loop {
+        let assignment = match decode_assignment(member.assignment()) {
+            Ok((a, _)) => a,
+            Err(e) => {
+                warn!(group = %group, error = %e, "unreadable assignment: this member runs nothing in this generation");
+                MemberAssignment::default()
+            }
+        };
+        info!(
+            group = %group,
+            member = %member.member_id(),
+            generation = member.generation(),
+            leader = member.is_leader(),
+            slot = assignment.slot,
+            units = assignment.units.len(),
+            "joined the group's generation"
+        );
+        let actions = driver.assigned(member.generation(), assignment);
+        let mut rejoin = execute(&seats, actions);
+        let mut stopping = false;
+        while !rejoin && !stopping {
+            tokio::select! {
+                _ = stopped(&stop) => stopping = true,
+                _ = member.rebalance_needed() => {
+                    if member.membership_lost() {
+                        warn!(group = %group, reason = ?member.rebalance_reason(), "membership lost: everything this member ran is stopped without waiting; rejoining as new");
+                        execute(&seats, driver.lost());
+                    }
+                    rejoin = true;
+                }
+                Some(released) = seats.released.recv() => {
+                    rejoin = execute(&seats, driver.released(&released));
+                }
+                _ = tick.tick() => {
+                    let now = list_units(&m.flows, &units).await;
+                    if now.keys().ne(units.keys()) {
+                        info!(group = %group, before = units.len(), now = now.len(), "the units of work changed");
+                        units = now;
+                        view.set(units.clone());
+                        // The leader's rejoin starts a rebalance that hands them out.
+                        rejoin = member.is_leader();
+                    }
+                }
+            }
+        }
+        if stopping {
+            // The flows drain and commit what they ran as they stop; the member stays in the
+            // group (heartbeating, so nobody else takes its partitions) until they are done,
+            // then leaves, so the others take over at once instead of after the session
+            // timeout.
+            for seat in seats.seats.values() {
+                let mut running = seat.running.subscribe();
+                let _ = running.wait_for(|r| !*r).await;
+            }
+            if let Err(e) = member.leave().await {
+                warn!(group = %group, error = %e, "leaving the group failed; the others take over after the session timeout");
+            }
+            return Ok(());
+        }
+        // Rejoin, announcing what this member still runs (cooperative: it keeps running it).
+        loop {
+            let claim = claim_after(
+                driver.generation(),
+                &driver.assignment().cloned().unwrap_or_default(),
+                driver.owned(),
+                &BTreeMap::new(),
+                &m.process,
+            );
+            let mut claim = claim;
+            if driver.generation() < 0 {
+                claim.claim.slot = None;
+            }
+            let protocols = vec![(PROTOCOL.to_string(), Bytes::from(encode_claim(&claim)))];
+            if let Err(e) = member.set_protocols(protocols) {
+                return Err(Error::client(&m.settings.cluster)(e).context("the group claim"));
+            }
+            let r = tokio::select! {
+                r = member.rejoin() => Some(r),
+                _ = stopped(&stop) => None,
+            };
+            let Some(r) = r else {
+                // Stopping mid-rebalance: the flows stop with their last commit; the coordinator
+                // drops this member after the session timeout.
+                return Ok(());
+            };
+            match r {
+                Ok(()) => break,
+                Err(e) => {
+                    warn!(group = %group, error = %e, "rejoin failed: everything this member ran is stopped; joining again");
+                    execute(&seats, driver.lost());
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+}
+
+/// Resolves once `stop` is true.
+async fn stopped(stop: &watch::Receiver<bool>) {
+    let mut stop = stop.clone();
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Carries out the driver's actions; returns whether a rejoin is due.
+fn execute(seats: &Seats, actions: Vec<Action>) -> bool {
+    let mut rejoin = false;
+    for action in actions {
+        match action {
+            Action::Rejoin => rejoin = true,
+            Action::Start { fence, units } => {
+                if !fence.is_empty() {
+                    // The data path is not transactional yet: nothing to fence. A member that
+                    // stalled past its session and wakes stops at its next heartbeat, but what
+                    // it appends before that is not refused.
+                    info!(slots = ?fence, "taking over a departed member's units (its slots cannot be fenced: the data path is not transactional yet)");
+                }
+                for (seat, keys, leads) in by_flow(seats, units) {
+                    if !keys.is_empty() {
+                        info!(flow = %seat.flow, partitions = keys.len(), "partitions given");
+                        seat.give(keys);
+                    }
+                    if leads {
+                        info!(flow = %seat.flow, "leading the flow");
+                        seat.set_leader(true);
+                    }
+                }
+            }
+            Action::Release(units) => {
+                // Units of flows this process does not run were never started: released now.
+                let foreign: BTreeSet<Unit> = units
+                    .iter()
+                    .filter(|u| !seats.seats.contains_key(unit_flow(u)))
+                    .cloned()
+                    .collect();
+                if let Some(seat) = seats.seats.values().next() {
+                    if !foreign.is_empty() {
+                        let _ = seat.released.send(foreign);
+                    }
+                }
+                for (seat, keys, leads) in by_flow(seats, units) {
+                    if !keys.is_empty() {
+                        info!(flow = %seat.flow, partitions = keys.len(), "releasing partitions");
+                        seat.take(keys, true);
+                    }
+                    if leads {
+                        seat.set_leader(false);
+                        let seat = seat.clone();
+                        tokio::spawn(async move {
+                            // No round of leader work runs once this is held.
+                            let _ = seat.work.lock().await;
+                            info!(flow = %seat.flow, "flow leadership released");
+                            let _ = seat.released.send(BTreeSet::from([Unit::FlowLeader {
+                                flow: seat.flow.clone(),
+                            }]));
+                        });
+                    }
+                }
+            }
+            Action::Abandon(units) => {
+                for (seat, keys, leads) in by_flow(seats, units) {
+                    seat.take(keys, false);
+                    if leads {
+                        seat.set_leader(false);
+                    }
+                }
+            }
+        }
+    }
+    rejoin
+}
+
+/// Units grouped by flow: the flow's seat, its partitions, whether its leader unit is among
+/// them. Units of flows this process does not run are left out (a member of a newer
+/// configuration): they are logged.
+fn by_flow(seats: &Seats, units: BTreeSet<Unit>) -> Vec<(Arc<Seat>, BTreeSet<Key>, bool)> {
+    let mut out: BTreeMap<String, (BTreeSet<Key>, bool)> = BTreeMap::new();
+    for u in units {
+        let flow = unit_flow(&u).to_string();
+        if !seats.seats.contains_key(&flow) {
+            warn!(%flow, "assigned work of a flow this process does not run (configurations differ between members?)");
+            continue;
+        }
+        let e = out.entry(flow).or_default();
+        match u {
+            Unit::FlowLeader { .. } => e.1 = true,
+            Unit::Partition {
+                topic, partition, ..
+            } => {
+                e.0.insert((topic, partition));
+            }
+        }
+    }
+    out.into_iter()
+        .map(|(flow, (keys, leads))| (seats.seats[&flow].clone(), keys, leads))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(p: i32) -> Key {
+        ("t".to_string(), p)
+    }
+
+    fn unit(p: i32) -> Unit {
+        Unit::Partition {
+            flow: "A->B".into(),
+            topic: "t".into(),
+            partition: p,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_seat_forwards_changes_to_the_running_flow_and_reports_each_release_once() {
+        let (tx, mut released) = mpsc::unbounded_channel();
+        let seat = Seat::new("A->B".into(), tx);
+        // No run attached: a given partition waits for the run; a taken one is free at once.
+        seat.give(BTreeSet::from([key(0), key(1), key(2)]));
+        seat.take(BTreeSet::from([key(2)]), true);
+        assert_eq!(released.recv().await, Some(BTreeSet::from([unit(2)])));
+        let (owned, mut changes, flow_released) = seat.attach();
+        assert_eq!(owned, BTreeSet::from([key(0), key(1)]));
+        // Attached: changes go to the run, in order.
+        seat.take(BTreeSet::from([key(0), key(1)]), true);
+        seat.give(BTreeSet::from([key(3)]));
+        assert_eq!(
+            changes.recv().await.unwrap().take,
+            BTreeSet::from([key(0), key(1)])
+        );
+        assert_eq!(changes.recv().await.unwrap().give, BTreeSet::from([key(3)]));
+        // The run reports 0 released; it fails before releasing 1: detaching frees 1 (its
+        // producer is aborted), and a late report of 0 or 1 is not sent again.
+        flow_released.send(BTreeSet::from([key(0)])).unwrap();
+        assert_eq!(released.recv().await, Some(BTreeSet::from([unit(0)])));
+        seat.detach();
+        assert_eq!(released.recv().await, Some(BTreeSet::from([unit(1)])));
+        flow_released
+            .send(BTreeSet::from([key(0), key(1)]))
+            .unwrap();
+        // Abandoned partitions are never reported.
+        let (owned, _changes, _rel) = seat.attach();
+        assert_eq!(owned, BTreeSet::from([key(3)]));
+        seat.take(BTreeSet::from([key(3)]), false);
+        seat.detach();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            released.try_recv().is_err(),
+            "nothing reported twice or abandoned"
+        );
+    }
+}

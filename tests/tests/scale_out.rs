@@ -1,0 +1,247 @@
+//! Scale-out on Apache Kafka: several `strait run` processes with the same configuration and
+//! `strait.group.enabled` share a flow's partitions through the group coordinator of the
+//! target cluster. While a writer keeps appending to the source, a member is added, one is
+//! stopped cleanly (SIGTERM) and one is killed (SIGKILL); every source record must then be on
+//! the target exactly once per partition and in order (read back by librdkafka with
+//! `read_committed`), and the checkpoints the flow's leader writes — translating partitions
+//! other members replicate through their committed offset maps — must be exact.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use replicator::formats::Checkpoint;
+use strait_tests::kafka::start_clusters;
+use strait_tests::reference::{self, Outgoing};
+use strait_tests::strait::{mm2_properties, strait_binary, StraitProcess};
+
+const PARTITIONS: i32 = 6;
+/// Records per partition per round of the writer (a round takes about a second here).
+const CHUNK: usize = 10_000;
+
+fn high_watermarks(bootstrap: &str, topic: &str) -> Vec<i64> {
+    (0..PARTITIONS)
+        .map(|p| reference::try_watermarks(bootstrap, topic, p).map_or(0, |w| w.1))
+        .collect()
+}
+
+/// Waits until `cond` holds, failing with `what` and the members' logs after `within`.
+fn wait_until(
+    what: &str,
+    within: Duration,
+    logs: &[&StraitProcess],
+    mut cond: impl FnMut() -> bool,
+) {
+    let deadline = Instant::now() + within;
+    while !cond() {
+        if Instant::now() > deadline {
+            let logs: Vec<String> = logs.iter().map(|p| p.log()).collect();
+            panic!("{what}: not within {within:?}\n{}", logs.join("\n-----\n"));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// How many times `needle` appears in a member's log.
+fn count(p: &StraitProcess, needle: &str) -> usize {
+    p.log().matches(needle).count()
+}
+
+#[test]
+fn members_added_stopped_and_killed_mirror_every_record_exactly_once() {
+    strait_binary();
+    let started = Instant::now();
+    let clusters = start_clusters("scale", 2);
+    let (a, b) = (clusters[0].bootstrap(), clusters[1].bootstrap());
+    reference::create_topic(&a, "stream", PARTITIONS);
+    let dir = tempfile::tempdir().unwrap();
+    let config = mm2_properties(
+        &a,
+        &b,
+        "strait.group.enabled = true\n\
+         strait.group.session.timeout.ms = 6000\n\
+         strait.group.heartbeat.interval.ms = 1000\n\
+         A->B.topics = stream\n",
+    );
+
+    // A writer appending to every partition until told to stop.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (a, stop) = (a.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut next = vec![0usize; PARTITIONS as usize];
+            while !stop.load(Ordering::Relaxed) {
+                for p in 0..PARTITIONS {
+                    let from = next[p as usize];
+                    let records: Vec<Outgoing> = (from..from + CHUNK)
+                        .map(|i| Outgoing::kv(format!("k{i}"), format!("p{p}-{i}")))
+                        .collect();
+                    reference::produce(&a, "stream", p, &records, &[("linger.ms", "5")]);
+                    next[p as usize] += CHUNK;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            next
+        })
+    };
+
+    let mut m1 = StraitProcess::start(&config, dir.path());
+    let mut m2 = StraitProcess::start(&config, dir.path());
+    // Both members run partitions.
+    wait_until(
+        "two members sharing the partitions",
+        Duration::from_secs(90),
+        &[&m1, &m2],
+        || count(&m1, "partitions given") > 0 && count(&m2, "partitions given") > 0,
+    );
+    // A third member joins: partitions move to it cooperatively.
+    let m3 = StraitProcess::start(&config, dir.path());
+    wait_until(
+        "the added member runs partitions",
+        Duration::from_secs(60),
+        &[&m1, &m2, &m3],
+        || count(&m3, "partitions given") > 0,
+    );
+    // Let the three run together, so the leader checkpoints partitions others replicate.
+    std::thread::sleep(Duration::from_secs(6));
+    let at_commit = high_watermarks(&b, "A.stream");
+    let committed: Vec<(&str, i32, i64)> = (0..PARTITIONS)
+        .map(|p| ("stream", p, at_commit[p as usize] / 2))
+        .collect();
+    reference::commit_offsets(&a, "app", &committed);
+    // The flow's leader is one member; the others' partitions are translated through their
+    // committed maps: every partition's checkpoint arrives, and it is exact (offsets are the
+    // same on both sides here: fresh topics, nothing compacted or aborted).
+    let mut checkpoints = std::collections::BTreeMap::new();
+    wait_until(
+        "checkpoints of every partition",
+        Duration::from_secs(60),
+        &[&m1, &m2, &m3],
+        || {
+            for r in reference::consume_until_end(&b, "A.checkpoints.internal", 0) {
+                let (Some(k), Some(v)) = (r.key, r.value) else {
+                    continue;
+                };
+                let Ok(cp) = Checkpoint::decode(&k, Some(&v)) else {
+                    continue;
+                };
+                if cp.consumer_group_id == "app" {
+                    checkpoints.insert(cp.partition, (cp.upstream_offset, cp.downstream_offset));
+                }
+            }
+            committed
+                .iter()
+                .all(|(_, p, o)| checkpoints.get(p).is_some_and(|c| c.0 == *o))
+        },
+    );
+    for (_, p, o) in &committed {
+        assert_eq!(checkpoints[p], (*o, *o), "partition {p}: exact checkpoint");
+    }
+
+    // A member stops cleanly: it drains, commits and leaves; the others take over at once
+    // (well within the session timeout) and every partition catches up.
+    let given = count(&m2, "partitions given") + count(&m3, "partitions given");
+    let stopped = Instant::now();
+    let status = m1.terminate(Duration::from_secs(60)).expect("clean stop");
+    assert!(status.success(), "clean stop: {status:?}\n{}", m1.log());
+    assert!(
+        !m1.log().contains("leaving the group failed"),
+        "{}",
+        m1.log()
+    );
+    wait_until(
+        "the stopped member's partitions taken over",
+        Duration::from_secs(30),
+        &[&m2, &m3],
+        || count(&m2, "partitions given") + count(&m3, "partitions given") > given,
+    );
+    let handed = stopped.elapsed();
+    let source_now = high_watermarks(&a, "stream");
+    wait_until(
+        "every partition caught up after the clean stop",
+        Duration::from_secs(60),
+        &[&m2, &m3],
+        || {
+            high_watermarks(&b, "A.stream")
+                .iter()
+                .zip(&source_now)
+                .all(|(n, s)| n >= s)
+        },
+    );
+
+    // A member dies: its partitions move to the survivor after the session timeout.
+    let before = high_watermarks(&b, "A.stream");
+    let source_before = high_watermarks(&a, "stream");
+    let killed = Instant::now();
+    m2.kill9();
+    let survivors = [&m3];
+    wait_until(
+        "every partition advancing after the kill",
+        Duration::from_secs(60),
+        &survivors,
+        || {
+            let now = high_watermarks(&b, "A.stream");
+            now.iter()
+                .zip(&before)
+                .zip(&source_before)
+                .all(|((n, b), s)| n > b && n >= s)
+        },
+    );
+    let takeover = killed.elapsed();
+
+    // The writer stops; everything written reaches the target once.
+    stop.store(true, Ordering::Relaxed);
+    let written = writer.join().unwrap();
+    wait_until(
+        "every record mirrored",
+        Duration::from_secs(120),
+        &survivors,
+        || {
+            high_watermarks(&b, "A.stream")
+                .iter()
+                .zip(&written)
+                .all(|(h, w)| *h >= *w as i64)
+        },
+    );
+    // Nothing beyond (no duplicate) once anything late would have landed.
+    std::thread::sleep(Duration::from_secs(3));
+    for p in 0..PARTITIONS {
+        let got = reference::consume_committed(&b, "A.stream", p, Duration::from_secs(60));
+        let want: Vec<String> = (0..written[p as usize])
+            .map(|i| format!("p{p}-{i}"))
+            .collect();
+        let values: Vec<String> = got
+            .iter()
+            .map(|r| String::from_utf8(r.value.clone().unwrap_or_default()).unwrap())
+            .collect();
+        assert!(
+            values == want,
+            "partition {p}: {} records mirrored, {} written; first difference at {:?}\n{}",
+            values.len(),
+            want.len(),
+            values.iter().zip(&want).position(|(g, w)| g != w),
+            m3.log()
+        );
+    }
+    for (name, m) in [("m1", &m1), ("m2", &m2), ("m3", &m3)] {
+        for l in m.log().lines().filter(|l| {
+            l.contains("joined the group")
+                || l.contains("partitions given")
+                || l.contains("releasing")
+                || l.contains("released")
+                || l.contains("leading")
+                || l.contains("membership lost")
+                || l.contains("took over")
+        }) {
+            eprintln!("{name}: {l}");
+        }
+    }
+    let total: usize = written.iter().sum();
+    eprintln!(
+        "scale-out: {total} records over {PARTITIONS} partitions; a stopped member's partitions handed over {:.1} s after SIGTERM; a killed member's partitions advanced again after {:.1} s (session timeout 6 s); {:.1} s in all",
+        handed.as_secs_f64(),
+        takeover.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+    drop(m2);
+}
