@@ -95,6 +95,8 @@ struct Session {
     /// This member's protocols for the next join, when changed since `config`
     /// ([`GroupMember::set_protocols`]: cooperative members announce what they own).
     protocols: Mutex<Option<Vec<(String, Bytes)>>>,
+    /// When the coordinator last confirmed this member (see [`GroupMember::confirmed`]).
+    confirmed: watch::Sender<Option<Instant>>,
     conn_config: ConnConfig,
     conn: tokio::sync::Mutex<Option<(BrokerInfo, Arc<Connection>)>>,
 }
@@ -166,6 +168,8 @@ struct Generation {
     leader: String,
     protocol: String,
     assignment: Bytes,
+    /// When the SyncGroup that completed the join was sent.
+    confirmed_at: Instant,
 }
 
 enum Step {
@@ -226,10 +230,12 @@ impl GroupMember {
             cluster,
             config,
             protocols: Mutex::new(None),
+            confirmed: watch::channel(None).0,
             conn_config,
             conn: tokio::sync::Mutex::new(None),
         });
         let state = join_group(&session, &*assignor, String::new()).await?;
+        session.confirmed.send_replace(Some(state.confirmed_at));
         let (rebalance, heartbeat) = start_heartbeat(&session, &state);
         Ok(GroupMember {
             session,
@@ -289,6 +295,16 @@ impl GroupMember {
         self.rebalance.borrow().as_ref().is_some_and(|r| r.lost)
     }
 
+    /// When the coordinator last confirmed this member: the send time of its last successful
+    /// heartbeat, or of the SyncGroup that completed its last join (`None` before the first).
+    /// The coordinator drops a member only a session timeout after it last heard from it,
+    /// which is after this instant: until `confirmed + session_timeout` nobody else can have
+    /// been given what this member was assigned. A member that was stopped or cut off sees an
+    /// old instant when it wakes, before any heartbeat tells it whether it is still in.
+    pub fn confirmed(&self) -> watch::Receiver<Option<Instant>> {
+        self.session.confirmed.subscribe()
+    }
+
     /// Replaces this member's protocols (names and metadata) for its next [`rejoin`]
     /// (Self::rejoin): a cooperative member announces what it owns now. The same rules as
     /// [`GroupConfig::protocols`] apply.
@@ -311,6 +327,9 @@ impl GroupMember {
         self._heartbeat = None;
         match join_group(&self.session, &*self.assignor, self.state.member_id.clone()).await {
             Ok(state) => {
+                self.session
+                    .confirmed
+                    .send_replace(Some(state.confirmed_at));
                 let (rebalance, heartbeat) = start_heartbeat(&self.session, &state);
                 self.state = state;
                 self.rebalance = rebalance;
@@ -594,6 +613,7 @@ async fn join_round(session: &Session, assignor: &dyn Assignor, member_id: Strin
         leader = resp.leader == resp.member_id,
         "SyncGroup"
     );
+    let sync_sent = Instant::now();
     let synced = match send_tolerant(session, &conn, &sync, sync_version).await {
         Ok(r) => r,
         Err(e) => {
@@ -622,6 +642,7 @@ async fn join_round(session: &Session, assignor: &dyn Assignor, member_id: Strin
         leader: resp.leader.to_string(),
         protocol,
         assignment: synced.assignment,
+        confirmed_at: sync_sent,
     }))
 }
 
@@ -811,6 +832,7 @@ async fn heartbeat_loop(
             Ok(()) => {
                 failing_since = None;
                 last_ok = sent;
+                session.confirmed.send_replace(Some(sent));
                 continue;
             }
             Err(e) => match e.response_error() {

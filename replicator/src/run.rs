@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use protocol_client::cluster::{ClientConfig, Cluster};
-use protocol_client::producer::{Producer, ProducerConfig};
+use protocol_client::producer::{Producer, ProducerConfig, SendGate};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
@@ -82,13 +82,19 @@ impl Clusters {
 }
 
 /// The producer a flow forwards batches with: idempotent, and a partition stops at its first
-/// batch that fails for good, so the remote partition never gets a gap.
-pub async fn data_producer(target: &Arc<Cluster>, alias: &str) -> Result<Producer> {
+/// batch that fails for good, so the remote partition never gets a gap. A scale-out member
+/// sends only under its membership lease (`gate`).
+pub async fn data_producer(
+    target: &Arc<Cluster>,
+    alias: &str,
+    gate: Option<SendGate>,
+) -> Result<Producer> {
     Producer::new(
         target.clone(),
         ProducerConfig {
             linger: Duration::from_millis(2),
             stop_partition_on_failure: true,
+            send_gate: gate,
             ..ProducerConfig::default()
         },
     )
@@ -196,10 +202,12 @@ pub async fn run(config: Config, external_stop: watch::Receiver<bool>) -> Result
     }
     let mut tasks = tokio::task::JoinSet::new();
     // Scale-out: the group decides what this process runs; every flow is steered by its seat.
+    let mut lease = None;
     let seats = match &config.group {
         Some(settings) => {
             let seats = Seats::new(&config.flows);
             let steering = seats.seats.clone();
+            lease = Some(seats.lease());
             let membership = Membership {
                 settings: settings.clone(),
                 cluster: clusters.clusters[&settings.cluster].clone(),
@@ -252,6 +260,7 @@ pub async fn run(config: Config, external_stop: watch::Receiver<bool>) -> Result
             .as_ref()
             .map(|s| s[&format!("{}->{}", fc.source, fc.target)].clone());
         let flow_seat = seat.clone();
+        let gate = lease.clone();
         tasks.spawn(async move {
             let seat = flow_seat;
             let stop = flow_stop;
@@ -259,7 +268,7 @@ pub async fn run(config: Config, external_stop: watch::Receiver<bool>) -> Result
             loop {
                 // A producer per run of the flow: aborted when the run ends, so nothing the run
                 // appended can still land while its successor matches the remote tail.
-                let data = match data_producer(&target, &fc.target).await {
+                let data = match data_producer(&target, &fc.target, gate.clone()).await {
                     Ok(p) => p,
                     Err(e) if e.is_transient() && !*stop.borrow() => {
                         warn!(flow = %format!("{}->{}", fc.source, fc.target), error = %e, ?delay, "cannot start the flow's producer; retrying");
@@ -281,7 +290,34 @@ pub async fn run(config: Config, external_stop: watch::Receiver<bool>) -> Result
                 let flow = Arc::new(flow);
                 let name = flow.name();
                 let started = tokio::time::Instant::now();
-                let outcome = flow.run(stop.clone()).await;
+                // Scale-out: a lost membership ends the run at once (its unsent appends dropped
+                // with its producer); it then starts again with what the process owns.
+                let mut restarts = seat.as_ref().map(|s| s.restarts());
+                let (run_stop, run_stop_rx) = watch::channel(*stop.borrow());
+                let run = flow.run(run_stop_rx);
+                tokio::pin!(run);
+                let mut stop_seen = stop.clone();
+                let mut abandoned = false;
+                let outcome = loop {
+                    let stopping = *run_stop.borrow();
+                    tokio::select! {
+                        outcome = &mut run => break outcome,
+                        _ = async { let _ = stop_seen.wait_for(|s| *s).await; }, if !stopping => {
+                            let _ = run_stop.send(true);
+                        }
+                        _ = async {
+                            match restarts.as_mut() {
+                                Some(r) => { let _ = r.changed().await; }
+                                None => std::future::pending::<()>().await,
+                            }
+                        }, if !abandoned => {
+                            warn!(flow = %name, "membership lost: ending the flow's run now, dropping what it has not sent");
+                            abandoned = true;
+                            data.abort().await;
+                            let _ = run_stop.send(true);
+                        }
+                    }
+                };
                 if started.elapsed() >= Duration::from_secs(60) {
                     // A run that lasted is not part of a quick series of failures.
                     delay = Duration::from_secs(1);
@@ -290,6 +326,12 @@ pub async fn run(config: Config, external_stop: watch::Receiver<bool>) -> Result
                 if let Some(seat) = &seat {
                     // Nothing this run appended can land now: what it was releasing is free.
                     seat.detach();
+                }
+                if abandoned && !*stop.borrow() {
+                    if let Err(e) = &outcome {
+                        info!(flow = %name, error = %e, "the abandoned run ended");
+                    }
+                    continue;
                 }
                 match outcome {
                     Ok(()) => {

@@ -947,3 +947,77 @@ async fn a_spoiled_transaction_can_only_be_aborted_and_the_next_one_commits() {
         values_of(&recs, std::slice::from_ref(&(10..15)))
     );
 }
+
+/// A producer under a lease (`send_gate`, how a scale-out member sends): nothing is sent before
+/// the lease holds or after it ran out; a renewed lease sends what waited, in order; an abort
+/// while requests wait fails them unsent (nothing lands).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leased_producer_sends_only_while_its_lease_holds() {
+    use std::time::Instant;
+    strait_tests::init_tracing();
+    let broker = strait_tests::start_one(BrokerKind::Kafka, "client-lease");
+    let cluster = cluster(&*broker).await;
+    let recs = sample(20);
+    let b = batches_of_five(&*broker, &cluster, &recs).await;
+    let dst = strait_tests::unique("lease-dst");
+    reference::blocking(|| reference::create_topic(&broker.bootstrap(), &dst, 1));
+    let (lease, gate) = tokio::sync::watch::channel(None::<Instant>);
+    let p = Producer::new(
+        cluster.clone(),
+        ProducerConfig {
+            send_gate: Some(gate),
+            ..ProducerConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let bootstrap = broker.bootstrap();
+    let hw = |t: String| {
+        let bs = bootstrap.clone();
+        async move { reference::blocking(move || reference::watermarks(&bs, &t, 0).1) }
+    };
+    // No lease yet: held.
+    let first = tokio::spawn({
+        let (p, b0, dst) = (p.clone(), b[0].clone(), dst.clone());
+        async move { p.append(&dst, 0, b0).await }
+    });
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(!first.is_finished(), "sent before any lease");
+    assert_eq!(hw(dst.clone()).await, 0);
+    // Leased: sent.
+    lease.send_replace(Some(Instant::now() + Duration::from_secs(30)));
+    first.await.unwrap().expect("sent once leased");
+    p.append(&dst, 0, b[1].clone())
+        .await
+        .expect("sent under the lease");
+    // Run out: held again, then renewed: sent, in order.
+    lease.send_replace(Some(Instant::now()));
+    let held = tokio::spawn({
+        let (p, b2, dst) = (p.clone(), b[2].clone(), dst.clone());
+        async move { p.append(&dst, 0, b2).await }
+    });
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(!held.is_finished(), "sent after the lease ran out");
+    assert_eq!(hw(dst.clone()).await, 10);
+    lease.send_replace(Some(Instant::now() + Duration::from_secs(30)));
+    held.await.unwrap().expect("sent once renewed");
+    // Run out, and aborted while waiting: fails, never sent.
+    lease.send_replace(Some(Instant::now()));
+    let dropped = tokio::spawn({
+        let (p, b3, dst) = (p.clone(), b[3].clone(), dst.clone());
+        async move { p.append(&dst, 0, b3).await }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::timeout(Duration::from_secs(10), p.abort())
+        .await
+        .expect("an abort does not wait for the lease");
+    assert!(dropped.await.unwrap().is_err(), "failed unsent");
+    lease.send_replace(Some(Instant::now() + Duration::from_secs(30)));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(hw(dst.clone()).await, 15, "nothing after the abort");
+    let got = reference::blocking({
+        let (bs, dst) = (broker.bootstrap(), dst.clone());
+        move || reference::consume_committed(&bs, &dst, 0, Duration::from_secs(30))
+    });
+    assert_eq!(values(got), values_of(&recs, &[0..10, 10..15]));
+}

@@ -42,6 +42,51 @@ fn wait_until(
     }
 }
 
+/// Appends rounds of `CHUNK` numbered records (`p<partition>-<i>`) to every partition of
+/// `stream` until `stop`; returns how many each partition got.
+fn start_writer(a: &str, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<usize>> {
+    let a = a.to_string();
+    std::thread::spawn(move || {
+        let mut next = vec![0usize; PARTITIONS as usize];
+        while !stop.load(Ordering::Relaxed) {
+            for p in 0..PARTITIONS {
+                let from = next[p as usize];
+                let records: Vec<Outgoing> = (from..from + CHUNK)
+                    .map(|i| Outgoing::kv(format!("k{i}"), format!("p{p}-{i}")))
+                    .collect();
+                reference::produce(&a, "stream", p, &records, &[("linger.ms", "5")]);
+                next[p as usize] += CHUNK;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        next
+    })
+}
+
+/// Every record written is on the target once, in order (librdkafka, `read_committed`).
+fn assert_exactly_once(b: &str, written: &[usize], logs: &[&StraitProcess]) {
+    for p in 0..PARTITIONS {
+        let got = reference::consume_committed(b, "A.stream", p, Duration::from_secs(60));
+        let want: Vec<String> = (0..written[p as usize])
+            .map(|i| format!("p{p}-{i}"))
+            .collect();
+        let values: Vec<String> = got
+            .iter()
+            .map(|r| String::from_utf8(r.value.clone().unwrap_or_default()).unwrap())
+            .collect();
+        if values != want {
+            let logs: Vec<String> = logs.iter().map(|p| p.log()).collect();
+            panic!(
+                "partition {p}: {} records mirrored, {} written; first difference at {:?}\n{}",
+                values.len(),
+                want.len(),
+                values.iter().zip(&want).position(|(g, w)| g != w),
+                logs.join("\n-----\n")
+            );
+        }
+    }
+}
+
 /// How many times `needle` appears in a member's log.
 fn count(p: &StraitProcess, needle: &str) -> usize {
     p.log().matches(needle).count()
@@ -64,26 +109,8 @@ fn members_added_stopped_and_killed_mirror_every_record_exactly_once() {
          A->B.topics = stream\n",
     );
 
-    // A writer appending to every partition until told to stop.
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let (a, stop) = (a.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let mut next = vec![0usize; PARTITIONS as usize];
-            while !stop.load(Ordering::Relaxed) {
-                for p in 0..PARTITIONS {
-                    let from = next[p as usize];
-                    let records: Vec<Outgoing> = (from..from + CHUNK)
-                        .map(|i| Outgoing::kv(format!("k{i}"), format!("p{p}-{i}")))
-                        .collect();
-                    reference::produce(&a, "stream", p, &records, &[("linger.ms", "5")]);
-                    next[p as usize] += CHUNK;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            next
-        })
-    };
+    let writer = start_writer(&a, stop.clone());
 
     let mut m1 = StraitProcess::start(&config, dir.path());
     let mut m2 = StraitProcess::start(&config, dir.path());
@@ -205,24 +232,7 @@ fn members_added_stopped_and_killed_mirror_every_record_exactly_once() {
     );
     // Nothing beyond (no duplicate) once anything late would have landed.
     std::thread::sleep(Duration::from_secs(3));
-    for p in 0..PARTITIONS {
-        let got = reference::consume_committed(&b, "A.stream", p, Duration::from_secs(60));
-        let want: Vec<String> = (0..written[p as usize])
-            .map(|i| format!("p{p}-{i}"))
-            .collect();
-        let values: Vec<String> = got
-            .iter()
-            .map(|r| String::from_utf8(r.value.clone().unwrap_or_default()).unwrap())
-            .collect();
-        assert!(
-            values == want,
-            "partition {p}: {} records mirrored, {} written; first difference at {:?}\n{}",
-            values.len(),
-            want.len(),
-            values.iter().zip(&want).position(|(g, w)| g != w),
-            m3.log()
-        );
-    }
+    assert_exactly_once(&b, &written, &[&m3]);
     for (name, m) in [("m1", &m1), ("m2", &m2), ("m3", &m3)] {
         for l in m.log().lines().filter(|l| {
             l.contains("joined the group")
@@ -244,4 +254,92 @@ fn members_added_stopped_and_killed_mirror_every_record_exactly_once() {
         started.elapsed().as_secs_f64()
     );
     drop(m2);
+}
+
+#[test]
+fn a_member_woken_after_its_session_expired_writes_nothing() {
+    strait_binary();
+    let clusters = start_clusters("zombie", 2);
+    let (a, b) = (clusters[0].bootstrap(), clusters[1].bootstrap());
+    reference::create_topic(&a, "stream", PARTITIONS);
+    let dir = tempfile::tempdir().unwrap();
+    let config = mm2_properties(
+        &a,
+        &b,
+        "strait.group.enabled = true\n\
+         strait.group.session.timeout.ms = 6000\n\
+         strait.group.heartbeat.interval.ms = 1000\n\
+         A->B.topics = stream\n",
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = start_writer(&a, stop.clone());
+    let m1 = StraitProcess::start(&config, dir.path());
+    let m2 = StraitProcess::start(&config, dir.path());
+    wait_until(
+        "two members sharing the partitions",
+        Duration::from_secs(90),
+        &[&m1, &m2],
+        || count(&m1, "partitions given") > 0 && count(&m2, "partitions given") > 0,
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    // Stopped mid-stream, for longer than its session.
+    let pid = m2.pid().expect("running").to_string();
+    let given = count(&m1, "partitions given");
+    assert!(std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    wait_until(
+        "the survivor takes over",
+        Duration::from_secs(30),
+        &[&m1],
+        || count(&m1, "partitions given") > given,
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(std::process::Command::new("kill")
+        .args(["-CONT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    // The zombie wakes while the writer still writes, and the survivor mirrors on.
+    std::thread::sleep(Duration::from_secs(8));
+    stop.store(true, Ordering::Relaxed);
+    let written = writer.join().unwrap();
+    wait_until(
+        "every record mirrored",
+        Duration::from_secs(120),
+        &[&m1, &m2],
+        || {
+            high_watermarks(&b, "A.stream")
+                .iter()
+                .zip(&written)
+                .all(|(h, w)| *h >= *w as i64)
+        },
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert_exactly_once(&b, &written, &[&m1, &m2]);
+    let log = m2.log();
+    assert!(
+        log.contains("membership lost"),
+        "the zombie noticed:\n{log}"
+    );
+    // Appends it had due when it woke were held by its lease (run out while it was stopped)
+    // and dropped with its run, never sent.
+    assert!(
+        !log.contains("lease renewed"),
+        "the zombie's held appends were sent:\n{log}"
+    );
+    eprintln!(
+        "zombie: {}",
+        log.lines()
+            .filter(|l| {
+                l.contains("membership lost")
+                    || l.contains("lease")
+                    || l.contains("scale::runner")
+                    || l.contains("replicator::run")
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 }

@@ -102,7 +102,16 @@ pub struct ProducerConfig {
     /// How long the coordinator lets a transaction stay open before aborting it (and fencing
     /// this producer); at most the brokers' `transaction.max.timeout.ms` (15 minutes).
     pub transaction_timeout: Duration,
+    /// A lease: Produce requests are sent only before the instant it holds (`None`: not
+    /// before it holds one). A request due while the lease has run out waits, in order, until
+    /// it is renewed, or fails unsent if the producer is aborted meanwhile. A scale-out member
+    /// leases its appends from its group membership, so that a member that stalled past its
+    /// session sends nothing when it wakes until the group has confirmed it is still in.
+    pub send_gate: Option<SendGate>,
 }
+
+/// See [`ProducerConfig::send_gate`].
+pub type SendGate = tokio::sync::watch::Receiver<Option<std::time::Instant>>;
 
 impl Default for ProducerConfig {
     fn default() -> ProducerConfig {
@@ -120,6 +129,7 @@ impl Default for ProducerConfig {
             stop_partition_on_failure: false,
             transactional_id: None,
             transaction_timeout: Duration::from_secs(60),
+            send_gate: None,
         }
     }
 }
@@ -895,6 +905,13 @@ async fn broker_sender(
 ) {
     while let Some((broker, parts)) = rx.recv().await {
         let Some(inner) = inner.upgrade() else { return };
+        if let Some(gate) = &inner.config.send_gate {
+            if !wait_for_lease(&inner, gate.clone()).await {
+                // Aborted while the lease was out: never sent.
+                finish_request(&inner, &broker, parts, Err(Error::Shutdown)).await;
+                continue;
+            }
+        }
         match start_request(&inner, &broker, &parts).await {
             Ok((version, in_flight)) => {
                 tokio::spawn(async move {
@@ -915,6 +932,34 @@ async fn broker_sender(
                 });
             }
             Err(e) => finish_request(&inner, &broker, parts, Err(e)).await,
+        }
+    }
+}
+
+/// Waits until the lease of [`ProducerConfig::send_gate`] holds; false if the producer is
+/// aborted first.
+async fn wait_for_lease(inner: &Inner, mut gate: SendGate) -> bool {
+    let mut held_since: Option<std::time::Instant> = None;
+    loop {
+        if inner.lock().aborting {
+            return false;
+        }
+        let until = *gate.borrow_and_update();
+        let now = std::time::Instant::now();
+        if until.is_some_and(|u| now < u) {
+            if let Some(since) = held_since {
+                info!(held = ?since.elapsed(), "lease renewed: produce requests sent again");
+            }
+            return true;
+        }
+        if held_since.is_none() {
+            warn!("lease run out: produce requests held until it is renewed");
+            held_since = Some(now);
+        }
+        // Renewed (a change), or checked again for an abort.
+        if let Ok(Err(_)) = tokio::time::timeout(Duration::from_millis(50), gate.changed()).await {
+            // Nobody renews it any more: only an abort ends the wait.
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 }

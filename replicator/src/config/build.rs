@@ -642,9 +642,14 @@ fn build_group(
         100,
         session,
     )?;
-    if heartbeat >= session {
+    // Appends are leased for 0.6 of the session from each confirmed heartbeat: one missed
+    // heartbeat must not run the lease out.
+    if heartbeat > session / 3 {
         let e = s.get("strait.group.heartbeat.interval.ms").expect("set");
-        return Err(invalid(e, "must be below strait.group.session.timeout.ms"));
+        return Err(invalid(
+            e,
+            format!("must be at most a third of strait.group.session.timeout.ms ({session})"),
+        ));
     }
     let rebalance = s.long_in(
         "strait.group.rebalance.timeout.ms",

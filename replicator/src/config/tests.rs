@@ -590,8 +590,8 @@ fn bad_scale_out_settings_are_refused() {
         ("strait.group.id = ", "must not be empty"),
         ("strait.group.session.timeout.ms = 100", "between"),
         (
-            "strait.group.session.timeout.ms = 6000\nstrait.group.heartbeat.interval.ms = 6000",
-            "below",
+            "strait.group.session.timeout.ms = 6000\nstrait.group.heartbeat.interval.ms = 2001",
+            "at most a third",
         ),
         ("strait.group.enabled = yes", "true or false"),
     ] {

@@ -48,6 +48,8 @@ pub struct Seat {
     work: Arc<tokio::sync::Mutex<()>>,
     /// Whether a run of the flow is attached.
     running: watch::Sender<bool>,
+    /// Bumped when the flow's run must end at once, its producer aborted (membership lost).
+    restart: watch::Sender<u64>,
     /// Where released units go (the membership task).
     released: mpsc::UnboundedSender<BTreeSet<Unit>>,
 }
@@ -69,6 +71,7 @@ impl Seat {
             leader: watch::channel(false).0,
             work: Arc::default(),
             running: watch::channel(false).0,
+            restart: watch::channel(0).0,
             released,
         })
     }
@@ -115,6 +118,13 @@ impl Seat {
         }
     }
 
+    /// Changes when the flow's current run must end at once (the membership was lost): its
+    /// producer is aborted, so nothing it holds is sent, and a new run starts with what the
+    /// process owns then.
+    pub fn restarts(&self) -> watch::Receiver<u64> {
+        self.restart.subscribe()
+    }
+
     /// Whether this process leads the flow now.
     pub fn leader(&self) -> watch::Receiver<bool> {
         self.leader.subscribe()
@@ -150,20 +160,28 @@ impl Seat {
         }
     }
 
-    /// Takes `keys` away; `report` whether their release is to be reported.
-    fn take(&self, keys: BTreeSet<Key>, report: bool) {
+    /// Abandons `keys` (the membership was lost: another member may own them already): they
+    /// are not released gracefully (a release waits for appends, which must not be sent now)
+    /// but dropped with the whole run, which restarts without them.
+    fn abandon(&self, keys: BTreeSet<Key>) {
+        {
+            let mut st = lock(&self.inner);
+            for k in &keys {
+                st.owned.remove(k);
+                st.pending.remove(k);
+            }
+        }
+        self.restart.send_modify(|n| *n += 1);
+    }
+
+    /// Takes `keys` away, to be released gracefully and reported.
+    fn take(&self, keys: BTreeSet<Key>) {
         let idle = {
             let mut st = lock(&self.inner);
             for k in &keys {
                 st.owned.remove(k);
             }
-            if report {
-                st.pending.extend(keys.iter().cloned());
-            } else {
-                for k in &keys {
-                    st.pending.remove(k);
-                }
-            }
+            st.pending.extend(keys.iter().cloned());
             match &st.changes {
                 Some(tx) => {
                     let _ = tx.send(OwnershipChange {
@@ -176,7 +194,7 @@ impl Seat {
                 None => Some(keys),
             }
         };
-        if let (Some(keys), true) = (idle, report) {
+        if let Some(keys) = idle {
             self.report(keys);
         }
     }
@@ -192,6 +210,7 @@ pub struct Seats {
     /// By flow name (`A->B`).
     pub seats: BTreeMap<String, Arc<Seat>>,
     released: mpsc::UnboundedReceiver<BTreeSet<Unit>>,
+    lease: watch::Sender<Option<std::time::Instant>>,
 }
 
 impl Seats {
@@ -208,9 +227,23 @@ impl Seats {
         Seats {
             seats,
             released: rx,
+            lease: watch::channel(None).0,
         }
     }
+
+    /// The membership lease the flows' data producers send under
+    /// ([`protocol_client::producer::ProducerConfig::send_gate`]): until the coordinator's
+    /// last confirmation plus [`LEASE_SHARE`] of the session timeout. The coordinator drops a
+    /// member no sooner than a whole session after that confirmation, so appends stop well
+    /// before another member can be given the partitions, and the margin covers requests
+    /// already on their way.
+    pub fn lease(&self) -> protocol_client::producer::SendGate {
+        self.lease.subscribe()
+    }
 }
+
+/// The share of the session timeout a confirmation of membership leases appends for.
+pub const LEASE_SHARE: f64 = 0.6;
 
 fn unit_flow(u: &Unit) -> &str {
     match u {
@@ -329,6 +362,20 @@ pub async fn run_membership(
             }
         }
     };
+    // The lease follows the coordinator's confirmations of this member.
+    let mut confirmed = member.confirmed();
+    let lease = seats.lease.clone();
+    let lease_len = m.settings.session_timeout.mul_f64(LEASE_SHARE);
+    let lease_task = tokio::spawn(async move {
+        loop {
+            let at = *confirmed.borrow_and_update();
+            lease.send_replace(at.map(|t| t + lease_len));
+            if confirmed.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+    let _lease_task = AbortOnDrop(lease_task);
     let mut tick = tokio::time::interval(m.refresh.max(Duration::from_secs(1)));
     tick.tick().await;
     loop {
@@ -428,6 +475,15 @@ pub async fn run_membership(
     }
 }
 
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Resolves once `stop` is true.
 async fn stopped(stop: &watch::Receiver<bool>) {
     let mut stop = stop.clone();
@@ -473,7 +529,7 @@ fn execute(seats: &Seats, actions: Vec<Action>) -> bool {
                 for (seat, keys, leads) in by_flow(seats, units) {
                     if !keys.is_empty() {
                         info!(flow = %seat.flow, partitions = keys.len(), "releasing partitions");
-                        seat.take(keys, true);
+                        seat.take(keys);
                     }
                     if leads {
                         seat.set_leader(false);
@@ -491,9 +547,12 @@ fn execute(seats: &Seats, actions: Vec<Action>) -> bool {
             }
             Action::Abandon(units) => {
                 for (seat, keys, leads) in by_flow(seats, units) {
-                    seat.take(keys, false);
                     if leads {
                         seat.set_leader(false);
+                    }
+                    if !keys.is_empty() {
+                        warn!(flow = %seat.flow, partitions = keys.len(), "abandoning partitions: the flow's run ends now, its unsent appends dropped");
+                        seat.abandon(keys);
                     }
                 }
             }
@@ -550,12 +609,12 @@ mod tests {
         let seat = Seat::new("A->B".into(), tx);
         // No run attached: a given partition waits for the run; a taken one is free at once.
         seat.give(BTreeSet::from([key(0), key(1), key(2)]));
-        seat.take(BTreeSet::from([key(2)]), true);
+        seat.take(BTreeSet::from([key(2)]));
         assert_eq!(released.recv().await, Some(BTreeSet::from([unit(2)])));
         let (owned, mut changes, flow_released) = seat.attach();
         assert_eq!(owned, BTreeSet::from([key(0), key(1)]));
         // Attached: changes go to the run, in order.
-        seat.take(BTreeSet::from([key(0), key(1)]), true);
+        seat.take(BTreeSet::from([key(0), key(1)]));
         seat.give(BTreeSet::from([key(3)]));
         assert_eq!(
             changes.recv().await.unwrap().take,
@@ -571,11 +630,14 @@ mod tests {
         flow_released
             .send(BTreeSet::from([key(0), key(1)]))
             .unwrap();
-        // Abandoned partitions are never reported.
+        // Abandoned partitions end the run (a restart) and are never reported.
         let (owned, _changes, _rel) = seat.attach();
         assert_eq!(owned, BTreeSet::from([key(3)]));
-        seat.take(BTreeSet::from([key(3)]), false);
+        let restarts = seat.restarts();
+        seat.abandon(BTreeSet::from([key(3)]));
+        assert!(restarts.has_changed().unwrap(), "the run is told to end");
         seat.detach();
+        assert!(seat.attach().0.is_empty(), "the next run owns nothing");
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(
             released.try_recv().is_err(),
