@@ -15,7 +15,7 @@
 //! so partitions it was releasing are reported released then ([`Seat::detach`]): nothing it
 //! appended can land later, and the next owner matches the remote tail.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,6 +32,7 @@ use super::wire::{decode_assignment, encode_claim, Claim, PROTOCOL, PROTOCOL_TYP
 use crate::config::{FlowConfig, GroupSettings};
 use crate::error::{Error, Result};
 use crate::flow::{selected_topics, Leadership, OwnershipChange, Released};
+use crate::metrics::FlowMetrics;
 
 type Key = (String, i32);
 
@@ -255,13 +256,47 @@ fn flow_name(f: &FlowConfig) -> String {
     format!("{}->{}", f.source, f.target)
 }
 
-/// A flow's source, to list its units.
+/// A flow's source, to list its units, and its metrics, to weigh them.
 #[derive(Debug, Clone)]
 pub struct FlowSource {
     /// The flow's settings.
     pub config: FlowConfig,
     /// Its source cluster.
     pub source: Arc<Cluster>,
+    /// What the flow replicated lately, per partition.
+    pub metrics: Arc<FlowMetrics>,
+}
+
+/// The load of each of `owned`'s partitions: record bytes per second this process replicated
+/// lately (over the last 30-60 s; at least 1, so idle partitions still spread). The leader
+/// balances by what the members claim.
+fn loads<'a>(
+    flows: impl IntoIterator<Item = (&'a FlowConfig, &'a FlowMetrics)>,
+    owned: &BTreeSet<Unit>,
+    now_ms: i64,
+) -> BTreeMap<Unit, u64> {
+    type Rates = HashMap<(String, i32), f64>;
+    let rates: BTreeMap<String, (&FlowConfig, Rates)> = flows
+        .into_iter()
+        .map(|(c, m)| (flow_name(c), (c, m.byte_rates(now_ms))))
+        .collect();
+    owned
+        .iter()
+        .filter_map(|u| {
+            let Unit::Partition {
+                flow,
+                topic,
+                partition,
+            } = u
+            else {
+                return None;
+            };
+            let (c, rates) = rates.get(flow)?;
+            let remote = c.policy.format_remote_topic(&c.source, topic);
+            let rate = rates.get(&(remote, *partition)).copied().unwrap_or(0.0);
+            Some((u.clone(), rate.max(1.0) as u64))
+        })
+        .collect()
 }
 
 /// Every unit of the flows: a leader unit per flow and every selected source partition.
@@ -443,7 +478,11 @@ pub async fn run_membership(
                 driver.generation(),
                 &driver.assignment().cloned().unwrap_or_default(),
                 driver.owned(),
-                &BTreeMap::new(),
+                &loads(
+                    m.flows.iter().map(|f| (&f.config, &*f.metrics)),
+                    &driver.owned(),
+                    crate::flow::now_ms(),
+                ),
                 &m.process,
             );
             let mut claim = claim;
@@ -601,6 +640,33 @@ mod tests {
             topic: "t".into(),
             partition: p,
         }
+    }
+
+    #[test]
+    fn claimed_loads_are_the_bytes_per_second_each_partition_replicated() {
+        let config = crate::config::Config::from_properties_str(
+            "clusters = A, B\nA.bootstrap.servers = a:9092\nB.bootstrap.servers = b:9092\n\
+             A->B.enabled = true\n",
+            "mm2.properties",
+            &crate::config::SystemSecrets,
+        )
+        .unwrap();
+        let flow = &config.flows[0];
+        let metrics = crate::metrics::Metrics::new().flow("A", "B");
+        let acked = |bytes| crate::metrics::Acked {
+            records: 1,
+            bytes,
+            max_timestamp: -1,
+        };
+        // Partition 0 replicated 40 000 bytes over 10 s, partition 1 a trickle, 2 nothing.
+        metrics.acknowledged("A.t", 0, acked(20_000), 1, 0);
+        metrics.acknowledged("A.t", 0, acked(20_000), 2, 10_000);
+        metrics.acknowledged("A.t", 1, acked(1), 1, 10_000);
+        let owned = BTreeSet::from([unit(0), unit(1), unit(2)]);
+        let loads = loads([(flow, &*metrics)], &owned, 10_000);
+        assert_eq!(loads[&unit(0)], 4_000);
+        assert_eq!(loads[&unit(1)], 1, "at least 1");
+        assert_eq!(loads[&unit(2)], 1, "idle still weighs 1");
     }
 
     #[tokio::test]
