@@ -137,7 +137,7 @@ pub fn writers(config: &Config) -> BTreeSet<String> {
 /// Runs `job` while `leader` is true (stopping it when leadership goes, starting it again when
 /// it comes back) until `stop`.
 async fn while_leading<F, Fut>(
-    mut leader: watch::Receiver<bool>,
+    mut leader: watch::Receiver<Option<u64>>,
     mut stop: watch::Receiver<bool>,
     job: F,
 ) -> Result<()>
@@ -147,7 +147,7 @@ where
 {
     loop {
         tokio::select! {
-            r = leader.wait_for(|l| *l) => if r.is_err() { return Ok(()) },
+            r = leader.wait_for(Option::is_some) => if r.is_err() { return Ok(()) },
             _ = stop.wait_for(|s| *s) => return Ok(()),
         }
         let (job_stop, rx) = watch::channel(false);
@@ -155,7 +155,7 @@ where
         tokio::pin!(running);
         tokio::select! {
             r = &mut running => return r,
-            _ = leader.wait_for(|l| !*l) => {}
+            _ = leader.wait_for(Option::is_none) => {}
             _ = stop.wait_for(|s| *s) => {}
         }
         let _ = job_stop.send(true);
@@ -262,11 +262,17 @@ pub async fn run(config: Config, external_stop: watch::Receiver<bool>) -> Result
             .map(|s| s[&format!("{}->{}", fc.source, fc.target)].clone());
         let flow_seat = seat.clone();
         let gate = lease.clone();
+        let drain_limit = config.group.as_ref().map(|g| g.session_timeout * 2);
         tasks.spawn(async move {
             let seat = flow_seat;
             let stop = flow_stop;
             let mut delay = Duration::from_secs(1);
             loop {
+                if *stop.borrow() {
+                    // Stopped between runs (after a failure): none starts, nothing is resumed
+                    // that the group may already have handed to another member.
+                    return Ok(());
+                }
                 // A producer per run of the flow: aborted when the run ends, so nothing the run
                 // appended can still land while its successor matches the remote tail.
                 let data = match data_producer(&target, &fc.target, gate.clone()).await {
@@ -282,39 +288,64 @@ pub async fn run(config: Config, external_stop: watch::Receiver<bool>) -> Result
                 let mut flow = Flow::new(fc.clone(), source.clone(), target.clone(), producer.clone(), sync_producer.clone())
                     .with_data_producer(data.clone())
                     .with_metrics(flow_metrics.clone());
-                if let Some(seat) = &seat {
+                // Scale-out: a lost membership ends the run at once (its unsent appends dropped
+                // with its producer); it then starts again with what the process owns. Watched
+                // from before the run takes what it owns, so no abandon falls in between.
+                let mut restarts = seat.as_ref().map(|s| {
+                    let mut r = s.restarts();
+                    r.borrow_and_update();
+                    r
+                });
+                if let (Some(seat), Some(gate)) = (&seat, &gate) {
                     let (owned, changes, released) = seat.attach();
                     flow = flow
                         .with_ownership(owned, changes, released)
-                        .with_leadership(seat.leadership());
+                        .with_leadership(seat.leadership(gate.clone()));
                 }
                 let flow = Arc::new(flow);
                 let name = flow.name();
                 let started = tokio::time::Instant::now();
-                // Scale-out: a lost membership ends the run at once (its unsent appends dropped
-                // with its producer); it then starts again with what the process owns.
-                let mut restarts = seat.as_ref().map(|s| s.restarts());
                 let (run_stop, run_stop_rx) = watch::channel(*stop.borrow());
-                let run = flow.run(run_stop_rx);
+                let run = flow.clone().run(run_stop_rx);
                 tokio::pin!(run);
                 let mut stop_seen = stop.clone();
-                let mut abandoned = false;
+                let mut abandoned = None;
+                let mut stopping_since = None;
                 let outcome = loop {
                     let stopping = *run_stop.borrow();
+                    // A stopping member's appends can wait on a lease that is not renewed (the
+                    // group rebalancing as members stop): after this long they are dropped
+                    // (safe: the next owner matches the remote tail) so the stop finishes.
+                    let drain_bound = async {
+                        match (stopping_since, drain_limit) {
+                            (Some(t), Some(limit)) => tokio::time::sleep_until(t + limit).await,
+                            _ => std::future::pending::<()>().await,
+                        }
+                    };
                     tokio::select! {
                         outcome = &mut run => break outcome,
                         _ = async { let _ = stop_seen.wait_for(|s| *s).await; }, if !stopping => {
+                            stopping_since = Some(tokio::time::Instant::now());
                             let _ = run_stop.send(true);
                         }
-                        _ = async {
-                            match restarts.as_mut() {
-                                Some(r) => { let _ = r.changed().await; }
-                                None => std::future::pending::<()>().await,
-                            }
-                        }, if !abandoned => {
-                            warn!(flow = %name, "membership lost: ending the flow's run now, dropping what it has not sent");
-                            abandoned = true;
+                        _ = drain_bound => {
+                            warn!(flow = %name, "the stop's drain did not finish: dropping what was not sent");
+                            stopping_since = None;
                             data.abort().await;
+                        }
+                        epoch = async {
+                            match restarts.as_mut() {
+                                Some(r) => {
+                                    let _ = r.changed().await;
+                                    *r.borrow_and_update()
+                                }
+                                None => std::future::pending::<u64>().await,
+                            }
+                        }, if abandoned.is_none() => {
+                            warn!(flow = %name, "membership lost: ending the flow's run now, dropping what it has not sent");
+                            flow.abandon();
+                            data.abort().await;
+                            abandoned = Some(epoch);
                             let _ = run_stop.send(true);
                         }
                     }
@@ -327,8 +358,11 @@ pub async fn run(config: Config, external_stop: watch::Receiver<bool>) -> Result
                 if let Some(seat) = &seat {
                     // Nothing this run appended can land now: what it was releasing is free.
                     seat.detach();
+                    if let Some(epoch) = abandoned {
+                        seat.restarted(epoch);
+                    }
                 }
-                if abandoned && !*stop.borrow() {
+                if abandoned.is_some() {
                     if let Err(e) = &outcome {
                         info!(flow = %name, error = %e, "the abandoned run ended");
                     }

@@ -183,6 +183,10 @@ fn members_added_stopped_and_killed_mirror_every_record_exactly_once() {
         || count(&m2, "partitions given") + count(&m3, "partitions given") > given,
     );
     let handed = stopped.elapsed();
+    assert!(
+        handed < Duration::from_secs(6),
+        "a cleanly stopped member's partitions are handed over at once, not after the 6 s session ({handed:?})"
+    );
     let source_now = high_watermarks(&a, "stream");
     wait_until(
         "every partition caught up after the clean stop",
@@ -233,6 +237,25 @@ fn members_added_stopped_and_killed_mirror_every_record_exactly_once() {
     // Nothing beyond (no duplicate) once anything late would have landed.
     std::thread::sleep(Duration::from_secs(3));
     assert_exactly_once(&b, &written, &[&m3]);
+    // Checkpoints never went back, across every hand-over of the flow's leadership.
+    let mut last: std::collections::BTreeMap<i32, (i64, i64)> = Default::default();
+    for r in reference::consume_until_end(&b, "A.checkpoints.internal", 0) {
+        let (Some(k), Some(v)) = (r.key, r.value) else {
+            continue;
+        };
+        let cp = Checkpoint::decode(&k, Some(&v)).expect("a checkpoint");
+        if cp.consumer_group_id != "app" {
+            continue;
+        }
+        let now = (cp.upstream_offset, cp.downstream_offset);
+        if let Some(prev) = last.insert(cp.partition, now) {
+            assert!(
+                now.1 >= prev.1 && now.0 >= prev.0,
+                "partition {}: checkpoint {now:?} after {prev:?}",
+                cp.partition
+            );
+        }
+    }
     for (name, m) in [("m1", &m1), ("m2", &m2), ("m3", &m3)] {
         for l in m.log().lines().filter(|l| {
             l.contains("joined the group")

@@ -260,12 +260,19 @@ struct Ownership {
 /// the flow's leader unit). Checkpoints, group offset sync and topic config/ACL sync run only
 /// while `leader` is true, each round holding `work`: whoever takes leadership away sets
 /// `leader` false, then takes `work`, and from then on no round of this process runs.
+///
+/// With a `lease` (the membership's, see [`protocol_client::producer::ProducerConfig::send_gate`])
+/// the process leads only while the lease holds, and writes its progress (offset maps, syncs,
+/// MM2 progress) only while it holds: a member woken after its session writes nothing before
+/// it learns it is out.
 #[derive(Clone, Debug)]
 pub struct Leadership {
-    /// Whether this process leads the flow.
-    pub leader: watch::Receiver<bool>,
+    /// `Some(epoch)` while this process leads the flow (a new epoch each time it gains it).
+    pub leader: watch::Receiver<Option<u64>>,
     /// Held by every round of leader work.
     pub work: Arc<tokio::sync::Mutex<()>>,
+    /// The membership lease.
+    pub lease: Option<protocol_client::producer::SendGate>,
 }
 
 /// Partitions a remote topic is created or grown by in one operation: a KRaft controller
@@ -314,6 +321,8 @@ pub struct Flow {
     commit_lock: tokio::sync::Mutex<()>,
     /// Scale-out: when this process runs the flow's once-per-flow work (`None`: always).
     leadership: Option<Leadership>,
+    /// Scale-out: the membership was lost; this run writes nothing more (no commit).
+    abandoned: std::sync::atomic::AtomicBool,
 }
 
 /// Per-group failures of a periodic job, logged when a group starts failing (warning, with the
@@ -397,6 +406,7 @@ impl Flow {
             ownership: None,
             commit_lock: tokio::sync::Mutex::new(()),
             leadership: None,
+            abandoned: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -432,7 +442,36 @@ impl Flow {
 
     /// Whether this process runs the flow's once-per-flow work now.
     fn leads(&self) -> bool {
-        self.leadership.as_ref().is_none_or(|l| *l.leader.borrow())
+        self.leader_epoch().is_some()
+    }
+
+    /// The epoch of this process's leadership of the flow (0 without scale-out), if it leads
+    /// and its lease holds.
+    fn leader_epoch(&self) -> Option<u64> {
+        match &self.leadership {
+            None => Some(0),
+            Some(l) => {
+                let epoch = (*l.leader.borrow())?;
+                self.leased().then_some(epoch)
+            }
+        }
+    }
+
+    /// Whether this process may write: not abandoned, and its membership lease (if any) holds.
+    fn leased(&self) -> bool {
+        if self.abandoned.load(Ordering::Acquire) {
+            return false;
+        }
+        match self.leadership.as_ref().and_then(|l| l.lease.as_ref()) {
+            None => true,
+            Some(lease) => (*lease.borrow()).is_some_and(|u| std::time::Instant::now() < u),
+        }
+    }
+
+    /// The membership was lost: this run writes nothing more (its progress included; the
+    /// next owner matches the remote tail).
+    pub fn abandon(&self) {
+        self.abandoned.store(true, Ordering::Release);
     }
 
     /// Held while a round of once-per-flow work runs (a guard of nothing without leadership).
@@ -975,7 +1014,8 @@ impl Flow {
         self.ensure_internal_topics().await?;
         let topics = self.select_topics().await?;
         self.sync_topics(&topics).await?;
-        if self.config.sync_topic_acls {
+        if self.config.sync_topic_acls && self.leadership.is_none() {
+            // With leadership, the leader's periodic sync does it.
             self.sync_topic_acls(&topics).await?;
         }
         let (mut stored, progress) = self.load_stored().await?;
@@ -1315,8 +1355,12 @@ impl Flow {
         }
         let committed = self.commit(true).await;
         if result.is_ok() && late.is_empty() {
-            if let Err(e) = self.emit_checkpoints().await {
-                warn!(flow = %self.name(), error = %e, "final checkpoints failed");
+            // Under the leadership's work lock, and only by the flow's leader.
+            let _work = self.leader_work().await;
+            if self.leads() {
+                if let Err(e) = self.emit_checkpoints().await {
+                    warn!(flow = %self.name(), error = %e, "final checkpoints failed");
+                }
             }
         }
         if result.is_err() {
@@ -1822,6 +1866,12 @@ impl Flow {
     /// `flush` also emits MM2's delayed syncs for partitions whose last record is unsynced.
     pub async fn commit(&self, flush: bool) -> Result<()> {
         let _one = self.commit_lock.lock().await;
+        if !self.leased() {
+            // Scale-out: the membership is lost or unconfirmed; what would be written stays
+            // for the next commit, and the next owner matches the remote tail meanwhile.
+            debug!(flow = %self.name(), "not committing: the membership lease does not hold");
+            return Ok(());
+        }
         let c = &self.config;
         let map_topic = offset_map_topic(&c.source);
         let (map_records, syncs, progress) = {
@@ -1964,7 +2014,13 @@ impl Flow {
         let mut groups = Vec::new();
         // Whether the checkpoints loaded are current: with leadership, they are reloaded each
         // time it is gained (the previous leader wrote more meanwhile).
-        let mut current = self.leadership.is_none();
+        // The leadership epoch the loaded checkpoints are current for: with leadership they are
+        // reloaded each time it is gained (the previous leader wrote more meanwhile).
+        let mut current = if self.leadership.is_none() {
+            Some(0)
+        } else {
+            None
+        };
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -1972,13 +2028,12 @@ impl Flow {
             }
             // Taken before the check: whoever takes leadership away waits for this round.
             let _work = self.leader_work().await;
-            if !self.leads() {
-                current = false;
+            let Some(epoch) = self.leader_epoch() else {
                 continue;
-            }
-            if !current {
+            };
+            if current != Some(epoch) {
                 let r = self.load_checkpoints().await;
-                current = r.is_ok();
+                current = r.is_ok().then_some(epoch);
                 if let Some(e) = failing.observe(r, tokio::time::Instant::now()) {
                     report(
                         &fail,
@@ -1986,7 +2041,7 @@ impl Flow {
                     );
                     return;
                 }
-                if !current {
+                if current.is_none() {
                     continue;
                 }
             }

@@ -37,8 +37,9 @@ pub const MAX_SLOTS: u32 = 4096;
 /// A unit of work the group hands out.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Unit {
-    /// The work that runs once per flow: topic discovery, creation and config/ACL sync,
-    /// checkpoints, group offset sync, heartbeats.
+    /// The work that runs once per flow: checkpoints, group offset sync, topic config and ACL
+    /// sync, heartbeats. (Every member discovers topics and creates remote topics itself:
+    /// that is idempotent, and a member needs the remote topic of a partition it is given.)
     FlowLeader {
         /// Flow name (`A->B`).
         flow: String,

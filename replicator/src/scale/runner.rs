@@ -45,12 +45,16 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub struct Seat {
     flow: String,
     inner: Mutex<SeatState>,
-    leader: watch::Sender<bool>,
+    /// `Some(epoch)` while this process leads the flow (a new epoch each time it gains it).
+    leader: watch::Sender<Option<u64>>,
+    leader_epochs: std::sync::atomic::AtomicU64,
     work: Arc<tokio::sync::Mutex<()>>,
     /// Whether a run of the flow is attached.
     running: watch::Sender<bool>,
     /// Bumped when the flow's run must end at once, its producer aborted (membership lost).
     restart: watch::Sender<u64>,
+    /// The last restart whose run has ended with its producer aborted.
+    restarted: watch::Sender<u64>,
     /// Where released units go (the membership task).
     released: mpsc::UnboundedSender<BTreeSet<Unit>>,
 }
@@ -69,10 +73,12 @@ impl Seat {
         Arc::new(Seat {
             flow,
             inner: Mutex::default(),
-            leader: watch::channel(false).0,
+            leader: watch::channel(None).0,
+            leader_epochs: std::sync::atomic::AtomicU64::new(0),
             work: Arc::default(),
             running: watch::channel(false).0,
             restart: watch::channel(0).0,
+            restarted: watch::channel(0).0,
             released,
         })
     }
@@ -111,11 +117,33 @@ impl Seat {
         self.report(pending);
     }
 
-    /// Leadership of the flow, for [`crate::flow::Flow::with_leadership`].
-    pub fn leadership(&self) -> Leadership {
+    /// Leadership of the flow, for [`crate::flow::Flow::with_leadership`], under `lease`.
+    pub fn leadership(&self, lease: protocol_client::producer::SendGate) -> Leadership {
         Leadership {
             leader: self.leader.subscribe(),
             work: self.work.clone(),
+            lease: Some(lease),
+        }
+    }
+
+    /// The flow's run for restart `epoch` (a value of [`Seat::restarts`]) has ended and its
+    /// producer is aborted: nothing it held can be sent any more.
+    pub fn restarted(&self, epoch: u64) {
+        self.restarted.send_modify(|e| *e = (*e).max(epoch));
+    }
+
+    /// Resolves once no run holds what restart `epoch` abandoned: the run then was told and
+    /// ended, or none was attached.
+    async fn quiet(&self, epoch: u64) {
+        let (mut running, mut restarted) = (self.running.subscribe(), self.restarted.subscribe());
+        loop {
+            if !*running.borrow_and_update() || *restarted.borrow_and_update() >= epoch {
+                return;
+            }
+            tokio::select! {
+                _ = running.changed() => {}
+                _ = restarted.changed() => {}
+            }
         }
     }
 
@@ -126,8 +154,8 @@ impl Seat {
         self.restart.subscribe()
     }
 
-    /// Whether this process leads the flow now.
-    pub fn leader(&self) -> watch::Receiver<bool> {
+    /// `Some(epoch)` while this process leads the flow.
+    pub fn leader(&self) -> watch::Receiver<Option<u64>> {
         self.leader.subscribe()
     }
 
@@ -164,7 +192,8 @@ impl Seat {
     /// Abandons `keys` (the membership was lost: another member may own them already): they
     /// are not released gracefully (a release waits for appends, which must not be sent now)
     /// but dropped with the whole run, which restarts without them.
-    fn abandon(&self, keys: BTreeSet<Key>) {
+    /// Returns the restart epoch to wait for ([`Seat::quiet`]).
+    fn abandon(&self, keys: BTreeSet<Key>) -> u64 {
         {
             let mut st = lock(&self.inner);
             for k in &keys {
@@ -173,6 +202,7 @@ impl Seat {
             }
         }
         self.restart.send_modify(|n| *n += 1);
+        *self.restart.borrow()
     }
 
     /// Takes `keys` away, to be released gracefully and reported.
@@ -201,7 +231,17 @@ impl Seat {
     }
 
     fn set_leader(&self, on: bool) {
-        self.leader.send_replace(on);
+        if on {
+            if self.leader.borrow().is_none() {
+                let epoch = self
+                    .leader_epochs
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                    + 1;
+                self.leader.send_replace(Some(epoch));
+            }
+        } else {
+            self.leader.send_replace(None);
+        }
     }
 }
 
@@ -299,9 +339,9 @@ fn loads<'a>(
         .collect()
 }
 
-/// Every unit of the flows: a leader unit per flow and every selected source partition.
-/// A source that cannot be read keeps the units last listed for its flows.
-async fn list_units(flows: &[FlowSource], last: &BTreeMap<Unit, u64>) -> BTreeMap<Unit, u64> {
+/// Every unit of the flows: a leader unit per flow and every selected source partition, or
+/// `None` if a source could not be read.
+async fn list_units(flows: &[FlowSource]) -> Option<BTreeMap<Unit, u64>> {
     let mut out = BTreeMap::new();
     for f in flows {
         let name = flow_name(&f.config);
@@ -322,16 +362,54 @@ async fn list_units(flows: &[FlowSource], last: &BTreeMap<Unit, u64>) -> BTreeMa
                 }
             }
             Err(e) => {
-                warn!(flow = %name, error = %e, "cannot list the source's topics; keeping the units listed before");
-                for (u, l) in last {
-                    if matches!(u, Unit::Partition { flow, .. } if *flow == name) {
-                        out.insert(u.clone(), *l);
-                    }
-                }
+                warn!(flow = %name, error = %e, "cannot list the source's topics; trying again");
+                return None;
             }
         }
     }
-    out
+    Some(out)
+}
+
+/// Lists the units every `refresh` (retrying a failed listing within seconds) and publishes
+/// them. A unit missing from one listing is dropped only when the next one misses it too (one
+/// lagging broker can leave a topic out of its answer), as the flow's own topic refresh does.
+async fn units_loop(
+    flows: Vec<FlowSource>,
+    refresh: Duration,
+    out: watch::Sender<Option<BTreeMap<Unit, u64>>>,
+) {
+    let mut missed_once: BTreeSet<Unit> = BTreeSet::new();
+    loop {
+        let Some(mut now) = list_units(&flows).await else {
+            tokio::time::sleep(Duration::from_secs(2).min(refresh)).await;
+            continue;
+        };
+        let last = out.borrow().clone().unwrap_or_default();
+        let missing: BTreeSet<Unit> = last
+            .keys()
+            .filter(|u| !now.contains_key(*u))
+            .cloned()
+            .collect();
+        for u in &missing {
+            if !missed_once.contains(u) {
+                now.insert(u.clone(), last[u]);
+            }
+        }
+        missed_once = missing;
+        out.send_if_modified(|v| {
+            let changed = v.as_ref().is_none_or(|v| v.keys().ne(now.keys()));
+            if changed {
+                *v = Some(now);
+            }
+            changed
+        });
+        let again = if missed_once.is_empty() {
+            refresh
+        } else {
+            refresh.min(Duration::from_secs(5))
+        };
+        tokio::time::sleep(again).await;
+    }
 }
 
 /// How a membership task runs.
@@ -349,15 +427,73 @@ pub struct Membership {
     pub process: String,
 }
 
-/// Runs the membership until `stop`; then leaves the group (the flows stop on the same signal
-/// and commit what they ran).
+/// The lease the data producers send under, following the coordinator's confirmations of
+/// this member, and suspended (no lease) while a lost membership's runs are being ended.
+struct Lease {
+    tx: watch::Sender<Option<std::time::Instant>>,
+    suspended: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Lease {
+    fn suspend(&self) {
+        self.suspended
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.tx.send_replace(None);
+    }
+
+    /// Renewed again by the next confirmation (not by an earlier one).
+    fn resume(&self) {
+        self.suspended
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// The membership was lost (or found lost): no lease until every run that held the abandoned
+/// units has ended with its producer aborted, so nothing they held can go out under the lease
+/// of the next join.
+async fn lose(driver: &mut Driver, seats: &Seats, lease: &Lease) {
+    lease.suspend();
+    let done = execute(seats, driver.lost());
+    for (seat, epoch, leading) in done.abandoned {
+        seat.quiet(epoch).await;
+        if leading {
+            // A leader round in progress ends before anyone else's can start here.
+            let _ = seat.work.lock().await;
+        }
+    }
+    lease.resume();
+}
+
+/// Resolves once no flow has a run attached.
+async fn all_quiet(seats: &Seats) {
+    for seat in seats.seats.values() {
+        let mut running = seat.running.subscribe();
+        let _ = running.wait_for(|r| !*r).await;
+    }
+}
+
+/// Runs the membership until `stop`: then, still a member (heartbeating and rejoining, so its
+/// lease holds and nobody else takes its partitions), waits for the flows to stop (they drain
+/// and commit), and leaves the group so the others take over at once.
 pub async fn run_membership(
     m: Membership,
     mut seats: Seats,
     stop: watch::Receiver<bool>,
 ) -> Result<()> {
     let view = UnitsView::default();
-    let mut units = list_units(&m.flows, &BTreeMap::new()).await;
+    let mut released_rx = std::mem::replace(&mut seats.released, mpsc::unbounded_channel().1);
+    let (units_tx, mut units_rx) = watch::channel(None);
+    let _units_task = AbortOnDrop(tokio::spawn(units_loop(
+        m.flows.clone(),
+        m.refresh.max(Duration::from_secs(1)),
+        units_tx,
+    )));
+    // The first listing, before anything is assigned.
+    let first = tokio::select! {
+        r = units_rx.wait_for(Option::is_some) => r.ok().and_then(|u| u.clone()),
+        _ = stopped(&stop) => return Ok(()),
+    };
+    let mut units = first.unwrap_or_default();
     view.set(units.clone());
     let assignor = Arc::new(StraitAssignor::new(view.clone()));
     let group = m.settings.id.clone();
@@ -398,21 +534,25 @@ pub async fn run_membership(
         }
     };
     // The lease follows the coordinator's confirmations of this member.
+    let lease = Lease {
+        tx: seats.lease.clone(),
+        suspended: Arc::default(),
+    };
     let mut confirmed = member.confirmed();
-    let lease = seats.lease.clone();
+    let (lease_tx, suspended) = (lease.tx.clone(), lease.suspended.clone());
     let lease_len = m.settings.session_timeout.mul_f64(LEASE_SHARE);
-    let lease_task = tokio::spawn(async move {
+    let _lease_task = AbortOnDrop(tokio::spawn(async move {
         loop {
             let at = *confirmed.borrow_and_update();
-            lease.send_replace(at.map(|t| t + lease_len));
+            if !suspended.load(std::sync::atomic::Ordering::SeqCst) {
+                lease_tx.send_replace(at.map(|t| t + lease_len));
+            }
             if confirmed.changed().await.is_err() {
                 return;
             }
         }
-    });
-    let _lease_task = AbortOnDrop(lease_task);
-    let mut tick = tokio::time::interval(m.refresh.max(Duration::from_secs(1)));
-    tick.tick().await;
+    }));
+    let mut stopping = false;
     loop {
         let assignment = match decode_assignment(member.assignment()) {
             Ok((a, _)) => a,
@@ -431,50 +571,37 @@ pub async fn run_membership(
             "joined the group's generation"
         );
         let actions = driver.assigned(member.generation(), assignment);
-        let mut rejoin = execute(&seats, actions);
-        let mut stopping = false;
-        while !rejoin && !stopping {
+        let mut rejoin = execute(&seats, actions).rejoin;
+        while !rejoin {
             tokio::select! {
-                _ = stopped(&stop) => stopping = true,
+                _ = stopped(&stop), if !stopping => stopping = true,
+                _ = all_quiet(&seats), if stopping => {
+                    leave(member, &group).await;
+                    return Ok(());
+                }
                 _ = member.rebalance_needed() => {
                     if member.membership_lost() {
                         warn!(group = %group, reason = ?member.rebalance_reason(), "membership lost: everything this member ran is stopped without waiting; rejoining as new");
-                        execute(&seats, driver.lost());
+                        lose(&mut driver, &seats, &lease).await;
                     }
                     rejoin = true;
                 }
-                Some(released) = seats.released.recv() => {
-                    rejoin = execute(&seats, driver.released(&released));
+                Some(released) = released_rx.recv() => {
+                    rejoin = execute(&seats, driver.released(&released)).rejoin;
                 }
-                _ = tick.tick() => {
-                    let now = list_units(&m.flows, &units).await;
-                    if now.keys().ne(units.keys()) {
-                        info!(group = %group, before = units.len(), now = now.len(), "the units of work changed");
-                        units = now;
-                        view.set(units.clone());
-                        // The leader's rejoin starts a rebalance that hands them out.
-                        rejoin = member.is_leader();
-                    }
+                Ok(()) = units_rx.changed() => {
+                    let now = units_rx.borrow_and_update().clone().unwrap_or_default();
+                    info!(group = %group, before = units.len(), now = now.len(), "the units of work changed");
+                    units = now;
+                    view.set(units.clone());
+                    // The leader's rejoin starts a rebalance that hands them out.
+                    rejoin = member.is_leader();
                 }
             }
-        }
-        if stopping {
-            // The flows drain and commit what they ran as they stop; the member stays in the
-            // group (heartbeating, so nobody else takes its partitions) until they are done,
-            // then leaves, so the others take over at once instead of after the session
-            // timeout.
-            for seat in seats.seats.values() {
-                let mut running = seat.running.subscribe();
-                let _ = running.wait_for(|r| !*r).await;
-            }
-            if let Err(e) = member.leave().await {
-                warn!(group = %group, error = %e, "leaving the group failed; the others take over after the session timeout");
-            }
-            return Ok(());
         }
         // Rejoin, announcing what this member still runs (cooperative: it keeps running it).
         loop {
-            let claim = claim_after(
+            let mut claim = claim_after(
                 driver.generation(),
                 &driver.assignment().cloned().unwrap_or_default(),
                 driver.owned(),
@@ -485,7 +612,6 @@ pub async fn run_membership(
                 ),
                 &m.process,
             );
-            let mut claim = claim;
             if driver.generation() < 0 {
                 claim.claim.slot = None;
             }
@@ -493,24 +619,40 @@ pub async fn run_membership(
             if let Err(e) = member.set_protocols(protocols) {
                 return Err(Error::client(&m.settings.cluster)(e).context("the group claim"));
             }
+            let before = member.member_id().to_string();
             let r = tokio::select! {
                 r = member.rejoin() => Some(r),
-                _ = stopped(&stop) => None,
+                _ = stopped(&stop), if !stopping => None,
             };
             let Some(r) = r else {
-                // Stopping mid-rebalance: the flows stop with their last commit; the coordinator
-                // drops this member after the session timeout.
+                // Stopping mid-rebalance: the flows stop with their last commit (under the
+                // lease they still hold), then the member leaves.
+                all_quiet(&seats).await;
+                leave(member, &group).await;
                 return Ok(());
             };
             match r {
-                Ok(()) => break,
+                Ok(()) if member.member_id() == before || driver.generation() < 0 => break,
+                Ok(()) => {
+                    // The coordinator had dropped this member: what it claimed may have been
+                    // given to another meanwhile. It stops everything and joins as new.
+                    warn!(group = %group, before = %before, now = %member.member_id(), "rejoined under a new member id: the old membership was lost; stopping everything and joining as new");
+                    lose(&mut driver, &seats, &lease).await;
+                }
                 Err(e) => {
                     warn!(group = %group, error = %e, "rejoin failed: everything this member ran is stopped; joining again");
-                    execute(&seats, driver.lost());
+                    lose(&mut driver, &seats, &lease).await;
                     tokio::time::sleep(delay).await;
                 }
             }
         }
+    }
+}
+
+/// Leaves the group (the others take over at once instead of after the session timeout).
+async fn leave(member: GroupMember, group: &str) {
+    if let Err(e) = member.leave().await {
+        warn!(group = %group, error = %e, "leaving the group failed; the others take over after the session timeout");
     }
 }
 
@@ -529,18 +671,27 @@ async fn stopped(stop: &watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-/// Carries out the driver's actions; returns whether a rejoin is due.
-fn execute(seats: &Seats, actions: Vec<Action>) -> bool {
-    let mut rejoin = false;
+/// What carrying out actions left to do.
+#[derive(Default)]
+struct Executed {
+    /// A rejoin is due.
+    rejoin: bool,
+    /// Seats whose run must end (with the restart epoch to wait for), and whether the flow's
+    /// leadership was abandoned too.
+    abandoned: Vec<(Arc<Seat>, u64, bool)>,
+}
+
+/// Carries out the driver's actions.
+fn execute(seats: &Seats, actions: Vec<Action>) -> Executed {
+    let mut out = Executed::default();
     for action in actions {
         match action {
-            Action::Rejoin => rejoin = true,
+            Action::Rejoin => out.rejoin = true,
             Action::Start { fence, units } => {
                 if !fence.is_empty() {
-                    // The data path is not transactional yet: nothing to fence. A member that
-                    // stalled past its session and wakes stops at its next heartbeat, but what
-                    // it appends before that is not refused.
-                    info!(slots = ?fence, "taking over a departed member's units (its slots cannot be fenced: the data path is not transactional yet)");
+                    // The data path is not transactional yet: nothing to fence at the broker.
+                    // The departed member's appends stopped with its lease.
+                    info!(slots = ?fence, "taking over a departed member's units (not fenced at the broker: the data path is not transactional yet)");
                 }
                 for (seat, keys, leads) in by_flow(seats, units) {
                     if !keys.is_empty() {
@@ -589,15 +740,18 @@ fn execute(seats: &Seats, actions: Vec<Action>) -> bool {
                     if leads {
                         seat.set_leader(false);
                     }
-                    if !keys.is_empty() {
+                    let epoch = if keys.is_empty() {
+                        0
+                    } else {
                         warn!(flow = %seat.flow, partitions = keys.len(), "abandoning partitions: the flow's run ends now, its unsent appends dropped");
-                        seat.abandon(keys);
-                    }
+                        seat.abandon(keys)
+                    };
+                    out.abandoned.push((seat, epoch, leads));
                 }
             }
         }
     }
-    rejoin
+    out
 }
 
 /// Units grouped by flow: the flow's seat, its partitions, whether its leader unit is among
