@@ -905,13 +905,6 @@ async fn broker_sender(
 ) {
     while let Some((broker, parts)) = rx.recv().await {
         let Some(inner) = inner.upgrade() else { return };
-        if let Some(gate) = &inner.config.send_gate {
-            if !wait_for_lease(&inner, gate.clone()).await {
-                // Aborted while the lease was out: never sent.
-                finish_request(&inner, &broker, parts, Err(Error::Shutdown)).await;
-                continue;
-            }
-        }
         match start_request(&inner, &broker, &parts).await {
             Ok((version, in_flight)) => {
                 tokio::spawn(async move {
@@ -1273,6 +1266,13 @@ async fn start_request(
         }
     }
     let conn = inner.cluster.connection(broker, ConnKind::Produce).await?;
+    // The lease is checked last, right before the request is written (getting a connection
+    // can take long); an abort while it is out fails the request unsent.
+    if let Some(gate) = &inner.config.send_gate {
+        if !wait_for_lease(inner, gate.clone()).await {
+            return Err(Error::Shutdown);
+        }
+    }
     let mut version = conn.version(ApiKey::Produce)?;
     if transactional {
         // v12 would make it a version-2 transaction (partitions added implicitly, an epoch

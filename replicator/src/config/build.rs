@@ -474,6 +474,7 @@ pub(crate) fn build(
             } else if setting == "offset.storage.replication.factor"
                 || setting == "offset.storage.topic"
                 || setting == "offset.storage.partitions"
+                || setting == "exactly.once.source.support"
             {
                 worker.insert(setting, e);
             } else if is_ignored(setting) {
@@ -1021,9 +1022,18 @@ fn build_flow(
         }
     };
 
-    let exactly_once = match s.get("exactly.once.source.support") {
+    // A worker setting in MM2 (`<target>.exactly.once.source.support`), also read per flow.
+    let exactly_once = match worker("exactly.once.source.support") {
         Some(e) => match e.value.trim().to_ascii_lowercase().as_str() {
-            "enabled" => true,
+            "enabled" => {
+                b.warn(
+                    e,
+                    "exactly-once mode (transactions on the target) is not supported yet: \
+                     records are forwarded with an idempotent producer and resumed exactly \
+                     after a crash, but outside transactions",
+                );
+                true
+            }
             "disabled" | "preparing" => false,
             _ => return Err(invalid(e, "expected enabled, preparing or disabled")),
         },

@@ -601,3 +601,20 @@ fn bad_scale_out_settings_are_refused() {
         assert!(e.contains(says), "{extra}: {e}");
     }
 }
+
+#[test]
+fn exactly_once_mode_is_read_as_mm2_writes_it_and_warned_about() {
+    // MM2 takes it from the target cluster's prefix (a worker setting).
+    let c = props(&format!("{BASIC}B.exactly.once.source.support = enabled\n")).unwrap();
+    assert!(c.flow("A", "B").unwrap().exactly_once);
+    let w: Vec<_> = c
+        .warnings
+        .iter()
+        .filter(|w| w.key.ends_with("exactly.once.source.support"))
+        .collect();
+    assert_eq!(w.len(), 1, "{:?}", c.warnings);
+    assert!(w[0].message.contains("not supported yet"), "{w:?}");
+    let c = props(&format!("{BASIC}exactly.once.source.support = preparing\n")).unwrap();
+    assert!(!c.flow("A", "B").unwrap().exactly_once);
+    assert!(props(&format!("{BASIC}exactly.once.source.support = yes\n")).is_err());
+}

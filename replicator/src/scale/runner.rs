@@ -380,22 +380,13 @@ async fn units_loop(
 ) {
     let mut missed_once: BTreeSet<Unit> = BTreeSet::new();
     loop {
-        let Some(mut now) = list_units(&flows).await else {
+        let Some(listed) = list_units(&flows).await else {
             tokio::time::sleep(Duration::from_secs(2).min(refresh)).await;
             continue;
         };
         let last = out.borrow().clone().unwrap_or_default();
-        let missing: BTreeSet<Unit> = last
-            .keys()
-            .filter(|u| !now.contains_key(*u))
-            .cloned()
-            .collect();
-        for u in &missing {
-            if !missed_once.contains(u) {
-                now.insert(u.clone(), last[u]);
-            }
-        }
-        missed_once = missing;
+        let now;
+        (now, missed_once) = merge_listing(&last, listed, &missed_once);
         out.send_if_modified(|v| {
             let changed = v.as_ref().is_none_or(|v| v.keys().ne(now.keys()));
             if changed {
@@ -410,6 +401,27 @@ async fn units_loop(
         };
         tokio::time::sleep(again).await;
     }
+}
+
+/// The units after a listing: what was listed, plus what the last listing had and this one
+/// misses for the first time (kept once: one lagging broker can leave a topic out). Returns
+/// them and the units missed this time.
+fn merge_listing(
+    last: &BTreeMap<Unit, u64>,
+    mut listed: BTreeMap<Unit, u64>,
+    missed_once: &BTreeSet<Unit>,
+) -> (BTreeMap<Unit, u64>, BTreeSet<Unit>) {
+    let missing: BTreeSet<Unit> = last
+        .keys()
+        .filter(|u| !listed.contains_key(*u))
+        .cloned()
+        .collect();
+    for u in &missing {
+        if !missed_once.contains(u) {
+            listed.insert(u.clone(), last[u]);
+        }
+    }
+    (listed, missing)
 }
 
 /// How a membership task runs.
@@ -794,6 +806,26 @@ mod tests {
             topic: "t".into(),
             partition: p,
         }
+    }
+
+    #[test]
+    fn a_unit_is_dropped_only_when_two_listings_in_a_row_miss_it() {
+        let listing =
+            |ps: &[i32]| -> BTreeMap<Unit, u64> { ps.iter().map(|p| (unit(*p), 1)).collect() };
+        let (units, missed) =
+            merge_listing(&BTreeMap::new(), listing(&[0, 1, 2]), &BTreeSet::new());
+        assert_eq!(units, listing(&[0, 1, 2]));
+        // One answer leaves 2 out: kept.
+        let (units, missed) = merge_listing(&units, listing(&[0, 1]), &missed);
+        assert_eq!(units, listing(&[0, 1, 2]));
+        // It is back: nothing is pending any more.
+        let (units, missed) = merge_listing(&units, listing(&[0, 1, 2]), &missed);
+        assert!(missed.is_empty());
+        // Missing twice in a row: dropped.
+        let (units, missed) = merge_listing(&units, listing(&[0, 2]), &missed);
+        assert_eq!(units, listing(&[0, 1, 2]));
+        let (units, _) = merge_listing(&units, listing(&[0, 2]), &missed);
+        assert_eq!(units, listing(&[0, 2]));
     }
 
     #[test]
