@@ -23,7 +23,7 @@
 //! bytes against the budget, flow restarts and errors by kind, client retries by cluster,
 //! operation and error (`strait_client_retries`), process CPU, RSS and open files.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -234,19 +234,6 @@ impl FlowMetrics {
             .expect("inserted above")
             .entry(partition)
             .or_default()
-    }
-
-    /// Record bytes per second each partition replicated lately (over the last 30-60 s), by
-    /// remote topic and partition: what scale-out balances by.
-    pub fn byte_rates(&self, now_ms: i64) -> HashMap<(String, i32), f64> {
-        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let mut out = HashMap::new();
-        for (topic, parts) in &inner.partitions {
-            for (p, stats) in parts {
-                out.insert((topic.clone(), *p), stats.byte_rate.per_second(now_ms));
-            }
-        }
-        out
     }
 
     /// The flow is replicating (`true`: a new run, whose stopped partitions are counted

@@ -217,7 +217,6 @@ pub async fn run(config: Config, external_stop: watch::Receiver<bool>) -> Result
                     .map(|f| FlowSource {
                         config: f.clone(),
                         source: clusters.clusters[&f.source].clone(),
-                        metrics: metrics.flow(&f.source, &f.target),
                     })
                     .collect(),
                 refresh: config

@@ -87,16 +87,53 @@ fn assert_exactly_once(b: &str, written: &[usize], logs: &[&StraitProcess]) {
     }
 }
 
+/// Waits until the group settles: no member joins another generation for 4 s (a
+/// hand-over takes two generations about a second apart). A group that keeps rebalancing
+/// (units handed back and forth) fails here.
+fn settles(members: &[&StraitProcess]) {
+    let generations = || -> usize {
+        members
+            .iter()
+            .map(|m| count(m, "joined the group's generation"))
+            .sum()
+    };
+    let mut last = (generations(), Instant::now());
+    wait_until(
+        "the group settles",
+        Duration::from_secs(30),
+        members,
+        || {
+            let now = generations();
+            if now != last.0 {
+                last = (now, Instant::now());
+            }
+            last.1.elapsed() >= Duration::from_secs(4)
+        },
+    );
+}
+
 /// How many times `needle` appears in a member's log.
 fn count(p: &StraitProcess, needle: &str) -> usize {
     p.log().matches(needle).count()
 }
 
-#[test]
-fn members_added_stopped_and_killed_mirror_every_record_exactly_once() {
+/// Two clusters with `stream` on A, a writer appending to it, and two `strait run` members of
+/// one group (6 s session) that both run partitions.
+struct Setup {
+    _clusters: Vec<strait_tests::kafka::KafkaCluster>,
+    a: String,
+    b: String,
+    dir: tempfile::TempDir,
+    config: String,
+    stop: Arc<AtomicBool>,
+    writer: std::thread::JoinHandle<Vec<usize>>,
+    m1: StraitProcess,
+    m2: StraitProcess,
+}
+
+fn two_members(name: &str) -> Setup {
     strait_binary();
-    let started = Instant::now();
-    let clusters = start_clusters("scale", 2);
+    let clusters = start_clusters(name, 2);
     let (a, b) = (clusters[0].bootstrap(), clusters[1].bootstrap());
     reference::create_topic(&a, "stream", PARTITIONS);
     let dir = tempfile::tempdir().unwrap();
@@ -108,19 +145,44 @@ fn members_added_stopped_and_killed_mirror_every_record_exactly_once() {
          strait.group.heartbeat.interval.ms = 1000\n\
          A->B.topics = stream\n",
     );
-
     let stop = Arc::new(AtomicBool::new(false));
     let writer = start_writer(&a, stop.clone());
-
-    let mut m1 = StraitProcess::start(&config, dir.path());
-    let mut m2 = StraitProcess::start(&config, dir.path());
-    // Both members run partitions.
+    let m1 = StraitProcess::start(&config, dir.path());
+    let m2 = StraitProcess::start(&config, dir.path());
     wait_until(
         "two members sharing the partitions",
         Duration::from_secs(90),
         &[&m1, &m2],
         || count(&m1, "partitions given") > 0 && count(&m2, "partitions given") > 0,
     );
+    settles(&[&m1, &m2]);
+    Setup {
+        _clusters: clusters,
+        a,
+        b,
+        dir,
+        config,
+        stop,
+        writer,
+        m1,
+        m2,
+    }
+}
+
+#[test]
+fn members_added_stopped_and_killed_mirror_every_record_exactly_once() {
+    let started = Instant::now();
+    let Setup {
+        _clusters,
+        a,
+        b,
+        dir,
+        config,
+        stop,
+        writer,
+        mut m1,
+        mut m2,
+    } = two_members("scale");
     // A third member joins: partitions move to it cooperatively.
     let m3 = StraitProcess::start(&config, dir.path());
     wait_until(
@@ -129,8 +191,9 @@ fn members_added_stopped_and_killed_mirror_every_record_exactly_once() {
         &[&m1, &m2, &m3],
         || count(&m3, "partitions given") > 0,
     );
+    settles(&[&m1, &m2, &m3]);
     // Let the three run together, so the leader checkpoints partitions others replicate.
-    std::thread::sleep(Duration::from_secs(6));
+    std::thread::sleep(Duration::from_secs(3));
     let at_commit = high_watermarks(&b, "A.stream");
     let committed: Vec<(&str, i32, i64)> = (0..PARTITIONS)
         .map(|p| ("stream", p, at_commit[p as usize] / 2))
@@ -281,29 +344,17 @@ fn members_added_stopped_and_killed_mirror_every_record_exactly_once() {
 
 #[test]
 fn a_member_woken_after_its_session_expired_writes_nothing() {
-    strait_binary();
-    let clusters = start_clusters("zombie", 2);
-    let (a, b) = (clusters[0].bootstrap(), clusters[1].bootstrap());
-    reference::create_topic(&a, "stream", PARTITIONS);
-    let dir = tempfile::tempdir().unwrap();
-    let config = mm2_properties(
-        &a,
-        &b,
-        "strait.group.enabled = true\n\
-         strait.group.session.timeout.ms = 6000\n\
-         strait.group.heartbeat.interval.ms = 1000\n\
-         A->B.topics = stream\n",
-    );
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = start_writer(&a, stop.clone());
-    let m1 = StraitProcess::start(&config, dir.path());
-    let m2 = StraitProcess::start(&config, dir.path());
-    wait_until(
-        "two members sharing the partitions",
-        Duration::from_secs(90),
-        &[&m1, &m2],
-        || count(&m1, "partitions given") > 0 && count(&m2, "partitions given") > 0,
-    );
+    // The directory holds the members' logs: kept to the end.
+    let Setup {
+        _clusters,
+        b,
+        dir: _dir,
+        stop,
+        writer,
+        m1,
+        m2,
+        ..
+    } = two_members("zombie");
     std::thread::sleep(Duration::from_secs(3));
     // Stopped mid-stream, for longer than its session.
     let pid = m2.pid().expect("running").to_string();

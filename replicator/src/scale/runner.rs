@@ -15,7 +15,7 @@
 //! so partitions it was releasing are reported released then ([`Seat::detach`]): nothing it
 //! appended can land later, and the next owner matches the remote tail.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,7 +32,6 @@ use super::wire::{decode_assignment, encode_claim, Claim, PROTOCOL, PROTOCOL_TYP
 use crate::config::{FlowConfig, GroupSettings};
 use crate::error::{Error, Result};
 use crate::flow::{selected_topics, Leadership, OwnershipChange, Released};
-use crate::metrics::FlowMetrics;
 
 type Key = (String, i32);
 
@@ -296,47 +295,13 @@ fn flow_name(f: &FlowConfig) -> String {
     format!("{}->{}", f.source, f.target)
 }
 
-/// A flow's source, to list its units, and its metrics, to weigh them.
+/// A flow's source, to list its units.
 #[derive(Debug, Clone)]
 pub struct FlowSource {
     /// The flow's settings.
     pub config: FlowConfig,
     /// Its source cluster.
     pub source: Arc<Cluster>,
-    /// What the flow replicated lately, per partition.
-    pub metrics: Arc<FlowMetrics>,
-}
-
-/// The load of each of `owned`'s partitions: record bytes per second this process replicated
-/// lately (over the last 30-60 s; at least 1, so idle partitions still spread). The leader
-/// balances by what the members claim.
-fn loads<'a>(
-    flows: impl IntoIterator<Item = (&'a FlowConfig, &'a FlowMetrics)>,
-    owned: &BTreeSet<Unit>,
-    now_ms: i64,
-) -> BTreeMap<Unit, u64> {
-    type Rates = HashMap<(String, i32), f64>;
-    let rates: BTreeMap<String, (&FlowConfig, Rates)> = flows
-        .into_iter()
-        .map(|(c, m)| (flow_name(c), (c, m.byte_rates(now_ms))))
-        .collect();
-    owned
-        .iter()
-        .filter_map(|u| {
-            let Unit::Partition {
-                flow,
-                topic,
-                partition,
-            } = u
-            else {
-                return None;
-            };
-            let (c, rates) = rates.get(flow)?;
-            let remote = c.policy.format_remote_topic(&c.source, topic);
-            let rate = rates.get(&(remote, *partition)).copied().unwrap_or(0.0);
-            Some((u.clone(), rate.max(1.0) as u64))
-        })
-        .collect()
 }
 
 /// Every unit of the flows: a leader unit per flow and every selected source partition, or
@@ -617,11 +582,12 @@ pub async fn run_membership(
                 driver.generation(),
                 &driver.assignment().cloned().unwrap_or_default(),
                 driver.owned(),
-                &loads(
-                    m.flows.iter().map(|f| (&f.config, &*f.metrics)),
-                    &driver.owned(),
-                    crate::flow::now_ms(),
-                ),
+                // Every unit weighs the same (balance by count). Loads measured by each unit's
+                // owner oscillate: a partition just handed over reports nothing on its new
+                // owner, so the other member looks overloaded and the next generation moves it
+                // back (a rebalance storm, seen on Apache Kafka). Throughput-aware balancing
+                // needs loads every member measures alike (the source's rates).
+                &BTreeMap::new(),
                 &m.process,
             );
             if driver.generation() < 0 {
@@ -826,33 +792,6 @@ mod tests {
         assert_eq!(units, listing(&[0, 1, 2]));
         let (units, _) = merge_listing(&units, listing(&[0, 2]), &missed);
         assert_eq!(units, listing(&[0, 2]));
-    }
-
-    #[test]
-    fn claimed_loads_are_the_bytes_per_second_each_partition_replicated() {
-        let config = crate::config::Config::from_properties_str(
-            "clusters = A, B\nA.bootstrap.servers = a:9092\nB.bootstrap.servers = b:9092\n\
-             A->B.enabled = true\n",
-            "mm2.properties",
-            &crate::config::SystemSecrets,
-        )
-        .unwrap();
-        let flow = &config.flows[0];
-        let metrics = crate::metrics::Metrics::new().flow("A", "B");
-        let acked = |bytes| crate::metrics::Acked {
-            records: 1,
-            bytes,
-            max_timestamp: -1,
-        };
-        // Partition 0 replicated 40 000 bytes over 10 s, partition 1 a trickle, 2 nothing.
-        metrics.acknowledged("A.t", 0, acked(20_000), 1, 0);
-        metrics.acknowledged("A.t", 0, acked(20_000), 2, 10_000);
-        metrics.acknowledged("A.t", 1, acked(1), 1, 10_000);
-        let owned = BTreeSet::from([unit(0), unit(1), unit(2)]);
-        let loads = loads([(flow, &*metrics)], &owned, 10_000);
-        assert_eq!(loads[&unit(0)], 4_000);
-        assert_eq!(loads[&unit(1)], 1, "at least 1");
-        assert_eq!(loads[&unit(2)], 1, "idle still weighs 1");
     }
 
     #[tokio::test]
