@@ -256,9 +256,7 @@ pub async fn run(config: Config, external_stop: watch::Receiver<bool>) -> Result
         let sync_producer = clusters.producers[sync_alias].clone();
         let flow_stop = stop.clone();
         let flow_metrics = metrics.flow(&fc.source, &fc.target);
-        let seat = seats
-            .as_ref()
-            .map(|s| s[&format!("{}->{}", fc.source, fc.target)].clone());
+        let seat = seats.as_ref().map(|s| s[&fc.name()].clone());
         let flow_seat = seat.clone();
         let gate = lease.clone();
         let drain_limit = config.group.as_ref().map(|g| g.session_timeout * 2);
@@ -277,7 +275,7 @@ pub async fn run(config: Config, external_stop: watch::Receiver<bool>) -> Result
                 let data = match data_producer(&target, &fc.target, gate.clone()).await {
                     Ok(p) => p,
                     Err(e) if e.is_transient() && !*stop.borrow() => {
-                        warn!(flow = %format!("{}->{}", fc.source, fc.target), error = %e, ?delay, "cannot start the flow's producer; retrying");
+                        warn!(flow = %fc.name(), error = %e, ?delay, "cannot start the flow's producer; retrying");
                         tokio::time::sleep(delay).await;
                         delay = (delay * 2).min(Duration::from_secs(30));
                         continue;

@@ -272,6 +272,11 @@ pub struct FlowConfig {
 }
 
 impl FlowConfig {
+    /// `source->target`, as logs, metrics and the scale-out group name a flow.
+    pub fn name(&self) -> String {
+        format!("{}->{}", self.source, self.target)
+    }
+
     /// The offset-syncs topic name and the cluster alias holding it.
     pub fn offset_syncs_topic(&self) -> (String, &str) {
         match self.offset_syncs_location {

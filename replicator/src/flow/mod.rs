@@ -556,7 +556,7 @@ impl Flow {
 
     /// `A->B`.
     pub fn name(&self) -> String {
-        format!("{}->{}", self.config.source, self.config.target)
+        self.config.name()
     }
 
     /// Source topics this flow replicates, with their partition counts (MM2's

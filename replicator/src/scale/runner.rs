@@ -260,7 +260,7 @@ impl Seats {
         let seats = flows
             .iter()
             .map(|f| {
-                let name = flow_name(f);
+                let name = f.name();
                 (name.clone(), Seat::new(name, tx.clone()))
             })
             .collect();
@@ -291,10 +291,6 @@ fn unit_flow(u: &Unit) -> &str {
     }
 }
 
-fn flow_name(f: &FlowConfig) -> String {
-    format!("{}->{}", f.source, f.target)
-}
-
 /// A flow's source, to list its units.
 #[derive(Debug, Clone)]
 pub struct FlowSource {
@@ -309,7 +305,7 @@ pub struct FlowSource {
 async fn list_units(flows: &[FlowSource]) -> Option<BTreeMap<Unit, u64>> {
     let mut out = BTreeMap::new();
     for f in flows {
-        let name = flow_name(&f.config);
+        let name = f.config.name();
         out.insert(Unit::FlowLeader { flow: name.clone() }, 1);
         match f.source.refresh_all_topics().await {
             Ok(md) => {
