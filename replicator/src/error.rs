@@ -130,6 +130,23 @@ impl Error {
     }
 }
 
+impl Error {
+    /// Whether another producer took this run's transactional id (exactly-once mode): a
+    /// zombie's run, or a second process with the same transactional ids.
+    pub fn is_fenced(&self) -> bool {
+        match self {
+            Error::Client { source, .. } => {
+                matches!(source, protocol_client::Error::Fenced { .. })
+            }
+            Error::Append { source, .. } => {
+                matches!(**source, protocol_client::Error::Fenced { .. })
+            }
+            Error::Context { source, .. } => source.is_fenced(),
+            _ => false,
+        }
+    }
+}
+
 fn client_error_is_transient(source: &protocol_client::Error) -> bool {
     if source.is_security() {
         return false;

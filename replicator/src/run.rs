@@ -11,7 +11,7 @@ use protocol_client::producer::{Producer, ProducerConfig, SendGate};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::config::{ClusterConfig, Config};
+use crate::config::{ClusterConfig, Config, FlowConfig};
 use crate::error::{Error, Result};
 use crate::flow::Flow;
 use crate::heartbeat::heartbeat_loop;
@@ -84,10 +84,14 @@ impl Clusters {
 /// The producer a flow forwards batches with: idempotent, and a partition stops at its first
 /// batch that fails for good, so the remote partition never gets a gap. A scale-out member
 /// sends only under its membership lease (`gate`).
+///
+/// Exactly-once mode (`transactional_id`): the producer is transactional; starting it fences
+/// every earlier producer of the id (a previous run, a zombie) and aborts what it left open.
 pub async fn data_producer(
     target: &Arc<Cluster>,
     alias: &str,
     gate: Option<SendGate>,
+    transactional_id: Option<String>,
 ) -> Result<Producer> {
     Producer::new(
         target.clone(),
@@ -95,11 +99,56 @@ pub async fn data_producer(
             linger: Duration::from_millis(2),
             stop_partition_on_failure: true,
             send_gate: gate,
+            transactional_id,
             ..ProducerConfig::default()
         },
     )
     .await
     .map_err(Error::client(alias))
+}
+
+/// A scale-out member's slot, once it has one and its membership lease holds: a run of a
+/// member that stalled past its session (its lease ran out, its slot maybe another's by now)
+/// does not take the slot's transactional id, which would fence the slot's new holder, before
+/// the membership task has learnt whether it is still in the group.
+async fn leased_slot(seat: &crate::scale::runner::Seat, mut lease: SendGate) -> u32 {
+    let mut slot = seat.slot();
+    loop {
+        let current = *slot.borrow_and_update();
+        let until = *lease.borrow_and_update();
+        let leased = until.is_some_and(|u| std::time::Instant::now() < u);
+        match current {
+            Some(s) if leased => return s,
+            _ => {}
+        }
+        // A closed channel never changes again (the stop ends the wait instead).
+        tokio::select! {
+            Ok(()) = slot.changed() => {}
+            Ok(()) = lease.changed() => {}
+            else => std::future::pending::<()>().await,
+        }
+    }
+}
+
+/// Exactly-once mode, a run ended without committing (membership lost): its open
+/// transaction is aborted now rather than when another member fences it or it times out. A
+/// member that stalled past its session finds it fenced already; that refusal is logged.
+async fn abort_open_transaction(data: &Producer, flow: &str) {
+    let Some(id) = data.transactional_id() else {
+        return;
+    };
+    match tokio::time::timeout(Duration::from_secs(10), data.abort_transaction()).await {
+        Ok(Ok(())) => info!(flow, transactional_id = %id, "aborted the run's open transaction"),
+        Ok(Err(e)) if matches!(e, protocol_client::Error::Fenced { .. }) => {
+            warn!(flow, transactional_id = %id, error = %e, "fenced: another member took over this member's transactional id; nothing more of this run is written")
+        }
+        Ok(Err(e)) => {
+            warn!(flow, transactional_id = %id, error = %e, "aborting the run's open transaction failed; it is aborted when the id is fenced or the transaction times out")
+        }
+        Err(_) => {
+            warn!(flow, transactional_id = %id, "aborting the run's open transaction timed out; it is aborted when the id is fenced or the transaction times out")
+        }
+    }
 }
 
 /// Every alias the configuration talks to.
@@ -206,6 +255,12 @@ pub async fn run(config: Config, external_stop: watch::Receiver<bool>) -> Result
     let seats = match &config.group {
         Some(settings) => {
             let seats = Seats::new(&config.flows);
+            for f in config.flows.iter().filter(|f| f.exactly_once) {
+                seats.seats[&f.name()].set_transactional(crate::scale::runner::Transactional {
+                    target: clusters.clusters[&f.target].clone(),
+                    stem: f.transactional_id_stem(&settings.id),
+                });
+            }
             let steering = seats.seats.clone();
             lease = Some(seats.lease());
             let membership = Membership {
@@ -270,9 +325,30 @@ pub async fn run(config: Config, external_stop: watch::Receiver<bool>) -> Result
                     // that the group may already have handed to another member.
                     return Ok(());
                 }
+                // Exactly-once mode: the run's transactional id. A scale-out member's comes
+                // from its slot, known once the group assigned it one; a single process is
+                // slot 0.
+                let slot = match (&seat, &gate, fc.exactly_once) {
+                    (Some(seat), Some(gate), true) => {
+                        let got = tokio::select! {
+                            s = leased_slot(seat, gate.clone()) => Some(s),
+                            _ = async { let mut s = stop.clone(); let _ = s.wait_for(|s| *s).await; } => None,
+                        };
+                        match got {
+                            Some(s) => Some(s),
+                            None => return Ok(()),
+                        }
+                    }
+                    (_, _, true) => Some(0),
+                    (_, _, false) => None,
+                };
+                let transactional_id = slot.map(|s| match &seat {
+                    Some(seat) => seat.transactional_id(s).expect("exactly-once seat"),
+                    None => FlowConfig::transactional_id(&fc.transactional_id_stem("strait"), s),
+                });
                 // A producer per run of the flow: aborted when the run ends, so nothing the run
                 // appended can still land while its successor matches the remote tail.
-                let data = match data_producer(&target, &fc.target, gate.clone()).await {
+                let data = match data_producer(&target, &fc.target, gate.clone(), transactional_id.clone()).await {
                     Ok(p) => p,
                     Err(e) if e.is_transient() && !*stop.borrow() => {
                         warn!(flow = %fc.name(), error = %e, ?delay, "cannot start the flow's producer; retrying");
@@ -306,6 +382,12 @@ pub async fn run(config: Config, external_stop: watch::Receiver<bool>) -> Result
                 let run = flow.clone().run(run_stop_rx);
                 tokio::pin!(run);
                 let mut stop_seen = stop.clone();
+                // Exactly-once scale-out: the slot is the run's transactional id; a new one
+                // (the membership was lost and joined again) ends the run.
+                let mut slot_watch = match (&seat, slot) {
+                    (Some(seat), Some(_)) => Some(seat.slot()),
+                    _ => None,
+                };
                 let mut abandoned = None;
                 let mut stopping_since = None;
                 let outcome = loop {
@@ -345,6 +427,22 @@ pub async fn run(config: Config, external_stop: watch::Receiver<bool>) -> Result
                             abandoned = Some(epoch);
                             let _ = run_stop.send(true);
                         }
+                        _ = async {
+                            match slot_watch.as_mut() {
+                                Some(w) => { let _ = w.wait_for(|s| *s != slot).await; }
+                                None => std::future::pending::<()>().await,
+                            }
+                        }, if abandoned.is_none() && slot_watch.is_some() => {
+                            // Only after the membership was lost, which abandoned what the run
+                            // owned: it ends without committing, and the next run writes
+                            // under the new slot's id.
+                            warn!(flow = %name, "this member's slot changed: ending the run, whose transactional id is no longer this member's");
+                            flow.abandon();
+                            data.abort().await;
+                            abandoned = Some(0);
+                            slot_watch = None;
+                            let _ = run_stop.send(true);
+                        }
                     }
                 };
                 if started.elapsed() >= Duration::from_secs(60) {
@@ -352,6 +450,11 @@ pub async fn run(config: Config, external_stop: watch::Receiver<bool>) -> Result
                     delay = Duration::from_secs(1);
                 }
                 data.abort().await;
+                if abandoned.is_some() || outcome.is_err() {
+                    // Exactly-once: what the run left open is aborted before anything else
+                    // resumes its partitions here.
+                    abort_open_transaction(&data, &name).await;
+                }
                 if let Some(seat) = &seat {
                     // Nothing this run appended can land now: what it was releasing is free.
                     seat.detach();
@@ -370,7 +473,16 @@ pub async fn run(config: Config, external_stop: watch::Receiver<bool>) -> Result
                         info!(flow = %name, "stopped");
                         return Ok(());
                     }
-                    Err(e) if e.is_transient() && !*stop.borrow() => {
+                    Err(e) if e.is_fenced() && seat.is_none() => {
+                        error!(flow = %name, transactional_id = ?transactional_id, error = %e, "fenced: another producer took this flow's transactional id (is a second Strait running these flows without strait.group.enabled?)");
+                        return Err(e);
+                    }
+                    Err(e) if (e.is_transient() || e.is_fenced()) && !*stop.borrow() => {
+                        if e.is_fenced() {
+                            // Scale-out: a member took over this member's units (it stalled
+                            // past its session); the group tells what it runs now.
+                            warn!(flow = %name, transactional_id = ?transactional_id, error = %e, "fenced: the run's transactional id was taken over; starting again with what this member owns now");
+                        }
                         flow_metrics.restarted(e.kind());
                         warn!(flow = %name, error = %e, ?delay, "flow failed; restarting from its stored position");
                         tokio::time::sleep(delay).await;

@@ -413,7 +413,7 @@ async fn partitions_handed_between_two_members_are_mirrored_exactly_once() {
                 clusters.producers["B"].clone(),
                 clusters.producers["A"].clone(),
             );
-            let data = data_producer(&target, "B", None).await.unwrap();
+            let data = data_producer(&target, "B", None, None).await.unwrap();
             let (changes, changes_rx) = mpsc::unbounded_channel();
             let (released_tx, released) = mpsc::unbounded_channel();
             let flow = Arc::new(

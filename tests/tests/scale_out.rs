@@ -64,8 +64,18 @@ fn start_writer(a: &str, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<u
 }
 
 /// Once every record written reached the target, and anything late would have landed (3 s
-/// more): every record is there once, in order (librdkafka, `read_committed`).
+/// more, plus a commit interval in exactly-once mode): every record is there once, in order
+/// (librdkafka, `read_committed`).
 fn assert_exactly_once(b: &str, written: &[usize], logs: &[&StraitProcess]) {
+    assert_exactly_once_after(b, written, logs, Duration::from_secs(3))
+}
+
+fn assert_exactly_once_after(
+    b: &str,
+    written: &[usize],
+    logs: &[&StraitProcess],
+    settle: Duration,
+) {
     wait_until(
         "every record mirrored",
         Duration::from_secs(120),
@@ -77,7 +87,7 @@ fn assert_exactly_once(b: &str, written: &[usize], logs: &[&StraitProcess]) {
                 .all(|(h, w)| *h >= *w as i64)
         },
     );
-    std::thread::sleep(Duration::from_secs(3));
+    std::thread::sleep(settle);
     for p in 0..PARTITIONS {
         let got = reference::consume_committed(b, "A.stream", p, Duration::from_secs(60));
         let want: Vec<String> = (0..written[p as usize])
@@ -145,6 +155,10 @@ struct Setup {
 }
 
 fn two_members(name: &str) -> Setup {
+    two_members_with(name, "")
+}
+
+fn two_members_with(name: &str, extra: &str) -> Setup {
     strait_binary();
     let clusters = start_clusters(name, 2);
     let (a, b) = (clusters[0].bootstrap(), clusters[1].bootstrap());
@@ -153,10 +167,13 @@ fn two_members(name: &str) -> Setup {
     let config = mm2_properties(
         &a,
         &b,
-        "strait.group.enabled = true\n\
-         strait.group.session.timeout.ms = 6000\n\
-         strait.group.heartbeat.interval.ms = 1000\n\
-         A->B.topics = stream\n",
+        &format!(
+            "strait.group.enabled = true\n\
+             strait.group.session.timeout.ms = 6000\n\
+             strait.group.heartbeat.interval.ms = 1000\n\
+             A->B.topics = stream\n\
+             {extra}"
+        ),
     );
     let stop = Arc::new(AtomicBool::new(false));
     let writer = start_writer(&a, stop.clone());
@@ -401,6 +418,220 @@ fn a_member_woken_after_its_session_expired_writes_nothing() {
                     || l.contains("scale::runner")
                     || l.contains("replicator::run")
             })
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+/// Every value of `topic`/`partition` as a `read_uncommitted` reader sees it (aborted records
+/// included, markers never delivered), read to the high watermark.
+fn uncommitted_values(bootstrap: &str, topic: &str, partition: i32) -> Vec<String> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::error::KafkaError;
+    use rdkafka::Message;
+    let consumer: BaseConsumer = reference::base_config(bootstrap)
+        .set("group.id", strait_tests::unique("uncommitted"))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", "read_uncommitted")
+        .create()
+        .expect("consumer");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, rdkafka::Offset::Beginning)
+        .expect("tpl");
+    consumer.assign(&tpl).expect("assign");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut out = Vec::new();
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "read_uncommitted {topic}/{partition}"
+        );
+        match consumer.poll(Duration::from_millis(100)) {
+            None => {}
+            Some(Err(KafkaError::PartitionEOF(_))) => return out,
+            Some(Err(e)) => panic!("read_uncommitted {topic}/{partition}: {e}"),
+            Some(Ok(m)) => {
+                out.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).into())
+            }
+        }
+    }
+}
+
+/// The latest checkpoint of `group` per partition: (upstream, downstream).
+fn latest_checkpoints(b: &str, group: &str) -> std::collections::BTreeMap<i32, (i64, i64)> {
+    let mut out = std::collections::BTreeMap::new();
+    for r in reference::consume_until_end(b, "A.checkpoints.internal", 0) {
+        let (Some(k), Some(v)) = (r.key, r.value) else {
+            continue;
+        };
+        let Ok(cp) = Checkpoint::decode(&k, Some(&v)) else {
+            continue;
+        };
+        if cp.consumer_group_id == group {
+            out.insert(cp.partition, (cp.upstream_offset, cp.downstream_offset));
+        }
+    }
+    out
+}
+
+/// Exactly-once mode (`exactly.once.source.support = enabled`) in one process, killed twice
+/// mid-stream: each run writes inside transactions with its offset map and MM2 progress, so a
+/// killed run's open transaction (aborted when the next run's producer fences it) leaves
+/// records on the target that `read_committed` readers never see, and the next run resumes
+/// from what was committed, matching the committed tail. Every record once for librdkafka with
+/// `read_committed`; checkpoints exact although remote offsets now differ from the source's
+/// (transaction markers).
+#[test]
+fn exactly_once_mode_resumes_killed_runs_from_what_was_committed() {
+    strait_binary();
+    let clusters = start_clusters("eos-kill", 2);
+    let (a, b) = (clusters[0].bootstrap(), clusters[1].bootstrap());
+    reference::create_topic(&a, "stream", PARTITIONS);
+    let dir = tempfile::tempdir().unwrap();
+    let config = mm2_properties(
+        &a,
+        &b,
+        "A->B.topics = stream\nexactly.once.source.support = enabled\n",
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = start_writer(&a, stop.clone());
+    let mut killed = Vec::new();
+    // The first run is killed before its first commit (5 s): the remote partitions start with
+    // aborted records and no offset map describes any of them. The second is killed past a
+    // commit: committed records, then an aborted transaction.
+    for round in 0..2 {
+        let mut m = StraitProcess::start(&config, dir.path());
+        if round == 0 {
+            wait_until("the run starts", Duration::from_secs(60), &[&m], || {
+                m.log().contains("transactional producer started")
+            });
+            std::thread::sleep(Duration::from_secs(2));
+        } else {
+            let before: i64 = high_watermarks(&b, "A.stream").iter().sum();
+            wait_until("the run mirrors", Duration::from_secs(60), &[&m], || {
+                high_watermarks(&b, "A.stream").iter().sum::<i64>() >= before + 30_000
+            });
+            std::thread::sleep(Duration::from_secs(6));
+        }
+        m.kill9();
+        killed.push(m);
+    }
+    let m = StraitProcess::start(&config, dir.path());
+    wait_until(
+        "the last run mirrors",
+        Duration::from_secs(60),
+        &[&m],
+        || m.log().contains("transactional producer started"),
+    );
+    let source = high_watermarks(&a, "stream");
+    let committed: Vec<(&str, i32, i64)> = (0..PARTITIONS)
+        .map(|p| ("stream", p, source[p as usize] / 2))
+        .collect();
+    reference::commit_offsets(&a, "app", &committed);
+    let mut checkpoints = Default::default();
+    wait_until(
+        "checkpoints of every partition",
+        Duration::from_secs(60),
+        &[&m],
+        || {
+            checkpoints = latest_checkpoints(&b, "app");
+            committed
+                .iter()
+                .all(|(_, p, o)| checkpoints.get(p).is_some_and(|c| c.0 == *o))
+        },
+    );
+    stop.store(true, Ordering::Relaxed);
+    let written = writer.join().unwrap();
+    // A commit interval (5 s) for the last records' transaction to commit.
+    assert_exactly_once_after(&b, &written, &[&m], Duration::from_secs(8));
+    let mut aborted = 0;
+    for p in 0..PARTITIONS {
+        // The checkpoint's downstream offset is where a consumer of the target continues:
+        // its first committed record there is the source record the group continues at.
+        let (up, down) = checkpoints[&p];
+        let got = reference::consume_committed(&b, "A.stream", p, Duration::from_secs(60));
+        let next = got.iter().find(|r| r.offset >= down).expect("a record");
+        assert_eq!(
+            String::from_utf8(next.value.clone().unwrap()).unwrap(),
+            format!("p{p}-{up}"),
+            "partition {p}: checkpoint ({up}, {down})"
+        );
+        let all = uncommitted_values(&b, "A.stream", p);
+        aborted += all.len() - got.len();
+    }
+    assert!(
+        aborted > 0,
+        "the killed runs left aborted records on the target (what this test is about)"
+    );
+    for (i, run) in killed.iter().chain([&m]).enumerate() {
+        for l in run.log().lines().filter(|l| {
+            l.contains("remote tail") || l.contains("do not match") || l.contains("resuming")
+        }) {
+            eprintln!("run {i}: {l}");
+        }
+    }
+    eprintln!("exactly-once: {} records mirrored once; {aborted} records of killed runs' transactions aborted on the target", written.iter().sum::<usize>());
+    drop(killed);
+}
+
+/// Exactly-once mode with scale-out: a member stopped (SIGSTOP) past its session is fenced at
+/// the broker by whoever takes over its partitions (InitProducerId of its transactional id,
+/// which aborts its open transaction); when it wakes, its transaction is refused as fenced
+/// (logged), and every record is on the target once for `read_committed` readers.
+#[test]
+fn exactly_once_members_fence_a_woken_zombie() {
+    let Setup {
+        _clusters,
+        b,
+        dir: _dir,
+        stop,
+        writer,
+        m1,
+        m2,
+        ..
+    } = two_members_with("eos-zombie", "exactly.once.source.support = enabled\n");
+    std::thread::sleep(Duration::from_secs(3));
+    let pid = m2.pid().expect("running").to_string();
+    let given = count(&m1, "partitions given");
+    let stopped = Instant::now();
+    assert!(std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    wait_until(
+        "the survivor takes over",
+        Duration::from_secs(30),
+        &[&m1],
+        || count(&m1, "partitions given") > given,
+    );
+    let takeover = stopped.elapsed();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(std::process::Command::new("kill")
+        .args(["-CONT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    std::thread::sleep(Duration::from_secs(10));
+    stop.store(true, Ordering::Relaxed);
+    let written = writer.join().unwrap();
+    assert_exactly_once_after(&b, &written, &[&m1, &m2], Duration::from_secs(8));
+    let (survivor, zombie) = (m1.log(), m2.log());
+    assert!(
+        survivor.contains("fenced a departed member's transactional id"),
+        "the survivor fenced the zombie before taking over:\n{survivor}"
+    );
+    assert!(
+        zombie.contains("fenced: "),
+        "the woken zombie's transaction was refused as fenced:\n{zombie}"
+    );
+    eprintln!(
+        "exactly-once zombie: partitions taken over {:.1} s after SIGSTOP (session 6 s)\n{}",
+        takeover.as_secs_f64(),
+        zombie
+            .lines()
+            .filter(|l| l.contains("fenced") || l.contains("membership lost"))
             .collect::<Vec<_>>()
             .join("\n")
     );

@@ -427,6 +427,11 @@ impl Producer {
         &self.inner.cluster
     }
 
+    /// The transactional id, for a transactional producer.
+    pub fn transactional_id(&self) -> Option<&str> {
+        self.inner.config.transactional_id.as_deref()
+    }
+
     /// The producer id and epoch (-1, -1 when not idempotent).
     pub fn producer_id_and_epoch(&self) -> (i64, i16) {
         let st = self.inner.lock();
@@ -785,6 +790,26 @@ impl Producer {
         self.inner.idle.notify_waiters();
         self.flush().await;
     }
+}
+
+/// Fences every producer of `transactional_id`, as Kafka's `Admin.fenceProducers` does: an
+/// InitProducerId for the id bumps its epoch, so their later appends, AddPartitionsToTxn and
+/// EndTxn are refused (PRODUCER_FENCED / INVALID_PRODUCER_EPOCH), and a transaction they left
+/// open is aborted (retried while the coordinator writes the abort). Returns the id's producer
+/// id and new epoch.
+pub async fn fence_transactional_id(
+    cluster: &Cluster,
+    transactional_id: &str,
+    transaction_timeout: Duration,
+) -> Result<(i64, i16)> {
+    let fenced = txn::init(cluster, transactional_id, transaction_timeout, None).await?;
+    info!(
+        transactional_id,
+        producer_id = fenced.0,
+        epoch = fenced.1,
+        "fenced the transactional id's earlier producers"
+    );
+    Ok(fenced)
 }
 
 async fn init_producer_id(cluster: &Cluster, id: i64, epoch: i16) -> Result<(i64, i16)> {

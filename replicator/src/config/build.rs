@@ -1025,15 +1025,7 @@ fn build_flow(
     // A worker setting in MM2 (`<target>.exactly.once.source.support`), also read per flow.
     let exactly_once = match worker("exactly.once.source.support") {
         Some(e) => match e.value.trim().to_ascii_lowercase().as_str() {
-            "enabled" => {
-                b.warn(
-                    e,
-                    "exactly-once mode (transactions on the target) is not supported yet: \
-                     records are forwarded with an idempotent producer and resumed exactly \
-                     after a crash, but outside transactions",
-                );
-                true
-            }
+            "enabled" => true,
             "disabled" | "preparing" => false,
             _ => return Err(invalid(e, "expected enabled, preparing or disabled")),
         },

@@ -277,6 +277,17 @@ impl FlowConfig {
         format!("{}->{}", self.source, self.target)
     }
 
+    /// Exactly-once mode: the stem of this flow's transactional ids, `<prefix>.<source>-<target>`
+    /// (`prefix`: the scale-out group id, or `strait` for a single process).
+    pub fn transactional_id_stem(&self, prefix: &str) -> String {
+        format!("{prefix}.{}-{}", self.source, self.target)
+    }
+
+    /// The transactional id of slot `slot` (a scale-out member's; 0 for a single process).
+    pub fn transactional_id(stem: &str, slot: u32) -> String {
+        format!("{stem}.{slot}")
+    }
+
     /// The offset-syncs topic name and the cluster alias holding it.
     pub fn offset_syncs_topic(&self) -> (String, &str) {
         match self.offset_syncs_location {

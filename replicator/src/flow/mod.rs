@@ -200,6 +200,10 @@ pub struct PartitionState {
     pub map: OffsetMap,
     emitter: SyncEmitter,
     committed_next: Option<i64>,
+    /// Exactly-once mode: every upstream offset below this is mirrored in a committed
+    /// transaction (resumed from what read_committed showed, or committed since). Checkpoints
+    /// translate only up to it: above it the downstream records may still be aborted.
+    durable_next: Option<i64>,
 }
 
 /// Everything the tasks of a flow share.
@@ -1538,6 +1542,7 @@ impl Flow {
                             map,
                             emitter: SyncEmitter::new(self.config.offset_lag_max),
                             committed_next: None,
+                            durable_next: Some(position),
                         },
                     );
                 assigned.insert(key);
@@ -1652,7 +1657,11 @@ impl Flow {
         let mut attempts = 0;
         while let Err(e) = self.commit(true).await {
             attempts += 1;
-            if !e.is_transient() || attempts >= 60 {
+            // Exactly-once: a failed commit leaves a transaction that must be aborted, which
+            // only a new run does; but a lease that does not hold yet is waited for.
+            let lapsed = !self.leased() && !self.abandoned.load(Ordering::Acquire);
+            let retry = !self.config.exactly_once || lapsed;
+            if !e.is_transient() || attempts >= 60 || !retry {
                 report(&fail, e);
                 return;
             }
@@ -1855,6 +1864,19 @@ impl Flow {
             if r.is_err() {
                 self.metrics.error("commit");
             }
+            let r = match r {
+                Err(e) if self.config.exactly_once => {
+                    // The transaction may hold records that can no longer commit: the run
+                    // ends, and the next one's producer aborts it (fencing this one) before
+                    // resuming.
+                    report(
+                        &fail,
+                        e.context("exactly-once: the transaction did not commit"),
+                    );
+                    return;
+                }
+                r => r,
+            };
             if let Some(e) = failing.observe(r, tokio::time::Instant::now()) {
                 report(&fail, e.context("progress commits kept failing"));
                 return;
@@ -1866,15 +1888,34 @@ impl Flow {
     /// `flush` also emits MM2's delayed syncs for partitions whose last record is unsynced.
     pub async fn commit(&self, flush: bool) -> Result<()> {
         let _one = self.commit_lock.lock().await;
+        let c = &self.config;
+        let eos = c.exactly_once;
         if !self.leased() {
+            if eos {
+                // The open transaction's records are invisible to a next owner until it
+                // commits: a partition is not released before they are.
+                return Err(Error::Client {
+                    cluster: c.target.clone(),
+                    source: protocol_client::Error::Producer(
+                        "not committing the transaction: the membership lease does not hold".into(),
+                    ),
+                });
+            }
             // Scale-out: the membership is lost or unconfirmed; what would be written stays
             // for the next commit, and the next owner matches the remote tail meanwhile.
             debug!(flow = %self.name(), "not committing: the membership lease does not hold");
             return Ok(());
         }
-        let c = &self.config;
+        // Exactly-once mode: the offset map and MM2 progress go into the data producer's
+        // transaction and commit with the records they describe; offset syncs follow the
+        // commit (MM2 writes them outside the transaction too).
+        let writer = if eos {
+            &self.data_producer
+        } else {
+            &self.producer
+        };
         let map_topic = offset_map_topic(&c.source);
-        let (map_records, syncs, progress) = {
+        let (map_records, syncs, progress, durable) = {
             let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
             let FlowState {
                 partitions,
@@ -1883,9 +1924,15 @@ impl Flow {
             } = &mut *st;
             let mut map_records = Vec::new();
             let mut progress = Vec::new();
+            let mut durable = Vec::new();
             let mut syncs = std::mem::take(pending_syncs);
             for ((topic, partition), ps) in partitions.iter_mut() {
                 map_records.extend(ps.map.take_changes(topic, *partition));
+                // Everything recorded so far was acknowledged, so it is in the transaction
+                // this commit ends (or an earlier one).
+                if let (true, Some(f)) = (eos, ps.map.frontier()) {
+                    durable.push(((topic.clone(), *partition), f));
+                }
                 if flush && c.emit_offset_syncs {
                     if let Some(s) = ps.emitter.flush() {
                         syncs.push(OffsetSync {
@@ -1902,7 +1949,7 @@ impl Flow {
                     }
                 }
             }
-            (map_records, syncs, progress)
+            (map_records, syncs, progress, durable)
         };
         let now = now_ms();
         let fmt_err = |topic: &str| {
@@ -1941,15 +1988,50 @@ impl Flow {
             st.pending_syncs = syncs;
             st.pending_syncs.extend(newer);
         };
-        if let Err(e) = write_all(&self.producer, &c.target, records).await {
+        if let Err(e) = write_all(writer, &c.target, records).await {
             requeue(&map_records, syncs);
             return Err(e);
         }
+        if eos {
+            // Progress joins the transaction, which then commits; syncs after it.
+            self.write_progress(writer, &progress, now).await?;
+            self.data_producer
+                .commit_transaction()
+                .await
+                .map_err(self.tgt())?;
+            {
+                let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                for (key, next) in durable {
+                    if let Some(ps) = st.partitions.get_mut(&key) {
+                        ps.durable_next = Some(next);
+                    }
+                }
+            }
+            self.write_syncs(syncs, now).await?;
+        } else {
+            self.write_syncs(syncs, now).await?;
+            self.write_progress(writer, &progress, now).await?;
+        }
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        for (topic, partition, frontier) in progress {
+            if let Some(ps) = st.partitions.get_mut(&(topic, partition)) {
+                ps.committed_next = Some(frontier);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes offset syncs; a failed write puts them back for the next commit.
+    async fn write_syncs(&self, syncs: Vec<OffsetSync>, now: i64) -> Result<()> {
+        let c = &self.config;
         if !syncs.is_empty() {
             let (topic, alias) = c.offset_syncs_topic();
             let mut records = Vec::with_capacity(syncs.len());
             for s in &syncs {
-                let key = s.encode_key().map_err(fmt_err(&topic))?;
+                let key = s.encode_key().map_err(|source| Error::Format {
+                    context: topic.clone(),
+                    source,
+                })?;
                 records.push(internal_record(
                     &topic,
                     Some(0),
@@ -1959,11 +2041,25 @@ impl Flow {
                 ));
             }
             if let Err(e) = write_all(&self.sync_producer, alias, records).await {
-                requeue(&[], syncs);
+                let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                let newer = std::mem::take(&mut st.pending_syncs);
+                st.pending_syncs = syncs;
+                st.pending_syncs.extend(newer);
                 return Err(e);
             }
             self.metrics.offset_syncs_written(now_ms());
         }
+        Ok(())
+    }
+
+    /// Writes MM2 source progress (the next offset to replicate, minus one, per partition).
+    async fn write_progress(
+        &self,
+        writer: &Producer,
+        progress: &[(String, i32, i64)],
+        now: i64,
+    ) -> Result<()> {
+        let c = &self.config;
         let records = progress
             .iter()
             .map(|(topic, partition, frontier)| {
@@ -1979,14 +2075,7 @@ impl Flow {
                 internal_record(&c.offset_storage_topic, None, key, Some(value), now)
             })
             .collect();
-        write_all(&self.producer, &c.target, records).await?;
-        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        for (topic, partition, frontier) in progress {
-            if let Some(ps) = st.partitions.get_mut(&(topic, partition)) {
-                ps.committed_next = Some(frontier);
-            }
-        }
-        Ok(())
+        write_all(writer, &c.target, records).await
     }
 
     async fn checkpoint_loop(
@@ -2151,6 +2240,11 @@ impl Flow {
             for o in offsets {
                 let key = (o.topic.clone(), o.partition);
                 let (map, remote_topic) = match st.partitions.get(&key) {
+                    // Exactly-once: an offset whose records may still be aborted waits for
+                    // their commit.
+                    Some(ps) if c.exactly_once && ps.durable_next.is_none_or(|d| o.offset > d) => {
+                        continue
+                    }
                     Some(ps) => (&ps.map, ps.remote_topic.clone()),
                     None => match others.get(&key) {
                         Some(m) => (m, self.remote_topic(&o.topic)),

@@ -511,7 +511,20 @@ pub async fn resume_partition(
             (map, start, remote_start)
         }
     };
+    // Exactly-once mode: the remote log holds transactions (ours, and a fenced predecessor's
+    // aborted ones). Only committed records are copies: the tail is read read_committed, and
+    // markers and aborted batches are stepped over. Nobody's writes are continued: the run's
+    // transactional producer fenced every earlier one of its id before this.
+    let eos = c.exactly_once;
+    let tail_isolation = if eos {
+        IsolationLevel::ReadCommitted
+    } else {
+        IsolationLevel::ReadUncommitted
+    };
     if remote_end <= downstream {
+        if eos {
+            return Ok(resumed(map, upstream));
+        }
         // The remote log ends where the map does, and the map's last run ends there: its last
         // batch is Strait's copy of the records just before the resume position (a map
         // started again at MM2's progress or a truncated log's end has no such run).
@@ -549,33 +562,41 @@ pub async fn resume_partition(
     // The last remote batch matched: whose writes to continue once all of the tail matched.
     let mut last_matched: Option<RecordBatch> = None;
     'outer: while down < remote_end {
-        let remote_fetch = fetch_at(
-            target,
-            &c.target,
-            remote,
-            partition,
-            down,
-            IsolationLevel::ReadUncommitted,
-        )
-        .await?;
+        let remote_fetch =
+            fetch_at(target, &c.target, remote, partition, down, tail_isolation).await?;
         if let Some(e) = remote_fetch.error {
             warn!(flow = %flow.name(), %topic, partition, downstream = down, error = %e, "could not read the remote tail to match it; resuming at the last known position (records after it may repeat)");
             break;
         }
-        let mut remote_batches: Vec<RecordBatch> = Vec::new();
+        // Each remote batch, and whether a read_committed reader steps over it.
+        let mut remote_batches: Vec<(RecordBatch, bool)> = Vec::new();
+        let mut aborts = super::plan::AbortTracker::new(remote_fetch.aborted);
         for b in split_batches(remote_fetch.records) {
             let b = b.map_err(|source| Error::Record {
                 context: format!("{}:{remote}/{partition}", c.target),
                 source,
             })?;
+            let skip = eos && aborts.skips(&b);
             if b.next_offset() > down {
-                remote_batches.push(b);
+                remote_batches.push((b, skip));
             }
         }
         if remote_batches.is_empty() {
             break;
         }
         let mut remote_iter = remote_batches.into_iter().peekable();
+        // Steps over markers and aborted batches at the front.
+        let step_over = |it: &mut std::iter::Peekable<std::vec::IntoIter<(RecordBatch, bool)>>,
+                         down: &mut i64| {
+            while let Some((b, true)) = it.peek() {
+                *down = (*down).max(b.next_offset());
+                it.next();
+            }
+        };
+        step_over(&mut remote_iter, &mut down);
+        if down >= remote_end {
+            break;
+        }
         while remote_iter.peek().is_some() {
             let src = fetch_at(source, &c.source, topic, partition, up, iso).await?;
             if let Some(e) = src.error {
@@ -609,7 +630,7 @@ pub async fn resume_partition(
                         next,
                         ..
                     } => {
-                        let Some(r) = remote_iter.peek() else {
+                        let Some((r, _)) = remote_iter.peek() else {
                             continue 'outer;
                         };
                         if merging.is_none()
@@ -638,8 +659,9 @@ pub async fn resume_partition(
                             let m = merging.take().expect("merging");
                             record_copies(&mut map, m.stretches, down, topic, partition)?;
                             map.advance_upstream(next);
-                            let r = remote_iter.next().expect("peeked");
+                            let (r, _) = remote_iter.next().expect("peeked");
                             down = r.next_offset();
+                            step_over(&mut remote_iter, &mut down);
                             last_matched = Some(r);
                             matched += 1;
                             merged += 1;
@@ -664,8 +686,9 @@ pub async fn resume_partition(
                         }
                         record_copies(&mut map, stretches, down, topic, partition)?;
                         map.advance_upstream(next);
-                        let r = remote_iter.next().expect("peeked");
+                        let (r, _) = remote_iter.next().expect("peeked");
                         down = r.next_offset();
+                        step_over(&mut remote_iter, &mut down);
                         last_matched = Some(r);
                         up = next;
                         matched += 1;
@@ -689,7 +712,7 @@ pub async fn resume_partition(
     // Only a tail matched to its end says whose sequence comes next; after a partial match
     // the records after it are written again anyway (warned above).
     let continuation = last_matched
-        .filter(|_| complete)
+        .filter(|_| complete && !eos)
         .and_then(|b| Continuation::after(&b));
     Ok(Resumed {
         map,

@@ -56,6 +56,21 @@ pub struct Seat {
     restarted: watch::Sender<u64>,
     /// Where released units go (the membership task).
     released: mpsc::UnboundedSender<BTreeSet<Unit>>,
+    /// This member's slot in the current generation (`None` before the first assignment and
+    /// after the membership was lost). In exactly-once mode the flow's data producer writes
+    /// under the slot's transactional id.
+    slot: watch::Sender<Option<u32>>,
+    /// Exactly-once mode: where the flow's transactional ids live, and their stem.
+    transactional: std::sync::OnceLock<Transactional>,
+}
+
+/// A flow's transactional ids (exactly-once mode): `<stem>.<slot>` on `target`.
+#[derive(Debug, Clone)]
+pub struct Transactional {
+    /// The flow's target cluster (its transaction coordinators).
+    pub target: Arc<protocol_client::cluster::Cluster>,
+    /// [`FlowConfig::transactional_id_stem`].
+    pub stem: String,
 }
 
 #[derive(Debug, Default)]
@@ -79,7 +94,35 @@ impl Seat {
             restart: watch::channel(0).0,
             restarted: watch::channel(0).0,
             released,
+            slot: watch::channel(None).0,
+            transactional: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Exactly-once mode: the flow writes under transactional ids of `transactional`; a
+    /// departed member's units are started only after its slot's id is fenced.
+    pub fn set_transactional(&self, transactional: Transactional) {
+        let _ = self.transactional.set(transactional);
+    }
+
+    /// The transactional id of the flow's data producer in `slot`, in exactly-once mode.
+    pub fn transactional_id(&self, slot: u32) -> Option<String> {
+        self.transactional
+            .get()
+            .map(|t| FlowConfig::transactional_id(&t.stem, slot))
+    }
+
+    /// This member's slot (see [`Seat::slot`] field docs).
+    pub fn slot(&self) -> watch::Receiver<Option<u32>> {
+        self.slot.subscribe()
+    }
+
+    fn set_slot(&self, slot: Option<u32>) {
+        self.slot.send_if_modified(|s| {
+            let changed = *s != slot;
+            *s = slot;
+            changed
+        });
     }
 
     /// For a new run of the flow: what it owns now, where changes arrive and where it reports
@@ -426,6 +469,10 @@ impl Lease {
 /// of the next join.
 async fn lose(driver: &mut Driver, seats: &Seats, lease: &Lease) {
     lease.suspend();
+    // The slot goes with the membership: a run starting now waits for the next one.
+    for seat in seats.seats.values() {
+        seat.set_slot(None);
+    }
     let done = execute(seats, driver.lost());
     for (seat, epoch, leading) in done.abandoned {
         seat.quiet(epoch).await;
@@ -528,7 +575,12 @@ pub async fn run_membership(
     let mut stopping = false;
     loop {
         let assignment = match decode_assignment(member.assignment()) {
-            Ok((a, _)) => a,
+            Ok((a, _)) => {
+                for seat in seats.seats.values() {
+                    seat.set_slot(Some(a.slot));
+                }
+                a
+            }
             Err(e) => {
                 warn!(group = %group, error = %e, "unreadable assignment: this member runs nothing in this generation");
                 MemberAssignment::default()
@@ -544,6 +596,7 @@ pub async fn run_membership(
             "joined the group's generation"
         );
         let actions = driver.assigned(member.generation(), assignment);
+        fence_departed(&seats, &actions, &stop).await;
         let mut rejoin = execute(&seats, actions).rejoin;
         while !rejoin {
             tokio::select! {
@@ -560,7 +613,9 @@ pub async fn run_membership(
                     rejoin = true;
                 }
                 Some(released) = released_rx.recv() => {
-                    rejoin = execute(&seats, driver.released(&released)).rejoin;
+                    let actions = driver.released(&released);
+                    fence_departed(&seats, &actions, &stop).await;
+                    rejoin = execute(&seats, actions).rejoin;
                 }
                 Ok(()) = units_rx.changed() => {
                     let now = units_rx.borrow_and_update().clone().unwrap_or_default();
@@ -655,18 +710,71 @@ struct Executed {
     abandoned: Vec<(Arc<Seat>, u64, bool)>,
 }
 
+/// Before a departed member's units start here: in exactly-once mode, every slot the
+/// assignment names is fenced for each flow of those units (InitProducerId of the slot's
+/// transactional id: a zombie holding it can neither append nor commit any more, and its open
+/// transaction is aborted before the remote tail is read). Without exactly-once mode the
+/// departed member's appends stopped with its membership lease. Retried until done or
+/// stopped: the units must not start unfenced.
+async fn fence_departed(seats: &Seats, actions: &[Action], stop: &watch::Receiver<bool>) {
+    for action in actions {
+        let Action::Start { fence, units } = action else {
+            continue;
+        };
+        if fence.is_empty() {
+            continue;
+        }
+        let flows: BTreeSet<&str> = units.iter().map(unit_flow).collect();
+        for flow in flows {
+            let Some(seat) = seats.seats.get(flow) else {
+                continue;
+            };
+            let Some(t) = seat.transactional.get() else {
+                info!(flow, slots = ?fence, "taking over a departed member's units (its appends stopped with its membership lease)");
+                continue;
+            };
+            for slot in fence {
+                let id = FlowConfig::transactional_id(&t.stem, *slot);
+                let mut delay = Duration::from_millis(200);
+                loop {
+                    match protocol_client::producer::fence_transactional_id(
+                        &t.target,
+                        &id,
+                        FENCE_TRANSACTION_TIMEOUT,
+                    )
+                    .await
+                    {
+                        Ok(_) => {
+                            info!(flow, slot, transactional_id = %id, "fenced a departed member's transactional id before taking over its units");
+                            break;
+                        }
+                        Err(e) if *stop.borrow() => {
+                            warn!(flow, slot, transactional_id = %id, error = %e, "fencing failed while stopping");
+                            break;
+                        }
+                        Err(e) => {
+                            warn!(flow, slot, transactional_id = %id, error = %e, ?delay, "fencing a departed member's transactional id failed; retrying before taking over its units");
+                            tokio::time::sleep(delay).await;
+                            delay = (delay * 2).min(Duration::from_secs(10));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The transaction timeout given with a fencing InitProducerId (no transaction follows).
+const FENCE_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Carries out the driver's actions.
 fn execute(seats: &Seats, actions: Vec<Action>) -> Executed {
     let mut out = Executed::default();
     for action in actions {
         match action {
             Action::Rejoin => out.rejoin = true,
-            Action::Start { fence, units } => {
-                if !fence.is_empty() {
-                    // The data path is not transactional yet: nothing to fence at the broker.
-                    // The departed member's appends stopped with its lease.
-                    info!(slots = ?fence, "taking over a departed member's units (not fenced at the broker: the data path is not transactional yet)");
-                }
+            Action::Start { fence: _, units } => {
+                // A departed member's units: fenced already (`fence_departed`).
                 for (seat, keys, leads) in by_flow(seats, units) {
                     if !keys.is_empty() {
                         info!(flow = %seat.flow, partitions = keys.len(), "partitions given");
