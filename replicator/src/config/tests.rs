@@ -603,17 +603,22 @@ fn bad_scale_out_settings_are_refused() {
 }
 
 #[test]
-fn exactly_once_mode_is_read_as_mm2_writes_it_and_warned_about() {
+fn exactly_once_mode_is_read_as_mm2_writes_it() {
     // MM2 takes it from the target cluster's prefix (a worker setting).
     let c = props(&format!("{BASIC}B.exactly.once.source.support = enabled\n")).unwrap();
-    assert!(c.flow("A", "B").unwrap().exactly_once);
-    let w: Vec<_> = c
-        .warnings
-        .iter()
-        .filter(|w| w.key.ends_with("exactly.once.source.support"))
-        .collect();
-    assert_eq!(w.len(), 1, "{:?}", c.warnings);
-    assert!(w[0].message.contains("not supported yet"), "{w:?}");
+    let f = c.flow("A", "B").unwrap();
+    assert!(f.exactly_once);
+    assert!(
+        !c.warnings
+            .iter()
+            .any(|w| w.key.ends_with("exactly.once.source.support")),
+        "{:?}",
+        c.warnings
+    );
+    assert_eq!(
+        FlowConfig::transactional_id(&f.transactional_id_stem("strait"), 0),
+        "strait.A-B.0"
+    );
     let c = props(&format!("{BASIC}exactly.once.source.support = preparing\n")).unwrap();
     assert!(!c.flow("A", "B").unwrap().exactly_once);
     assert!(props(&format!("{BASIC}exactly.once.source.support = yes\n")).is_err());
