@@ -88,6 +88,19 @@ pub async fn high_watermarks(
     partitions: i32,
     known: &mut Vec<i64>,
 ) -> Result<()> {
+    end_offsets(cluster, topic, partitions, known, false).await
+}
+
+/// [`high_watermarks`], or with `committed` the last stable offsets (what `read_committed`
+/// consumers can read up to: the first offset of the oldest open transaction, else the high
+/// watermark).
+pub async fn end_offsets(
+    cluster: &Cluster,
+    topic: &str,
+    partitions: i32,
+    known: &mut Vec<i64>,
+    committed: bool,
+) -> Result<()> {
     known.resize(partitions as usize, 0);
     let last_batches = last_batch_offsets(cluster, topic, partitions).await?;
     let config = FetcherConfig {
@@ -95,7 +108,11 @@ pub async fn high_watermarks(
         min_bytes: 1,
         max_bytes: 1,
         partition_max_bytes: 1,
-        isolation: IsolationLevel::ReadUncommitted,
+        isolation: if committed {
+            IsolationLevel::ReadCommitted
+        } else {
+            IsolationLevel::ReadUncommitted
+        },
         reset: OffsetReset::Error,
         sessions: false,
     };
@@ -119,7 +136,12 @@ pub async fn high_watermarks(
         for fp in fetch_once(cluster, &broker, &config, &positions).await? {
             if fp.error.is_none() && (0..partitions).contains(&fp.partition) {
                 let k = &mut known[fp.partition as usize];
-                *k = (*k).max(fp.high_watermark);
+                let end = if committed && fp.last_stable_offset >= 0 {
+                    fp.last_stable_offset
+                } else {
+                    fp.high_watermark
+                };
+                *k = (*k).max(end);
             }
         }
     }

@@ -439,7 +439,7 @@ pub async fn run(config: Config, external_stop: watch::Receiver<bool>) -> Result
                             warn!(flow = %name, "this member's slot changed: ending the run, whose transactional id is no longer this member's");
                             flow.abandon();
                             data.abort().await;
-                            abandoned = Some(0);
+                            abandoned = Some(restarts.as_mut().map_or(0, |r| *r.borrow_and_update()));
                             slot_watch = None;
                             let _ = run_stop.send(true);
                         }

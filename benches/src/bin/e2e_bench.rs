@@ -116,6 +116,16 @@ struct Args {
     /// `--strait-set strait.coalesce.bytes=0`.
     #[arg(long)]
     strait_set: Vec<String>,
+    /// The mirror is done when `read_committed` consumers can read every record (the remote
+    /// partitions' last stable offsets), not when the records are appended (high watermarks):
+    /// what exactly-once mode's commit interval costs. Transaction markers count as records
+    /// here (one per partition per commit).
+    #[arg(long)]
+    committed: bool,
+    /// Strait processes sharing the work (`strait.group.enabled`, scale-out) when above 1: CPU
+    /// and peak RSS are summed over them, and each member's share of the CPU is printed.
+    #[arg(long, default_value_t = 1)]
+    members: usize,
     /// `STRAIT_LOG` for the Strait process (its log is printed on failure).
     #[arg(long, default_value = "warn")]
     strait_log: String,
@@ -510,43 +520,58 @@ impl RowResult {
     }
 }
 
-/// A mirror's running process.
+/// A mirror's running processes.
 enum Running {
-    Child { child: Child, log: PathBuf },
+    /// One process, or several Strait members of one group.
+    Children(Vec<(Child, PathBuf)>),
     Mm2(Mm2Process),
 }
 
 impl Running {
     fn pid(&self) -> u32 {
+        self.pids().first().copied().unwrap_or(0)
+    }
+
+    fn pids(&self) -> Vec<u32> {
         match self {
-            Running::Child { child, .. } => child.id(),
-            Running::Mm2(m) => m.pid().unwrap_or(0),
+            Running::Children(c) => c.iter().map(|(c, _)| c.id()).collect(),
+            Running::Mm2(m) => vec![m.pid().unwrap_or(0)],
         }
     }
 
     fn log_tail(&self) -> String {
-        let log = match self {
-            Running::Child { log, .. } => std::fs::read_to_string(log).unwrap_or_default(),
-            Running::Mm2(m) => m.log(),
-        };
-        tail_lines(&log, 20)
+        match self {
+            Running::Children(c) => c
+                .iter()
+                .map(|(_, log)| tail_lines(&std::fs::read_to_string(log).unwrap_or_default(), 20))
+                .collect::<Vec<_>>()
+                .join("\n-----\n"),
+            Running::Mm2(m) => tail_lines(&m.log(), 20),
+        }
     }
 
     /// SIGTERM (Strait: a clean stop whose errors are reported) or a kill.
     fn stop(self, graceful: bool) {
         match self {
-            Running::Child { mut child, log } => {
+            Running::Children(children) => {
                 if graceful {
-                    signal(child.id(), "TERM");
-                    wait_or_kill(&mut child, Duration::from_secs(15));
-                    let text = std::fs::read_to_string(&log).unwrap_or_default();
-                    let errors: Vec<&str> = text.lines().filter(|l| l.contains("ERROR")).collect();
-                    if !errors.is_empty() {
-                        eprintln!("logged errors:\n{}", errors.join("\n"));
+                    for (child, _) in &children {
+                        signal(child.id(), "TERM");
                     }
-                } else {
-                    let _ = child.kill();
-                    let _ = child.wait();
+                }
+                for (mut child, log) in children {
+                    if graceful {
+                        wait_or_kill(&mut child, Duration::from_secs(30));
+                        let text = std::fs::read_to_string(&log).unwrap_or_default();
+                        let errors: Vec<&str> =
+                            text.lines().filter(|l| l.contains("ERROR")).collect();
+                        if !errors.is_empty() {
+                            eprintln!("logged errors:\n{}", errors.join("\n"));
+                        }
+                    } else {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                    }
                 }
             }
             Running::Mm2(mut m) => m.kill9(),
@@ -619,7 +644,7 @@ fn run_row(args: &Args, strait: &PathBuf) -> Result<RowResult, BoxError> {
         let started = Instant::now();
         let broker_cpu_before = brokers_cpu();
         let running = start_mirror(m, args, strait, &src_addr, &dst_addr, &target, &rt, &dir)?;
-        let mut guard = ChildGuard(Some(running.pid()));
+        let mut guard = ChildGuard(running.pids());
         let perf = match (&args.perf, m) {
             (Some(out), Mirror::Strait) => Some(
                 Command::new("perf")
@@ -638,7 +663,7 @@ fn run_row(args: &Args, strait: &PathBuf) -> Result<RowResult, BoxError> {
                 &m.remote("bench"),
                 args,
                 n,
-                running.pid(),
+                &running.pids(),
                 started,
             ))
             .map(|mut r| {
@@ -655,7 +680,7 @@ fn run_row(args: &Args, strait: &PathBuf) -> Result<RowResult, BoxError> {
             Err(e) => {
                 let tail = running.log_tail();
                 running.stop(false);
-                guard.0 = None;
+                guard.0.clear();
                 return Err(format!("{}: {e}; log tail:\n{tail}", m.name()).into());
             }
         };
@@ -692,7 +717,7 @@ fn run_row(args: &Args, strait: &PathBuf) -> Result<RowResult, BoxError> {
             ))?);
         }
         running.stop(m == Mirror::Strait);
-        guard.0 = None;
+        guard.0.clear();
         results.push((m, r));
     }
     drop(brokers);
@@ -718,24 +743,32 @@ fn start_mirror(
         Mirror::Strait => {
             let cfg = dir.path().join("mm2.properties");
             let mut props = strait_properties(src_addr, dst_addr);
+            if args.members > 1 {
+                props.push_str("strait.group.enabled=true\n");
+            }
             for line in &args.strait_set {
                 props.push_str(line);
                 props.push('\n');
             }
             std::fs::write(&cfg, props)?;
-            let log = args
-                .strait_log_file
-                .clone()
-                .unwrap_or_else(|| dir.path().join("strait.log"));
-            let child = Command::new(strait)
-                .args(["run", "--config"])
-                .arg(&cfg)
-                .env("STRAIT_LOG", &args.strait_log)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&log)?)
-                .spawn()?;
-            Running::Child { child, log }
+            let mut children = Vec::new();
+            for member in 0..args.members.max(1) {
+                let log = match (&args.strait_log_file, member) {
+                    (Some(f), 0) => f.clone(),
+                    (Some(f), m) => f.with_extension(format!("{m}.log")),
+                    (None, m) => dir.path().join(format!("strait-{m}.log")),
+                };
+                let child = Command::new(strait)
+                    .args(["run", "--config"])
+                    .arg(&cfg)
+                    .env("STRAIT_LOG", &args.strait_log)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(std::fs::File::create(&log)?)
+                    .spawn()?;
+                children.push((child, log));
+            }
+            Running::Children(children)
         }
         Mirror::Librdkafka => {
             let lat_partitions = args.partitions.min(16);
@@ -758,7 +791,7 @@ fn start_mirror(
                 .stdout(Stdio::null())
                 .stderr(std::fs::File::create(&log)?)
                 .spawn()?;
-            Running::Child { child, log }
+            Running::Children(vec![(child, log)])
         }
         Mirror::Mm2 => Running::Mm2(Mm2Process::start(&mm2_properties(src_addr, dst_addr, args))),
     })
@@ -769,14 +802,14 @@ fn tail_lines(s: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-/// Kills a child process on drop (error paths), by pid.
+/// Kills child processes on drop (error paths), by pid.
 #[derive(Debug)]
-struct ChildGuard(Option<u32>);
+struct ChildGuard(Vec<u32>);
 
 impl Drop for ChildGuard {
     fn drop(&mut self) {
-        if let Some(pid) = self.0 {
-            signal(pid, "KILL");
+        for pid in &self.0 {
+            signal(*pid, "KILL");
         }
     }
 }
@@ -960,9 +993,13 @@ async fn measure_mirror(
     topic: &str,
     args: &Args,
     n: usize,
-    pid: u32,
+    pids: &[u32],
     start: Instant,
 ) -> Result<MirrorResult, BoxError> {
+    let cpu_before: Vec<f64> = pids
+        .iter()
+        .map(|p| cpu_seconds(Some(*p)).unwrap_or(0.0))
+        .collect();
     let mut known = Vec::new();
     let mut first: Option<Instant> = None;
     let mut last_progress = (0i64, Instant::now());
@@ -972,18 +1009,44 @@ async fn measure_mirror(
         // Partitions the mirror has not created yet (a large topic grows in steps) count as
         // empty until they have a leader.
         let total = if target.leader(topic, 0).await.is_ok() {
-            let _ = kafka::high_watermarks(target, topic, args.partitions, &mut known).await;
+            let _ = kafka::end_offsets(target, topic, args.partitions, &mut known, args.committed)
+                .await;
             known.iter().sum()
         } else {
             0
         };
         let now = Instant::now();
         if total > 0 && first.is_none() {
-            first = Some(now);
+            // With `--committed` the first records become visible only with the first commit,
+            // when most of the run may be done: the clock then runs from the mirror's start.
+            first = Some(if args.committed { start } else { now });
         }
         if total >= n as i64 {
-            let cpu_secs = cpu_seconds(Some(pid))?;
-            let peak_rss = peak_rss_bytes(Some(pid))?;
+            let mut cpu_secs = 0.0;
+            let mut peak_rss = 0;
+            let mut shares = Vec::new();
+            for (p, before) in pids.iter().zip(&cpu_before) {
+                let cpu = cpu_seconds(Some(*p))?;
+                cpu_secs += cpu;
+                shares.push(cpu - before);
+                peak_rss = peak_rss.max(peak_rss_bytes(Some(*p))?);
+            }
+            if pids.len() > 1 {
+                let total: f64 = shares.iter().sum::<f64>().max(1e-9);
+                eprintln!(
+                    "members' CPU during the run: {} s ({} of the total)",
+                    shares
+                        .iter()
+                        .map(|c| format!("{c:.2}"))
+                        .collect::<Vec<_>>()
+                        .join(" / "),
+                    shares
+                        .iter()
+                        .map(|c| format!("{:.0} %", 100.0 * c / total))
+                        .collect::<Vec<_>>()
+                        .join(" / ")
+                );
+            }
             let first = first.unwrap_or(now);
             return Ok(MirrorResult {
                 records: n as u64,

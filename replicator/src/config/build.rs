@@ -1025,7 +1025,17 @@ fn build_flow(
     // A worker setting in MM2 (`<target>.exactly.once.source.support`), also read per flow.
     let exactly_once = match worker("exactly.once.source.support") {
         Some(e) => match e.value.trim().to_ascii_lowercase().as_str() {
-            "enabled" => true,
+            "enabled" => {
+                if isolation_level == IsolationLevel::ReadUncommitted {
+                    // What MM2's MirrorSourceConnector says when exactly-once is required.
+                    b.warn(
+                        e,
+                        "exactly-once mode with a read_uncommitted source consumer: records of \
+                         aborted and open source transactions are mirrored too",
+                    );
+                }
+                true
+            }
             "disabled" | "preparing" => false,
             _ => return Err(invalid(e, "expected enabled, preparing or disabled")),
         },

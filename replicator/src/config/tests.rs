@@ -619,6 +619,18 @@ fn exactly_once_mode_is_read_as_mm2_writes_it() {
         FlowConfig::transactional_id(&f.transactional_id_stem("strait"), 0),
         "strait.A-B.0"
     );
+    // As MM2's MirrorSourceConnector: exactly-once needs a read_committed source consumer.
+    let c = props(&format!(
+        "{BASIC}exactly.once.source.support = enabled\nA.consumer.isolation.level = read_uncommitted\n"
+    ))
+    .unwrap();
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.message.contains("aborted and open source transactions")),
+        "{:?}",
+        c.warnings
+    );
     let c = props(&format!("{BASIC}exactly.once.source.support = preparing\n")).unwrap();
     assert!(!c.flow("A", "B").unwrap().exactly_once);
     assert!(props(&format!("{BASIC}exactly.once.source.support = yes\n")).is_err());

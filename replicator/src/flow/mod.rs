@@ -1860,6 +1860,11 @@ impl Flow {
             // (`offset.flush.interval.ms`, 60 s): a quiet partition's last sync reaches its end.
             commits += 1;
             let flush = commits % COMMITS_PER_SYNC_FLUSH == 0;
+            if self.config.exactly_once && !self.leased() {
+                // Scale-out, the membership lease lapsed (a long rebalance, or this member
+                // stalled): the transaction stays open until it holds again or the run ends.
+                continue;
+            }
             let r = self.commit(flush).await;
             if r.is_err() {
                 self.metrics.error("commit");

@@ -469,11 +469,12 @@ impl Lease {
 /// of the next join.
 async fn lose(driver: &mut Driver, seats: &Seats, lease: &Lease) {
     lease.suspend();
-    // The slot goes with the membership: a run starting now waits for the next one.
+    let done = execute(seats, driver.lost());
+    // The slot goes with the membership: a run starting now waits for the next one (after
+    // the restarts above, so a run ending on either sees their epoch).
     for seat in seats.seats.values() {
         seat.set_slot(None);
     }
-    let done = execute(seats, driver.lost());
     for (seat, epoch, leading) in done.abandoned {
         seat.quiet(epoch).await;
         if leading {
