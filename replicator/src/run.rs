@@ -473,12 +473,14 @@ pub async fn run(config: Config, external_stop: watch::Receiver<bool>) -> Result
                         info!(flow = %name, "stopped");
                         return Ok(());
                     }
-                    Err(e) if e.is_fenced() && seat.is_none() => {
-                        error!(flow = %name, transactional_id = ?transactional_id, error = %e, "fenced: another producer took this flow's transactional id (is a second Strait running these flows without strait.group.enabled?)");
-                        return Err(e);
-                    }
                     Err(e) if (e.is_transient() || e.is_fenced()) && !*stop.borrow() => {
-                        if e.is_fenced() {
+                        if e.is_fenced() && seat.is_none() {
+                            // The coordinator aborted a transaction that outlived its timeout
+                            // (bumping the id's epoch), or a second process runs these flows:
+                            // then the two fence each other at every restart, never writing
+                            // anything twice.
+                            error!(flow = %name, transactional_id = ?transactional_id, error = %e, "fenced: this flow's transactional id was taken over (a transaction that timed out, or a second Strait running these flows without strait.group.enabled); starting again from what is committed");
+                        } else if e.is_fenced() {
                             // Scale-out: a member took over this member's units (it stalled
                             // past its session); the group tells what it runs now.
                             warn!(flow = %name, transactional_id = ?transactional_id, error = %e, "fenced: the run's transactional id was taken over; starting again with what this member owns now");

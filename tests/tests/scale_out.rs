@@ -649,3 +649,84 @@ fn exactly_once_members_fence_a_woken_zombie() {
             .join("\n")
     );
 }
+
+/// Exactly-once mode commits on its interval while a backlog is being mirrored: records become
+/// visible to `read_committed` readers long before the backlog is done. (A commit that waited
+/// for the data producer to have nothing unacknowledged, as a flush does, never came while the
+/// fetch loop kept appending: everything stayed in one transaction until the backlog ended, or
+/// until the coordinator aborted it at the transaction timeout.)
+#[test]
+fn exactly_once_mode_commits_while_a_backlog_is_mirrored() {
+    strait_binary();
+    let clusters = start_clusters("eos-backlog", 2);
+    let (a, b) = (clusters[0].bootstrap(), clusters[1].bootstrap());
+    reference::create_topic(&a, "stream", PARTITIONS);
+    // 6 × 80 000 records of 1 KiB: a debug build takes several seconds to mirror them, with
+    // appends always in flight; commits every 500 ms.
+    const PER_PARTITION: usize = 80_000;
+    let filler = "x".repeat(1000);
+    for p in 0..PARTITIONS {
+        let records: Vec<Outgoing> = (0..PER_PARTITION)
+            .map(|i| Outgoing::kv(format!("k{i}"), format!("p{p}-{i}-{filler}")))
+            .collect();
+        reference::produce(&a, "stream", p, &records, &[("linger.ms", "5")]);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = mm2_properties(
+        &a,
+        &b,
+        "A->B.topics = stream\nexactly.once.source.support = enabled\nstrait.commit.interval.ms = 500\n",
+    );
+    let m = StraitProcess::start(&config, dir.path());
+    let total = (PER_PARTITION * PARTITIONS as usize) as i64;
+    // The first committed record on partition 0, and how much of the backlog was appended then.
+    let started = Instant::now();
+    let consumer: rdkafka::consumer::BaseConsumer = reference::base_config(&b)
+        .set("group.id", strait_tests::unique("committed-reader"))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "earliest")
+        .set("topic.metadata.refresh.interval.ms", "500")
+        .create()
+        .expect("consumer");
+    use rdkafka::consumer::Consumer;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset("A.stream", 0, rdkafka::Offset::Beginning)
+        .expect("tpl");
+    let appended_when_visible = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "nothing committed within 180 s\n{}",
+            m.log()
+        );
+        if consumer.assignment().map_or(0, |a| a.count()) == 0 {
+            if reference::try_watermarks(&b, "A.stream", 0).is_err() {
+                std::thread::sleep(Duration::from_millis(200));
+                continue;
+            }
+            consumer.assign(&tpl).expect("assign");
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(_)) => break high_watermarks(&b, "A.stream").iter().sum::<i64>(),
+            _ => continue,
+        }
+    };
+    let visible_after = started.elapsed();
+    wait_until(
+        "the backlog mirrored",
+        Duration::from_secs(300),
+        &[&m],
+        || high_watermarks(&b, "A.stream").iter().sum::<i64>() >= total,
+    );
+    let done_after = started.elapsed();
+    eprintln!(
+        "exactly-once backlog: first committed record after {:.1} s with {appended_when_visible} of {total} records appended; backlog appended after {:.1} s",
+        visible_after.as_secs_f64(),
+        done_after.as_secs_f64()
+    );
+    assert!(
+        appended_when_visible < total / 2,
+        "records became visible only when {appended_when_visible} of {total} were appended (after {visible_after:?}; all after {done_after:?})\n{}",
+        m.log()
+    );
+}

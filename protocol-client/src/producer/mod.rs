@@ -678,6 +678,15 @@ impl Producer {
             }
             (ident, !t.added.is_empty(), t.abortable.is_some())
         };
+        // A commit is a write like any append: under a lease (`send_gate`) it goes out only
+        // while the lease holds, checked right before the request (an abort always may).
+        if let (true, true, Some(gate)) = (added, commit, &self.inner.config.send_gate) {
+            if (*gate.borrow()).is_none_or(|u| std::time::Instant::now() >= u) {
+                return Err(Error::Producer(format!(
+                    "transaction {txn_id} not committed: the lease does not hold"
+                )));
+            }
+        }
         let result = if added {
             txn::end(&self.inner.cluster, &txn_id, ident, commit).await
         } else {

@@ -86,6 +86,7 @@ const FLOW_KEYS: &[&str] = &[
     "strait.inflight.bytes",
     "strait.coalesce.bytes",
     "strait.fetch.sessions",
+    "strait.commit.interval.ms",
     "strait.offset-map.max-runs",
     "strait.progress.connector",
 ];
@@ -1058,6 +1059,8 @@ fn build_flow(
         64 * 1024 * 1024,
     )? as usize;
     let fetch_sessions = s.bool("strait.fetch.sessions", true)?;
+    let commit_interval =
+        Duration::from_millis(s.long_in("strait.commit.interval.ms", 5_000, 100, 600_000)? as u64);
     let offset_map_max_runs = s.long_in(
         "strait.offset-map.max-runs",
         DEFAULT_MAX_RUNS as i64,
@@ -1110,6 +1113,7 @@ fn build_flow(
         coalesce_bytes,
         fetch_sessions,
         offset_map_max_runs,
+        commit_interval,
         progress_connector,
         tasks_max,
         consumer_poll_timeout: s.millis("consumer.poll.timeout.ms", 1000)?,

@@ -251,6 +251,10 @@ pub struct FlowConfig {
     pub fetch_sessions: bool,
     /// `strait.offset-map.max-runs`.
     pub offset_map_max_runs: usize,
+    /// `strait.commit.interval.ms` (default 5000): how often progress, offset-map runs and
+    /// offset syncs are made durable; in exactly-once mode, how often the transaction commits
+    /// (what read_committed readers wait for at most).
+    pub commit_interval: Duration,
     /// Connector name keying MM2 source progress (`strait.progress.connector`):
     /// `MirrorSourceConnector` in MM2's dedicated mode, `<source>-><target>.MirrorSourceConnector`
     /// under Strimzi.

@@ -631,6 +631,14 @@ fn exactly_once_mode_is_read_as_mm2_writes_it() {
         "{:?}",
         c.warnings
     );
+    // The commit interval (the transaction's length in exactly-once mode).
+    assert_eq!(f.commit_interval, Duration::from_secs(5));
+    let c = props(&format!("{BASIC}strait.commit.interval.ms = 500\n")).unwrap();
+    assert_eq!(
+        c.flow("A", "B").unwrap().commit_interval,
+        Duration::from_millis(500)
+    );
+    assert!(props(&format!("{BASIC}strait.commit.interval.ms = 10\n")).is_err());
     let c = props(&format!("{BASIC}exactly.once.source.support = preparing\n")).unwrap();
     assert!(!c.flow("A", "B").unwrap().exactly_once);
     assert!(props(&format!("{BASIC}exactly.once.source.support = yes\n")).is_err());

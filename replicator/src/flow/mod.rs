@@ -90,12 +90,10 @@ pub fn selected_topics(
     out
 }
 
-/// How often progress, offset-map runs and offset syncs are made durable.
-pub const COMMIT_INTERVAL: Duration = Duration::from_secs(5);
-
-/// Every this many commits (60 s, MM2's default `offset.flush.interval.ms`) the offset syncs
-/// MM2's rule delayed are flushed, as MM2 does at each offset flush since KAFKA-15906.
-pub const COMMITS_PER_SYNC_FLUSH: u64 = 12;
+/// Every this long (MM2's default `offset.flush.interval.ms`) the offset syncs MM2's rule
+/// delayed are flushed, as MM2 does at each offset flush since KAFKA-15906: at the first commit
+/// after it.
+pub const SYNC_FLUSH_INTERVAL: Duration = Duration::from_secs(60);
 
 type AckFuture = Pin<Box<dyn Future<Output = protocol_client::Result<ProduceAck>> + Send>>;
 
@@ -1480,6 +1478,9 @@ impl Flow {
         const RESUME_CONCURRENCY: usize = 64;
         let target_md = self.target.metadata();
         let mut todo = Vec::new();
+        // Exactly-once: a partition resumed from its live map (its topic deleted and
+        // re-created during the run) keeps the bound of what is committed.
+        let mut live_durable: HashMap<(String, i32), i64> = HashMap::new();
         for (topic, &partitions) in topics {
             let remote = self.remote_topic(topic);
             let remote_partitions = target_md
@@ -1493,7 +1494,12 @@ impl Flow {
                     // Stored at start, or live from before the topic was deleted and re-created.
                     let stored = stored.remove(&key).or_else(|| {
                         let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-                        st.partitions.get(&key).map(|ps| ps.map.clone())
+                        st.partitions.get(&key).map(|ps| {
+                            if let Some(d) = ps.durable_next {
+                                live_durable.insert(key.clone(), d);
+                            }
+                            ps.map.clone()
+                        })
                     });
                     let mm2 = progress.get(&key).copied();
                     todo.push((key, remote.clone(), stored, mm2));
@@ -1542,7 +1548,11 @@ impl Flow {
                             map,
                             emitter: SyncEmitter::new(self.config.offset_lag_max),
                             committed_next: None,
-                            durable_next: Some(position),
+                            durable_next: Some(
+                                live_durable
+                                    .get(&key)
+                                    .map_or(position, |d| (*d).min(position)),
+                            ),
                         },
                     );
                 assigned.insert(key);
@@ -1847,7 +1857,10 @@ impl Flow {
         mut stop: watch::Receiver<bool>,
         fail: mpsc::UnboundedSender<Error>,
     ) {
-        let mut tick = tokio::time::interval(COMMIT_INTERVAL);
+        let mut tick = tokio::time::interval(self.config.commit_interval);
+        let commits_per_flush = (SYNC_FLUSH_INTERVAL.as_millis()
+            / self.config.commit_interval.as_millis().max(1))
+        .max(1) as u64;
         tick.tick().await;
         let mut failing = FailingSince::default();
         let mut commits = 0u64;
@@ -1859,7 +1872,7 @@ impl Flow {
             // MM2 (KAFKA-15906) promotes delayed offset syncs at every offset flush
             // (`offset.flush.interval.ms`, 60 s): a quiet partition's last sync reaches its end.
             commits += 1;
-            let flush = commits % COMMITS_PER_SYNC_FLUSH == 0;
+            let flush = commits % commits_per_flush == 0;
             if self.config.exactly_once && !self.leased() {
                 // Scale-out, the membership lease lapsed (a long rebalance, or this member
                 // stalled): the transaction stays open until it holds again or the run ends.
@@ -2012,7 +2025,11 @@ impl Flow {
                     }
                 }
             }
-            self.write_syncs(syncs, now).await?;
+            if let Err(e) = self.write_syncs(syncs, now).await {
+                // The transaction committed: the syncs wait for the next commit (requeued).
+                warn!(flow = %self.name(), error = %e, "offset syncs not written; retried at the next commit");
+                self.metrics.error("offset_syncs");
+            }
         } else {
             self.write_syncs(syncs, now).await?;
             self.write_progress(writer, &progress, now).await?;
@@ -2704,7 +2721,9 @@ async fn write_all(producer: &Producer, alias: &str, records: Vec<ProducerRecord
                 .map_err(Error::client(alias))?,
         );
     }
-    producer.flush_records().await;
+    // Only these records are awaited: a flush would also wait for every batch appended
+    // meanwhile (the data producer in exactly-once mode, which never idles under load).
+    producer.send_open_batches();
     for a in acks {
         a.await
             .map_err(|_| Error::Other("producer closed".into()))?

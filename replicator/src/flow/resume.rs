@@ -331,6 +331,47 @@ async fn settled_end(
     }
 }
 
+/// How long an exactly-once resume waits for the remote partition's transactions to complete
+/// (longer than the transaction timeout, after which the coordinator aborts an open one).
+const STABLE_WITHIN: Duration = Duration::from_secs(90);
+
+/// Exactly-once mode: waits until the remote partition's last stable offset reaches `end`, so
+/// that a read_committed read of the tail sees every transaction that touched it, committed or
+/// aborted. Kafka answers EndTxn before the markers are written: a partition just handed over
+/// by a member that committed can still show its last records as pending, and a tail read then
+/// would stop short and write them again. An open transaction of a fenced producer is aborted
+/// by the fence; one that never completes within [`STABLE_WITHIN`] fails the resume (a
+/// transient error: the flow starts again).
+async fn stable_end(flow: &Flow, remote: &str, partition: i32, end: i64) -> Result<()> {
+    let c = &flow.config;
+    let target = flow.target_cluster();
+    let deadline = tokio::time::Instant::now() + STABLE_WITHIN;
+    loop {
+        let stable = offset_of(
+            target,
+            &c.target,
+            remote,
+            partition,
+            OffsetSpec::Latest,
+            IsolationLevel::ReadCommitted,
+        )
+        .await?;
+        if stable >= end {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Error::Client {
+                cluster: c.target.clone(),
+                source: protocol_client::Error::Producer(format!(
+                    "{remote}/{partition}: a transaction stayed open for {STABLE_WITHIN:?} (last stable offset {stable}, end {end}); not resuming past it"
+                )),
+            });
+        }
+        debug!(flow = %flow.name(), %remote, partition, stable, end, "waiting for the remote partition's transactions to complete");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The producer identity a resumed partition's writes continue, and the sequence they start
 /// at: the writer of the remote log's last batch, whose appends still in flight (a killed
 /// process's requests queued on a broker's connection are read and written after it died) then
@@ -458,6 +499,9 @@ pub async fn resume_partition(
         }
     }
     let remote_end = settled_end(flow, remote, partition, remote_end).await?;
+    if c.exactly_once && remote_end > remote_start {
+        stable_end(flow, remote, partition, remote_end).await?;
+    }
     let iso = super::isolation(c.isolation_level);
     let map_error = |source| Error::OffsetMap {
         context: format!("{topic}/{partition}"),

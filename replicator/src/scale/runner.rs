@@ -754,6 +754,8 @@ async fn fence_departed(seats: &Seats, actions: &[Action], stop: &watch::Receive
                             break;
                         }
                         Err(e) => {
+                            // Retried without end: the units must not start unfenced (an
+                            // authorization error stops every transactional run here anyway).
                             warn!(flow, slot, transactional_id = %id, error = %e, ?delay, "fencing a departed member's transactional id failed; retrying before taking over its units");
                             tokio::time::sleep(delay).await;
                             delay = (delay * 2).min(Duration::from_secs(10));
