@@ -366,6 +366,32 @@ fn add_stop_kill(name: &str, extra: &str, settle: Duration) {
     drop(m2);
 }
 
+/// Stops `zombie` (SIGSTOP) mid-stream until `survivor` has taken its partitions over (past
+/// its session), then 3 s more, and wakes it (SIGCONT). Returns how long the take-over took.
+fn stall_past_session(survivor: &StraitProcess, zombie: &StraitProcess) -> Duration {
+    let pid = zombie.pid().expect("running").to_string();
+    let given = count(survivor, "partitions given");
+    let stopped = Instant::now();
+    let signal = |sig: &str| {
+        assert!(std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success());
+    };
+    signal("-STOP");
+    wait_until(
+        "the survivor takes over",
+        Duration::from_secs(30),
+        &[survivor],
+        || count(survivor, "partitions given") > given,
+    );
+    let takeover = stopped.elapsed();
+    std::thread::sleep(Duration::from_secs(3));
+    signal("-CONT");
+    takeover
+}
+
 #[test]
 fn a_member_woken_after_its_session_expired_writes_nothing() {
     // The directory holds the members' logs: kept to the end.
@@ -380,26 +406,7 @@ fn a_member_woken_after_its_session_expired_writes_nothing() {
         ..
     } = two_members("zombie");
     std::thread::sleep(Duration::from_secs(3));
-    // Stopped mid-stream, for longer than its session.
-    let pid = m2.pid().expect("running").to_string();
-    let given = count(&m1, "partitions given");
-    assert!(std::process::Command::new("kill")
-        .args(["-STOP", &pid])
-        .status()
-        .unwrap()
-        .success());
-    wait_until(
-        "the survivor takes over",
-        Duration::from_secs(30),
-        &[&m1],
-        || count(&m1, "partitions given") > given,
-    );
-    std::thread::sleep(Duration::from_secs(3));
-    assert!(std::process::Command::new("kill")
-        .args(["-CONT", &pid])
-        .status()
-        .unwrap()
-        .success());
+    stall_past_session(&m1, &m2);
     // The zombie wakes while the writer still writes, and the survivor mirrors on.
     std::thread::sleep(Duration::from_secs(8));
     stop.store(true, Ordering::Relaxed);
@@ -605,27 +612,7 @@ fn exactly_once_members_fence_a_woken_zombie() {
         ..
     } = two_members_with("eos-zombie", "exactly.once.source.support = enabled\n");
     std::thread::sleep(Duration::from_secs(3));
-    let pid = m2.pid().expect("running").to_string();
-    let given = count(&m1, "partitions given");
-    let stopped = Instant::now();
-    assert!(std::process::Command::new("kill")
-        .args(["-STOP", &pid])
-        .status()
-        .unwrap()
-        .success());
-    wait_until(
-        "the survivor takes over",
-        Duration::from_secs(30),
-        &[&m1],
-        || count(&m1, "partitions given") > given,
-    );
-    let takeover = stopped.elapsed();
-    std::thread::sleep(Duration::from_secs(3));
-    assert!(std::process::Command::new("kill")
-        .args(["-CONT", &pid])
-        .status()
-        .unwrap()
-        .success());
+    let takeover = stall_past_session(&m1, &m2);
     std::thread::sleep(Duration::from_secs(10));
     stop.store(true, Ordering::Relaxed);
     let written = writer.join().unwrap();

@@ -161,16 +161,7 @@ impl Producer {
     /// Closes every open batch now (records queued with `send_nowait` go out without waiting
     /// for the linger time), then waits for all acknowledgements.
     pub async fn flush_records(&self) {
-        let acc = self.accumulator();
-        let batches: Vec<_> = acc
-            .open
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain()
-            .collect();
-        for (key, batch) in batches {
-            self.close_batch(&key, batch);
-        }
+        self.send_open_batches();
         self.flush().await;
     }
 
