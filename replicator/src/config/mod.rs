@@ -354,7 +354,7 @@ pub struct GroupSettings {
     /// `strait.group.session.timeout.ms` (default 10 000): a member silent this long is
     /// dropped and its partitions handed over.
     pub session_timeout: Duration,
-    /// `strait.group.heartbeat.interval.ms` (default a fifth of the session timeout, at most a
+    /// `strait.group.heartbeat.interval.ms` (default a tenth of the session timeout, at most a
     /// third: each confirmed heartbeat leases appends for 0.6 of the session).
     pub heartbeat_interval: Duration,
     /// `strait.group.rebalance.timeout.ms` (default 60 000): how long a rebalance waits for

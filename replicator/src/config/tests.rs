@@ -564,7 +564,7 @@ fn scale_out_is_off_by_default_and_its_group_is_named_after_the_flows() {
     assert_eq!(g.id, "strait.A-B.B-A");
     assert_eq!(g.cluster, "A", "the first flow target by name");
     assert_eq!(g.session_timeout, Duration::from_secs(10));
-    assert_eq!(g.heartbeat_interval, Duration::from_secs(2));
+    assert_eq!(g.heartbeat_interval, Duration::from_secs(1));
     assert_eq!(g.rebalance_timeout, Duration::from_secs(60));
     let c = props(&format!(
         "{BASIC}strait.group.enabled = true\nstrait.group.id = mirrors\nstrait.group.cluster = A\n\
