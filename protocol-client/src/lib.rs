@@ -4,6 +4,7 @@
 //! - [`record`]: record batches v2 — zero-copy view, in-place header rewrite, decode and rebuild (sans-IO).
 
 pub mod admin;
+pub mod bufpool;
 pub mod cluster;
 pub mod codec;
 pub mod conn;

@@ -18,10 +18,24 @@ pub const DEFAULT_MAX_FRAME_BYTES: usize = 100 * 1024 * 1024;
 /// Returns `Ok(None)` when more bytes are needed; in that case it reserves room for the announced
 /// frame (only after checking it against `max`) so the next read can fill it in one go.
 pub fn decode_frame(buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, CodecError> {
-    if buf.len() < 4 {
+    let Some(len) = announced_len(buf, max)? else {
+        return Ok(None);
+    };
+    if buf.len() < 4 + len {
+        buf.reserve(4 + len - buf.len());
         return Ok(None);
     }
-    let len = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+    buf.advance(4);
+    Ok(Some(buf.split_to(len).freeze()))
+}
+
+/// The payload size the frame at the front of `buf` announces, checked against `max`; `None`
+/// until the 4-byte size has arrived.
+pub fn announced_len(buf: &[u8], max: usize) -> Result<Option<usize>, CodecError> {
+    let Some(size) = buf.get(..4) else {
+        return Ok(None);
+    };
+    let len = i32::from_be_bytes([size[0], size[1], size[2], size[3]]);
     if len < 0 {
         return Err(CodecError::NegativeFrameLength(len));
     }
@@ -29,12 +43,7 @@ pub fn decode_frame(buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, Cod
     if len > max {
         return Err(CodecError::FrameTooLarge { len, max });
     }
-    if buf.len() < 4 + len {
-        buf.reserve(4 + len - buf.len());
-        return Ok(None);
-    }
-    buf.advance(4);
-    Ok(Some(buf.split_to(len).freeze()))
+    Ok(Some(len))
 }
 
 #[cfg(test)]

@@ -22,13 +22,14 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest};
 use kafka_protocol::protocol::{Request, StrBytes};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
+use crate::bufpool;
 use crate::codec::{
     self, decode_frame, decode_response, encode_request, ApiVersionTable, BufChain, CodecError,
     ResponseFrame,
@@ -873,7 +874,16 @@ async fn tcp_connect(
 async fn read_loop(shared: Arc<Shared>, mut rd: BoxRead, max_frame: usize) {
     let mut buf = BytesMut::with_capacity(64 * 1024);
     loop {
-        loop {
+        // Complete frames go to their callers. A large response (a fetch) that is not complete
+        // yet is read straight into a pooled buffer of its size (its pages are reused rather
+        // than faulted in anew, see `bufpool`), before `decode_frame` would reserve room for it
+        // in `buf`, which would then keep that capacity for the connection's life.
+        let large = loop {
+            if let Ok(Some(len)) = codec::frame::announced_len(&buf, max_frame) {
+                if len >= bufpool::MIN_POOLED && buf.len() < 4 + len {
+                    break Some(len);
+                }
+            }
             match decode_frame(&mut buf, max_frame) {
                 Ok(Some(frame)) => {
                     if let Err(reason) = dispatch(&shared, frame) {
@@ -882,7 +892,7 @@ async fn read_loop(shared: Arc<Shared>, mut rd: BoxRead, max_frame: usize) {
                         return;
                     }
                 }
-                Ok(None) => break,
+                Ok(None) => break None,
                 Err(e) => {
                     if !shared.tls && tls::looks_like_tls_record(&buf) {
                         shared.fail_tls(TlsFailure::PlaintextToTls);
@@ -893,6 +903,33 @@ async fn read_loop(shared: Arc<Shared>, mut rd: BoxRead, max_frame: usize) {
                     return;
                 }
             }
+        };
+        if let Some(len) = large {
+            buf.advance(4);
+            let mut body = bufpool::GLOBAL.take(len);
+            body.extend_from_slice(&buf);
+            buf.clear();
+            while body.len() < len {
+                let want = len - body.len();
+                let mut room = BufMut::limit(&mut body, want);
+                match rd.read_buf(&mut room).await {
+                    Ok(0) => {
+                        let got = body.len();
+                        shared.fail_all(format!(
+                            "closed by the broker in the middle of a response ({got} of {len} bytes received)"
+                        ));
+                        return;
+                    }
+                    Ok(_) => {}
+                    Err(e) => return read_failed(&shared, e),
+                }
+            }
+            if let Err(reason) = dispatch(&shared, bufpool::GLOBAL.freeze(body)) {
+                warn!(broker = %shared.broker, %reason, "closing connection");
+                shared.fail_all(reason);
+                return;
+            }
+            continue;
         }
         if buf.capacity() - buf.len() < 4096 {
             buf.reserve(64 * 1024);
@@ -920,20 +957,21 @@ async fn read_loop(shared: Arc<Shared>, mut rd: BoxRead, max_frame: usize) {
                 return;
             }
             Ok(_) => {}
-            Err(e) => {
-                if shared.tls {
-                    // E.g. a mutual-TLS refusal, which TLS 1.3 delivers after the handshake.
-                    let failure = tls::classify_io(&e);
-                    if failure.is_configuration() {
-                        shared.fail_tls(failure);
-                        return;
-                    }
-                }
-                shared.fail_all(format!("read error: {e}"));
-                return;
-            }
+            Err(e) => return read_failed(&shared, e),
         }
     }
+}
+
+fn read_failed(shared: &Shared, e: std::io::Error) {
+    if shared.tls {
+        // E.g. a mutual-TLS refusal, which TLS 1.3 delivers after the handshake.
+        let failure = tls::classify_io(&e);
+        if failure.is_configuration() {
+            shared.fail_tls(failure);
+            return;
+        }
+    }
+    shared.fail_all(format!("read error: {e}"));
 }
 
 fn dispatch(shared: &Shared, frame: Bytes) -> Result<(), String> {

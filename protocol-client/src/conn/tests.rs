@@ -449,3 +449,90 @@ async fn write_metadata_tcp(s: &mut tokio::net::TcpStream, corr: i32, version: i
     let resp = MetadataResponse::default();
     write_response(s, corr, version >= 9, &resp, version).await;
 }
+
+/// A Metadata response frame (size prefix included) naming `topics` topics: over 64 KiB with
+/// a few thousand, so it takes the pooled-buffer path of the reader.
+fn metadata_frame(corr: i32, version: i16, topics: usize) -> Vec<u8> {
+    use kafka_protocol::messages::metadata_response::MetadataResponseTopic;
+    use kafka_protocol::messages::TopicName;
+    let mut body = BytesMut::new();
+    body.put_i32(corr);
+    if version >= 9 {
+        body.put_u8(0);
+    }
+    MetadataResponse::default()
+        .with_topics(
+            (0..topics)
+                .map(|i| {
+                    MetadataResponseTopic::default().with_name(Some(TopicName(
+                        StrBytes::from_string(format!("topic-with-a-long-name-{i:08}")),
+                    )))
+                })
+                .collect(),
+        )
+        .encode(&mut body, version)
+        .unwrap();
+    let mut frame = (body.len() as i32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    frame
+}
+
+#[tokio::test]
+async fn a_large_response_dribbled_in_pieces_between_small_ones_arrives_with_them() {
+    let (conn, mut server) = pair();
+    let conn = Arc::new(conn);
+    let mut calls = Vec::new();
+    for _ in 0..3 {
+        let c = conn.clone();
+        calls.push(tokio::spawn(async move {
+            c.send(&MetadataRequest::default())
+                .await
+                .unwrap()
+                .topics
+                .len()
+        }));
+    }
+    let a = read_request(&mut server).await;
+    let b = read_request(&mut server).await;
+    let c = read_request(&mut server).await;
+    // A small response with the start of a large one in the same piece, the large one, and a
+    // small one right behind it.
+    let mut bytes = metadata_frame(c.0, c.1, 1);
+    let large = metadata_frame(a.0, a.1, 3000);
+    assert!(
+        large.len() > 2 * crate::bufpool::MIN_POOLED,
+        "{}",
+        large.len()
+    );
+    bytes.extend_from_slice(&large);
+    bytes.extend_from_slice(&metadata_frame(b.0, b.1, 2));
+    // Odd-sized pieces: the size prefix, the body and the next frame split everywhere.
+    for piece in bytes.chunks(7919) {
+        server.write_all(piece).await.unwrap();
+        tokio::task::yield_now().await;
+    }
+    let mut got = Vec::new();
+    for c in calls {
+        got.push(c.await.unwrap());
+    }
+    got.sort();
+    assert_eq!(got, vec![1, 2, 3000]);
+}
+
+#[tokio::test]
+async fn a_connection_closed_in_the_middle_of_a_large_response_fails_its_request() {
+    let (conn, mut server) = pair();
+    let conn = Arc::new(conn);
+    let c = conn.clone();
+    let call = tokio::spawn(async move { c.send(&MetadataRequest::default()).await });
+    let (corr, version, _) = read_request(&mut server).await;
+    let frame = metadata_frame(corr, version, 3000);
+    server.write_all(&frame[..frame.len() / 2]).await.unwrap();
+    drop(server);
+    let err = call.await.unwrap().unwrap_err();
+    assert!(
+        err.to_string().contains("in the middle of a response"),
+        "{err}"
+    );
+    assert!(conn.is_closed());
+}

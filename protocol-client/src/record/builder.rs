@@ -5,9 +5,9 @@ use bytes::Bytes;
 use super::batch::*;
 use super::varint::{varint_len, varlong_len, write_varint, write_varlong};
 use super::{
-    Compression, Record, RecordBatch, RecordError, RecordHeader, TimestampType, BATCH_HEADER_LEN,
-    COMPRESSION_CODEC_MASK, CONTROL_FLAG_MASK, LOG_OVERHEAD, MAGIC_V2, TIMESTAMP_TYPE_MASK,
-    TRANSACTIONAL_FLAG_MASK,
+    Compression, RawRecord, Record, RecordBatch, RecordError, RecordHeader, TimestampType,
+    BATCH_HEADER_LEN, COMPRESSION_CODEC_MASK, CONTROL_FLAG_MASK, LOG_OVERHEAD, MAGIC_V2,
+    TIMESTAMP_TYPE_MASK, TRANSACTIONAL_FLAG_MASK,
 };
 
 /// Builds one v2 batch. Records are encoded as they are pushed; [`build`](Self::build)
@@ -56,6 +56,18 @@ impl BatchBuilder {
             count: 0,
             next_offset_delta: 0,
             oversized: None,
+        }
+    }
+
+    /// A builder whose records' buffer has room for `bytes` (header included) from the start,
+    /// taken from the buffer pool ([`crate::bufpool`]): a batch of known size is encoded
+    /// without reallocating and without faulting in fresh pages.
+    pub fn with_capacity(compression: Compression, bytes: usize) -> Self {
+        let mut buf = crate::bufpool::GLOBAL.take(bytes.max(BATCH_HEADER_LEN));
+        buf.resize(BATCH_HEADER_LEN, 0);
+        BatchBuilder {
+            buf,
+            ..BatchBuilder::new(compression)
         }
     }
 
@@ -167,6 +179,27 @@ impl BatchBuilder {
         Ok(())
     }
 
+    /// Appends a record located by [`Records::next_raw`](super::Records::next_raw) in `data`
+    /// (that iterator's [`data`](super::Records::data)), renumbered as the next offset: its
+    /// key, value and headers are copied as encoded. For varints in their shortest form (what
+    /// Kafka's clients write) the result is byte for byte what
+    /// [`push_record`](Self::push_record) writes for the decoded record; padded varints are
+    /// kept as they came (the same records either way).
+    pub fn push_raw(&mut self, base_timestamp: i64, raw: &RawRecord, data: &[u8]) {
+        let timestamp = base_timestamp.wrapping_add(raw.timestamp_delta);
+        let (timestamp_delta, offset_delta_i32) =
+            self.count_record(timestamp, self.next_offset_delta);
+        let rest = &data[raw.rest.clone()];
+        let body_len = 1 + varlong_len(timestamp_delta) + varint_len(offset_delta_i32) + rest.len();
+        let buf = &mut self.buf;
+        buf.reserve(body_len + 5);
+        write_varint(buf, len_i32(body_len));
+        buf.push(raw.attributes as u8);
+        write_varlong(buf, timestamp_delta);
+        write_varint(buf, offset_delta_i32);
+        buf.extend_from_slice(rest);
+    }
+
     fn push_full(&mut self, base_timestamp: i64, record: &Record, offset_delta: i64) {
         self.encode(
             record.attributes,
@@ -178,6 +211,20 @@ impl BatchBuilder {
         );
     }
 
+    /// Counts a record of `timestamp` at `offset_delta` (timestamps, next offset, count) and
+    /// returns the deltas to encode it with.
+    fn count_record(&mut self, timestamp: i64, offset_delta: i64) -> (i64, i32) {
+        let base_timestamp = *self.base_timestamp.get_or_insert(timestamp);
+        self.max_timestamp = self.max_timestamp.max(timestamp);
+        self.next_offset_delta = offset_delta.saturating_add(1);
+        self.count += 1;
+        // Deltas beyond i32 make build() fail; encode a placeholder meanwhile.
+        (
+            timestamp.wrapping_sub(base_timestamp),
+            i32::try_from(offset_delta).unwrap_or(i32::MAX),
+        )
+    }
+
     fn encode(
         &mut self,
         attributes: i8,
@@ -187,13 +234,7 @@ impl BatchBuilder {
         value: Option<&[u8]>,
         headers: &[RecordHeader],
     ) {
-        let base_timestamp = *self.base_timestamp.get_or_insert(timestamp);
-        self.max_timestamp = self.max_timestamp.max(timestamp);
-        let timestamp_delta = timestamp.wrapping_sub(base_timestamp);
-        // Deltas beyond i32 make build() fail; encode a placeholder meanwhile.
-        let offset_delta_i32 = i32::try_from(offset_delta).unwrap_or(i32::MAX);
-        self.next_offset_delta = offset_delta.saturating_add(1);
-        self.count += 1;
+        let (timestamp_delta, offset_delta_i32) = self.count_record(timestamp, offset_delta);
 
         for len in [
             key.map_or(0, <[u8]>::len),
@@ -306,7 +347,7 @@ impl BatchBuilder {
         h[RECORD_COUNT_AT..][..4].copy_from_slice(&record_count.to_be_bytes());
         let crc = crc32c::crc32c(&buf[ATTRIBUTES_AT..]);
         buf[CRC_AT..][..4].copy_from_slice(&crc.to_be_bytes());
-        Ok(RecordBatch::from_built(Bytes::from(buf)))
+        Ok(RecordBatch::from_built(crate::bufpool::GLOBAL.freeze(buf)))
     }
 }
 

@@ -80,7 +80,7 @@ mod tests;
 pub use batch::{BatchMut, RecordBatch};
 pub use builder::BatchBuilder;
 pub use error::{CodecError, RecordError};
-pub use records::{DecodeLimits, Record, RecordHeader, Records};
+pub use records::{DecodeLimits, RawRecord, Record, RecordHeader, Records};
 pub use split::{split_batches, BatchSplitter};
 
 use std::fmt;

@@ -164,7 +164,8 @@ impl Records {
         }
     }
 
-    fn next_record(&mut self) -> Result<Record, RecordError> {
+    /// Where the record at `position` ends, and where its fields start (after its length).
+    fn record_bounds(&self) -> Result<(usize, usize), RecordError> {
         let start = self.position;
         let mut pos = start;
         let len = read_varint(&self.data, &mut pos)
@@ -175,30 +176,44 @@ impl Records {
         if len > self.data.len() - body_start {
             return Err(self.invalid("record length exceeds the remaining bytes", start));
         }
-        let end = body_start + len;
-        // Parse within the record's own bytes, so nothing can run into the next record.
-        let body = &self.data[..end];
+        Ok((body_start + len, body_start))
+    }
 
-        let Some(&attributes) = body.get(pos) else {
-            return Err(self.invalid("record too short for its attributes", pos));
+    /// Attributes, timestamp delta and offset delta.
+    fn deltas(&self, body: &[u8], pos: &mut usize) -> Result<(u8, i64, i32), RecordError> {
+        let Some(&attributes) = body.get(*pos) else {
+            return Err(self.invalid("record too short for its attributes", *pos));
         };
-        pos += 1;
-        let at = pos;
-        let timestamp_delta = read_varlong(body, &mut pos)
+        *pos += 1;
+        let at = *pos;
+        let timestamp_delta = read_varlong(body, pos)
             .map_err(|e| self.varint_error(e, at, "record ended inside timestampDelta"))?;
-        let at = pos;
-        let offset_delta = read_varint(body, &mut pos)
+        let at = *pos;
+        let offset_delta = read_varint(body, pos)
             .map_err(|e| self.varint_error(e, at, "record ended inside offsetDelta"))?;
-        let key = self.read_nullable_bytes(body, &mut pos, "key")?;
-        let value = self.read_nullable_bytes(body, &mut pos, "value")?;
-        let at = pos;
-        let header_count = read_varint(body, &mut pos)
+        Ok((attributes, timestamp_delta, offset_delta))
+    }
+
+    fn header_count(&self, body: &[u8], pos: &mut usize, end: usize) -> Result<usize, RecordError> {
+        let at = *pos;
+        let header_count = read_varint(body, pos)
             .map_err(|e| self.varint_error(e, at, "record ended inside the header count"))?;
         let header_count =
             usize::try_from(header_count).map_err(|_| self.invalid("negative header count", at))?;
-        if header_count > (end - pos) / MIN_HEADER_LEN {
+        if header_count > (end - *pos) / MIN_HEADER_LEN {
             return Err(self.invalid("header count exceeds the record's bytes", at));
         }
+        Ok(header_count)
+    }
+
+    fn next_record(&mut self) -> Result<Record, RecordError> {
+        // Parse within the record's own bytes, so nothing can run into the next record.
+        let (end, mut pos) = self.record_bounds()?;
+        let body = &self.data[..end];
+        let (attributes, timestamp_delta, offset_delta) = self.deltas(body, &mut pos)?;
+        let key = self.read_nullable_bytes(body, &mut pos, "key")?;
+        let value = self.read_nullable_bytes(body, &mut pos, "value")?;
+        let header_count = self.header_count(body, &mut pos, end)?;
         let mut headers = Vec::with_capacity(header_count);
         for _ in 0..header_count {
             let at = pos;
@@ -232,6 +247,18 @@ impl Records {
         pos: &mut usize,
         what: &'static str,
     ) -> Result<Option<Bytes>, RecordError> {
+        Ok(self
+            .nullable_range(body, pos, what)?
+            .map(|r| self.data.slice(r)))
+    }
+
+    /// Reads a varint length (-1 = null) and steps over that many bytes: their range in `data`.
+    fn nullable_range(
+        &self,
+        body: &[u8],
+        pos: &mut usize,
+        what: &'static str,
+    ) -> Result<Option<std::ops::Range<usize>>, RecordError> {
         let at = *pos;
         let len = read_varint(body, pos).map_err(|e| {
             self.varint_error(
@@ -270,16 +297,27 @@ impl Records {
                 at,
             ));
         }
-        let bytes = self.data.slice(*pos..*pos + len);
+        let range = *pos..*pos + len;
         *pos += len;
-        Ok(Some(bytes))
+        Ok(Some(range))
     }
-}
 
-impl Iterator for Records {
-    type Item = Result<Record, RecordError>;
+    /// The next record without decoding it into a [`Record`]: its attributes, deltas and the
+    /// range of its encoded key, value and headers in [`data`](Self::data), which are checked
+    /// exactly as [`Iterator::next`] checks them (and give the same errors) but not sliced. For
+    /// copying records into another batch ([`BatchBuilder::push_raw`](super::BatchBuilder::push_raw))
+    /// without a reference count per field. Same end as the iterator: `None` after
+    /// `recordCount` records, after a [`RecordError::TrailingBytes`] or any other error.
+    pub fn next_raw(&mut self) -> Option<Result<RawRecord, RecordError>> {
+        self.step(Self::next_raw_record)
+    }
 
-    fn next(&mut self) -> Option<Self::Item> {
+    /// One step of either iteration: `read` the next record, or end after `recordCount`
+    /// records (with [`RecordError::TrailingBytes`] if bytes are left) or after an error.
+    fn step<T>(
+        &mut self,
+        read: impl FnOnce(&mut Self) -> Result<T, RecordError>,
+    ) -> Option<Result<T, RecordError>> {
         if self.done {
             return None;
         }
@@ -292,7 +330,7 @@ impl Iterator for Records {
                 base_offset: self.base_offset,
             }));
         }
-        match self.next_record() {
+        match read(self) {
             Ok(record) => {
                 self.index += 1;
                 Some(Ok(record))
@@ -302,6 +340,57 @@ impl Iterator for Records {
                 Some(Err(e))
             }
         }
+    }
+
+    fn next_raw_record(&mut self) -> Result<RawRecord, RecordError> {
+        let (end, mut pos) = self.record_bounds()?;
+        let body = &self.data[..end];
+        let (attributes, timestamp_delta, offset_delta) = self.deltas(body, &mut pos)?;
+        let rest = pos;
+        self.nullable_range(body, &mut pos, "key")?;
+        self.nullable_range(body, &mut pos, "value")?;
+        let header_count = self.header_count(body, &mut pos, end)?;
+        for _ in 0..header_count {
+            let at = pos;
+            self.nullable_range(body, &mut pos, "header key")?
+                .ok_or_else(|| self.invalid("null header key", at))?;
+            self.nullable_range(body, &mut pos, "header value")?;
+        }
+        if pos != end {
+            return Err(self.invalid(
+                "record length does not match its fields (bytes left over)",
+                pos,
+            ));
+        }
+        self.position = end;
+        Ok(RawRecord {
+            attributes: attributes as i8,
+            timestamp_delta,
+            offset_delta,
+            rest: rest..end,
+        })
+    }
+}
+
+/// A record located but not decoded, from [`Records::next_raw`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawRecord {
+    /// Record attributes (unused by Kafka today).
+    pub attributes: i8,
+    /// Timestamp relative to the batch's base timestamp.
+    pub timestamp_delta: i64,
+    /// Offset relative to the batch's base offset.
+    pub offset_delta: i32,
+    /// The encoded key, value and headers (their length varints included), as a range of
+    /// [`Records::data`].
+    pub rest: std::ops::Range<usize>,
+}
+
+impl Iterator for Records {
+    type Item = Result<Record, RecordError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.step(Self::next_record)
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {

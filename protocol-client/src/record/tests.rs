@@ -940,6 +940,16 @@ fn record_errors(records: &[u8], count: i32) -> RecordError {
         .find_map(Result::err)
         .expect("expected a record error");
     assert!(it.next().is_none(), "iterator must stop after an error");
+    // Locating records without decoding them checks the same and fails the same way.
+    let mut raw = batch.records(&LIMITS).unwrap();
+    let raw_err = std::iter::from_fn(|| raw.next_raw())
+        .find_map(Result::err)
+        .expect("next_raw must fail too");
+    assert_eq!(format!("{raw_err:?}"), format!("{err:?}"));
+    assert!(
+        raw.next_raw().is_none(),
+        "next_raw must stop after an error"
+    );
     err
 }
 
@@ -1150,11 +1160,50 @@ proptest! {
     }
 
     #[test]
+    fn copying_raw_records_equals_decoding_and_encoding_them(
+        batches in prop::collection::vec(
+            (any::<i64>(), prop::collection::vec(arb_record(), 1..12)),
+            1..4,
+        ),
+    ) {
+        let mut decoded = BatchBuilder::new(Compression::None);
+        let mut raw = BatchBuilder::with_capacity(Compression::None, 64);
+        for (base_ts, records) in &batches {
+            let mut b = BatchBuilder::new(Compression::None).base_timestamp(*base_ts);
+            for (ts, key, value, headers) in records {
+                let headers: Vec<RecordHeader> = headers
+                    .iter()
+                    .map(|(k, v)| RecordHeader::new(k, v.as_deref()))
+                    .collect();
+                b.push(*ts, key.as_deref(), value.as_deref(), &headers);
+            }
+            let batch = RecordBatch::parse(b.build().unwrap().into_bytes()).unwrap();
+            for r in batch.records(&LIMITS).unwrap() {
+                decoded.push_record(batch.base_timestamp(), &r.unwrap());
+            }
+            let mut it = batch.records(&LIMITS).unwrap();
+            let data = it.data().clone();
+            while let Some(r) = it.next_raw() {
+                raw.push_raw(batch.base_timestamp(), &r.unwrap(), &data);
+            }
+        }
+        let (a, b) = (decoded.build().unwrap(), raw.build().unwrap());
+        prop_assert_eq!(a.into_bytes(), b.into_bytes());
+    }
+
+    #[test]
     fn arbitrary_bytes_never_panic(data in prop::collection::vec(any::<u8>(), 0..300)) {
         for batch in split_batches(Bytes::from(data.clone())).flatten() {
             let _ = batch.verify_crc();
             if let Ok(records) = batch.records(&LIMITS) {
                 for r in records { let _ = r; }
+            }
+            if let Ok(mut records) = batch.records(&LIMITS) {
+                let data = records.data().clone();
+                let mut b = BatchBuilder::new(Compression::None);
+                while let Some(Ok(r)) = records.next_raw() {
+                    b.push_raw(0, &r, &data);
+                }
             }
         }
         if let Ok(batch) = RecordBatch::parse(Bytes::from(data)) {
