@@ -149,6 +149,16 @@ impl Error {
         }
     }
 
+    /// A copy of a TLS or SASL failure ([`is_security`](Self::is_security)), to hand the same
+    /// failure to several waiters; `None` for other errors.
+    pub fn security_copy(&self) -> Option<Error> {
+        match self {
+            Error::Conn(e) => e.clone_security().map(Error::Conn),
+            Error::RetriesExhausted { last, .. } => last.security_copy(),
+            _ => None,
+        }
+    }
+
     /// Whether trying again (after backoff, and a metadata refresh if
     /// [`needs_metadata_refresh`](Self::needs_metadata_refresh)) may succeed.
     pub fn is_retriable(&self) -> bool {

@@ -623,6 +623,77 @@ pub async fn log_end_offset(cluster: &Cluster, topic: &str, partition: i32) -> R
     Ok((p.leader_epoch == epoch && p.end_offset >= 0).then_some(p.end_offset))
 }
 
+/// Partitions of `topic` (`0..partitions`) whose leader does not answer ListOffsets yet (a
+/// broker names a freshly created partition's leader in metadata before it has created the
+/// partition's log, and answers NOT_LEADER_OR_FOLLOWER meanwhile; a leader that cannot be
+/// reached serves none of its partitions). One request per leader, one attempt: a caller
+/// waiting for a new topic polls this instead of retrying a request per partition, which at
+/// thousands of partitions keeps the broker that is creating them busy. A leader that refuses
+/// this client (TLS, SASL) fails it: no poll would ever succeed.
+pub async fn partitions_not_ready(
+    cluster: &Cluster,
+    topic: &str,
+    partitions: i32,
+) -> Result<Vec<i32>> {
+    let md = cluster.metadata();
+    let mut by_leader: std::collections::BTreeMap<i32, Vec<i32>> = Default::default();
+    let mut not_ready = Vec::new();
+    for partition in 0..partitions {
+        match md.partition(topic, partition) {
+            Some(p) if p.leader >= 0 && md.brokers.contains_key(&p.leader) => {
+                by_leader.entry(p.leader).or_default().push(partition)
+            }
+            _ => not_ready.push(partition),
+        }
+    }
+    for (leader, wanted) in by_leader {
+        let broker = md.brokers[&leader].clone();
+        // A leader that cannot be reached serves none of its partitions yet; one that refuses
+        // this client (TLS, SASL) never will.
+        let conn = match cluster.connection(&broker, ConnKind::Control).await {
+            Ok(conn) => conn,
+            Err(e) if e.is_security() => return Err(e),
+            Err(_) => {
+                not_ready.extend(wanted);
+                continue;
+            }
+        };
+        let req = ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![ListOffsetsTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partitions(
+                    wanted
+                        .iter()
+                        .map(|&p| {
+                            ListOffsetsPartition::default()
+                                .with_partition_index(p)
+                                .with_current_leader_epoch(-1)
+                                .with_timestamp(OffsetSpec::Latest.wire())
+                        })
+                        .collect(),
+                )]);
+        let resp = match conn.send(&req).await {
+            Ok(resp) => resp,
+            Err(e) if e.is_security() => return Err(e.into()),
+            Err(_) => {
+                not_ready.extend(wanted);
+                continue;
+            }
+        };
+        let answered: std::collections::HashSet<i32> = resp
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter())
+            .filter(|p| p.error_code == 0)
+            .map(|p| p.partition_index)
+            .collect();
+        not_ready.extend(wanted.into_iter().filter(|p| !answered.contains(p)));
+    }
+    not_ready.sort_unstable();
+    Ok(not_ready)
+}
+
 /// ListOffsets for one partition through its current leader, one attempt.
 async fn list_offset_once(
     cluster: &Cluster,

@@ -254,6 +254,33 @@ impl PartState {
         }
     }
 
+    /// Fails every queued batch with `e`, a refusal no retry can get past (TLS, SASL), as the
+    /// delivery timeout would: a batch sent before keeps an unknown outcome; stopping on
+    /// failure, the partition stops at the first of them; a transaction can only be aborted.
+    fn fail_queued(
+        &mut self,
+        tp: &TopicPartition,
+        e: &Error,
+        stop_on_failure: bool,
+        txn: Option<&mut TxnState>,
+        stopped: &mut Vec<Completion>,
+        failed: &mut Vec<Completion>,
+    ) {
+        let reason = e.to_string();
+        if let Some(t) = txn {
+            t.abortable.get_or_insert_with(|| reason.clone());
+        }
+        while let Some(p) = self.queue.pop_front() {
+            if stop_on_failure {
+                self.stop(tp, &reason, p.ordinal, stopped);
+            }
+            let err = e
+                .security_copy()
+                .unwrap_or_else(|| Error::Producer(reason.clone()));
+            failed.push((p.tx, Err(err)));
+        }
+    }
+
     /// Whether a sequence error for `p` proves a gap (Java's `canRetry`: the batch is the next
     /// one the broker should take): `p` is the lowest batch of its identity not yet settled,
     /// with nothing before it in flight, waiting for a retry, or queued for a resend. A sequence
@@ -299,6 +326,13 @@ struct State {
     aborting: bool,
     /// The transaction under way, for a transactional producer.
     txn: Option<TxnState>,
+    /// A metadata refresh was refused for a security reason (TLS, SASL) while the cached
+    /// metadata had this generation: batches waiting for a leader fail with it (no refresh can
+    /// succeed until the configuration changes). A later successful refresh outdates it.
+    refused: Option<(u64, Error)>,
+    /// The last request for a newer producer identity was refused for a security reason:
+    /// batches waiting for one fail with it. Cleared when one is granted.
+    bump_refused: Option<Error>,
 }
 
 /// A transactional producer's transaction (one open at a time; it opens with the first batch).
@@ -331,6 +365,9 @@ struct Inner {
     acc: records::Accumulator,
     /// Held by `end_transaction`.
     end_lock: tokio::sync::Mutex<()>,
+    /// A metadata refresh of the sender's is under way (one at a time: a refresh may wait a
+    /// connect timeout, and the sender asks every 100 ms while a leader is unknown).
+    refreshing: std::sync::atomic::AtomicBool,
 }
 
 /// An idempotent producer. Cheap to clone.
@@ -391,12 +428,15 @@ impl Producer {
                     fenced: None,
                     abortable: None,
                 }),
+                refused: None,
+                bump_refused: None,
             }),
             config,
             wake: Arc::new(Notify::new()),
             idle: Notify::new(),
             acc: records::Accumulator::default(),
             end_lock: tokio::sync::Mutex::new(()),
+            refreshing: std::sync::atomic::AtomicBool::new(false),
         });
         if let Some(txn_id) = &inner.config.transactional_id {
             let (id, epoch) = txn::init(
@@ -1025,7 +1065,14 @@ fn collect_ready(inner: &Arc<Inner>) -> (BrokerRequests, Option<Duration>, bool)
     let busy_before = st.requests_in_flight.clone();
     let mut expired = Vec::new();
     let mut stopped: Vec<Completion> = Vec::new();
-    let State { parts, txn, .. } = &mut *st;
+    let mut refused: Vec<Completion> = Vec::new();
+    let State {
+        parts,
+        txn,
+        refused: st_refused,
+        bump_refused: st_bump_refused,
+        ..
+    } = &mut *st;
     let mut txn = txn.as_mut();
     for (tp, ps) in parts.iter_mut() {
         // Fail batches that ran out of time while queued (not in flight): never sent, or sent
@@ -1109,8 +1156,20 @@ fn collect_ready(inner: &Arc<Inner>) -> (BrokerRequests, Option<Duration>, bool)
                     // Batches sent before the gap are settled first, under their own sequences.
                     only_before = Some(from);
                 } else if ps.ident.is_some_and(|i| i.generation >= current.generation) {
-                    // Everything before the gap is settled; a newer identity is needed.
-                    need_bump = true;
+                    // Everything before the gap is settled; a newer identity is needed (and
+                    // none comes while the cluster refuses this client).
+                    if let Some(e) = st_bump_refused.as_ref() {
+                        ps.fail_queued(
+                            tp,
+                            e,
+                            stop_on_failure,
+                            txn.as_deref_mut(),
+                            &mut stopped,
+                            &mut refused,
+                        );
+                    } else {
+                        need_bump = true;
+                    }
                     continue;
                 } else {
                     // The broker cannot have written these: number them afresh under the
@@ -1143,6 +1202,22 @@ fn collect_ready(inner: &Arc<Inner>) -> (BrokerRequests, Option<Duration>, bool)
             .filter(|p| p.leader >= 0)
             .and_then(|p| md.brokers.get(&p.leader));
         let Some(leader) = leader else {
+            let refusal = st_refused
+                .as_ref()
+                .filter(|(generation, _)| *generation == md.generation)
+                .map(|(_, e)| e);
+            if let Some(e) = refusal {
+                // No leader, and the cluster refuses this client.
+                ps.fail_queued(
+                    tp,
+                    e,
+                    stop_on_failure,
+                    txn.as_deref_mut(),
+                    &mut stopped,
+                    &mut refused,
+                );
+                continue;
+            }
             need_metadata = true;
             next_wake = Some(next_wake.map_or(Duration::from_millis(100), |w| {
                 w.min(Duration::from_millis(100))
@@ -1215,7 +1290,7 @@ fn collect_ready(inner: &Arc<Inner>) -> (BrokerRequests, Option<Duration>, bool)
     for (id, (_, reqs)) in &by_broker {
         *st.requests_in_flight.entry(*id).or_default() += reqs.len();
     }
-    let n_expired = expired.len() + stopped.len();
+    let n_expired = expired.len() + stopped.len() + refused.len();
     st.unacked -= n_expired;
     drop(st);
     for p in expired {
@@ -1228,19 +1303,14 @@ fn collect_ready(inner: &Arc<Inner>) -> (BrokerRequests, Option<Duration>, bool)
             "batch not acknowledged within the delivery timeout {delivery_timeout:?} ({outcome})"
         ))));
     }
-    for (tx, r) in stopped {
+    for (tx, r) in stopped.into_iter().chain(refused) {
         let _ = tx.send(r);
     }
     if n_expired > 0 {
         inner.idle.notify_waiters();
     }
     if need_metadata {
-        let c = inner.cluster.clone();
-        tokio::spawn(async move {
-            if let Err(e) = c.refresh_metadata().await {
-                debug!(error = %e, "producer metadata refresh failed");
-            }
-        });
+        spawn_refresh(inner, "producer metadata refresh");
     }
     (
         by_broker
@@ -1250,6 +1320,33 @@ fn collect_ready(inner: &Arc<Inner>) -> (BrokerRequests, Option<Duration>, bool)
         next_wake,
         bump,
     )
+}
+
+/// Refreshes the producer's metadata in a task of its own (`what`, for the log) unless a
+/// refresh is under way, and wakes the sender when it is done. A refusal for a security reason
+/// is kept for the sender, which fails the batches that wait for a leader with it. The task
+/// does not keep a dropped producer alive.
+fn spawn_refresh(inner: &Arc<Inner>, what: &'static str) {
+    use std::sync::atomic::Ordering;
+    if inner.refreshing.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let (weak, cluster) = (Arc::downgrade(inner), inner.cluster.clone());
+    let generation = cluster.metadata().generation;
+    tokio::spawn(async move {
+        let r = cluster.refresh_metadata().await;
+        let Some(inner) = weak.upgrade() else {
+            return;
+        };
+        inner.refreshing.store(false, Ordering::Release);
+        if let Err(e) = r {
+            debug!(error = %e, "{what} failed");
+            if e.is_security() {
+                inner.lock().refused = Some((generation, e));
+            }
+        }
+        inner.wake.notify_one();
+    });
 }
 
 /// Builds a Produce request (headers rewritten, records untouched) and puts it on the broker's
@@ -1401,17 +1498,9 @@ async fn finish_request(
                 let err = if security {
                     // A TLS or SASL failure is a configuration problem: keep its kind so no
                     // layer above mistakes it for something a restart fixes.
-                    match &e {
-                        Error::Conn(c) => {
-                            c.clone_security().map(Error::Conn).unwrap_or_else(|| {
-                                Error::Producer(format!(
-                                    "Produce to {} failed: {msg}",
-                                    broker.addr()
-                                ))
-                            })
-                        }
-                        _ => Error::Producer(format!("Produce to {} failed: {msg}", broker.addr())),
-                    }
+                    e.security_copy().unwrap_or_else(|| {
+                        Error::Producer(format!("Produce to {} failed: {msg}", broker.addr()))
+                    })
                 } else if retriable {
                     Error::Metadata(format!("Produce to {} failed: {msg}", broker.addr()))
                 } else {
@@ -1646,14 +1735,7 @@ async fn complete(inner: &Arc<Inner>, outcomes: Vec<(Outgoing, PartitionOutcome)
     if refresh {
         // In the background: the caller may be a broker's sender, and a refresh that asks a
         // broker that does not answer waits a request timeout.
-        let c = inner.cluster.clone();
-        let wake = inner.wake.clone();
-        tokio::spawn(async move {
-            if let Err(e) = c.refresh_metadata().await {
-                debug!(error = %e, "metadata refresh after produce error failed");
-            }
-            wake.notify_one();
-        });
+        spawn_refresh(inner, "metadata refresh after produce error");
     }
     inner.wake.notify_one();
 }
@@ -1757,7 +1839,13 @@ async fn bump_epoch(inner: Arc<Inner>) {
                 st.producer_id = id;
                 st.epoch = epoch;
                 st.generation += 1;
+                st.bump_refused = None;
                 false
+            }
+            Err(e) if e.is_security() => {
+                warn!(error = %e, "could not renew the producer id: the cluster refuses this client");
+                st.bump_refused = Some(e);
+                true
             }
             Err(e) => {
                 warn!(error = %e, "could not renew the producer id; will try again");
