@@ -114,6 +114,17 @@ impl Error {
         }
     }
 
+    /// Whether this is a TLS or SASL failure: a configuration problem that no retry or restart
+    /// fixes (an expired certificate, a rotated password).
+    pub fn is_security(&self) -> bool {
+        match self {
+            Error::Client { source, .. } => source.is_security(),
+            Error::Append { source, .. } => source.is_security(),
+            Error::Context { source, .. } => source.is_security(),
+            _ => false,
+        }
+    }
+
     /// Whether restarting the flow (after a pause) may get past the error.
     ///
     /// A batch the target refused with a non-retriable error (invalid timestamp, too large,

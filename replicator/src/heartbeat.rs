@@ -29,9 +29,15 @@ pub async fn heartbeat_loop(
     ensure_compacted_topic(&admin, &target, &topic, 1, replication_factor).await?;
     let mut tick = tokio::time::interval(interval.max(Duration::from_millis(10)));
     loop {
+        // Stop first: no heartbeat is written once the stop is asked for (the flows stop
+        // fetching then, and would leave it behind).
         tokio::select! {
-            _ = tick.tick() => {}
+            biased;
             _ = stop.changed() => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        if *stop.borrow() {
+            return Ok(());
         }
         let now = crate::flow::now_ms();
         let hb = Heartbeat {
@@ -46,6 +52,9 @@ pub async fn heartbeat_loop(
         let rec = internal_record(&topic, Some(0), key, Some(hb.encode_value()), now);
         match producer.send(rec).await {
             Ok(md) => debug!(%source, %target, offset = md.offset, "heartbeat"),
+            // A refusal (TLS, SASL) stops the process, as it stops the flows: no later
+            // heartbeat can get past it.
+            Err(e) if e.is_security() => return Err(Error::client(&target)(e)),
             Err(e) => warn!(%source, %target, error = %e, "heartbeat failed"),
         }
     }

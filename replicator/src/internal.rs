@@ -230,29 +230,69 @@ pub async fn wait_for_partitions(
     topic: &str,
     partitions: i32,
 ) -> Result<()> {
-    // A broker creates a partition's log in milliseconds; thousands take tens of seconds.
-    let within = Duration::from_secs(30) + Duration::from_millis(10) * partitions.max(0) as u32;
-    let deadline = Instant::now() + within;
     cluster.track_topics([topic]);
-    loop {
+    poll_after_creation(alias, partitions, move || async move {
         let md = cluster
             .refresh_metadata()
             .await
             .map_err(Error::client(alias))?;
-        if let Some(t) = md.topics.get(topic) {
-            if !t.partitions.is_empty()
+        let done = md.topics.get(topic).is_some_and(|t| {
+            !t.partitions.is_empty()
                 && t.partitions.len() >= partitions.max(1) as usize
                 && t.partitions.iter().all(|p| p.leader >= 0)
-            {
-                return Ok(());
-            }
-        }
+        });
+        Ok((!done).then(|| format!("topic {topic} has no leaders for {partitions} partitions")))
+    })
+    .await
+}
+
+/// Waits until every partition of a topic this process just created answers on its leader
+/// (see [`protocol_client::fetcher::partitions_not_ready`]), polling with one request per
+/// leader, so that resuming its partitions does not meet a storm of NOT_LEADER retries.
+pub async fn wait_until_ready(
+    cluster: &Arc<Cluster>,
+    alias: &str,
+    topic: &str,
+    partitions: i32,
+) -> Result<()> {
+    poll_after_creation(alias, partitions, move || async move {
+        cluster
+            .refresh_metadata()
+            .await
+            .map_err(Error::client(alias))?;
+        let not_ready = protocol_client::fetcher::partitions_not_ready(cluster, topic, partitions)
+            .await
+            .map_err(Error::client(alias))?;
+        Ok(not_ready.first().map(|first| {
+            format!(
+                "{} of {partitions} partitions of topic {topic} (first: {first}) still not served by their leaders",
+                not_ready.len()
+            )
+        }))
+    })
+    .await
+}
+
+/// Polls `pending` every 100 ms until it reports nothing pending (`None`), for as long as a
+/// topic of `partitions` partitions may take to be created: a broker creates a partition's log
+/// in milliseconds, thousands take tens of seconds. Past that, what is still pending is a
+/// transient error (a restart of the flow tries again).
+async fn poll_after_creation<F, Fut>(alias: &str, partitions: i32, mut pending: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<String>>>,
+{
+    let within = Duration::from_secs(30) + Duration::from_millis(10) * partitions.max(0) as u32;
+    let deadline = Instant::now() + within;
+    loop {
+        let Some(what) = pending().await? else {
+            return Ok(());
+        };
         if Instant::now() > deadline {
-            // Transient: a restart of the flow tries again.
             return Err(Error::Client {
                 cluster: alias.to_string(),
                 source: protocol_client::Error::Metadata(format!(
-                    "topic {topic} has no leaders for {partitions} partitions {within:?} after creation"
+                    "{what} {within:?} after creation"
                 )),
             });
         }

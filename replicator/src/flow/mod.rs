@@ -98,24 +98,28 @@ pub const SYNC_FLUSH_INTERVAL: Duration = Duration::from_secs(60);
 type AckFuture = Pin<Box<dyn Future<Output = protocol_client::Result<ProduceAck>> + Send>>;
 
 enum AckItem {
-    Forward {
-        /// First upstream offset of the batch (for error messages).
-        first: i64,
-        /// Records, bytes and newest timestamp of the batch (for metrics).
-        records: u64,
-        bytes: u64,
-        max_timestamp: i64,
-        stretches: Vec<(i64, i64)>,
-        next: i64,
-        ack: AckFuture,
-        _permit: Held,
-    },
+    /// Boxed: a lane's channel allocates room for 32 items at once, per partition.
+    Forward(Box<Forward>),
     Skip {
         next: i64,
     },
     /// Answered once everything queued on the lane before it is applied (a partition being
     /// released waits for it before its progress is committed).
     Barrier(tokio::sync::oneshot::Sender<()>),
+}
+
+/// A forwarded batch waiting for its acknowledgement.
+struct Forward {
+    /// First upstream offset of the batch (for error messages).
+    first: i64,
+    /// Records, bytes and newest timestamp of the batch (for metrics).
+    records: u64,
+    bytes: u64,
+    max_timestamp: i64,
+    stretches: Vec<(i64, i64)>,
+    next: i64,
+    ack: AckFuture,
+    _permit: Held,
 }
 
 /// Budget a partition holds for one batch in flight: released (to the flow's budget and the
@@ -281,6 +285,31 @@ pub struct Leadership {
 /// refuses an operation of more than 10 000 metadata records, and the topic record and its
 /// configs count too.
 const PARTITIONS_PER_OPERATION: i32 = 9_000;
+
+/// Splits topics to create into CreateTopics requests that each stay within one controller
+/// operation's metadata records (one per partition, one per config, one per topic).
+fn operations(topics: &[NewTopic]) -> Vec<&[NewTopic]> {
+    let records = |t: &NewTopic| t.partitions.max(0) as usize + t.configs.len() + 1;
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut sum = 0;
+    for (i, t) in topics.iter().enumerate() {
+        let n = records(t);
+        if i > start && sum + n > OPERATION_RECORDS {
+            out.push(&topics[start..i]);
+            start = i;
+            sum = 0;
+        }
+        sum += n;
+    }
+    if start < topics.len() {
+        out.push(&topics[start..]);
+    }
+    out
+}
+
+/// Metadata records one CreateTopics request is given (the controller's limit is 10 000).
+const OPERATION_RECORDS: usize = 9_500;
 
 /// A running flow.
 pub struct Flow {
@@ -646,8 +675,15 @@ impl Flow {
 
     /// Creates missing remote topics (source partition count, `replication.factor`, filtered
     /// configs) and grows partition counts, before any record is written.
+    ///
+    /// Missing topics are created together, as many per CreateTopics request as one controller
+    /// operation takes: a broker creating a large topic's logs answers a request for the next
+    /// topic only when it is done (3.7 s for a 16-partition topic behind a 1000-partition one,
+    /// measured), so creating them one after the other adds those waits up.
     pub async fn sync_topics(&self, topics: &BTreeMap<String, i32>) -> Result<()> {
         let md = self.target.refresh_all_topics().await.map_err(self.tgt())?;
+        let mut missing: Vec<NewTopic> = Vec::new();
+        let mut sources: HashMap<String, (&String, i32)> = HashMap::new();
         for (topic, &partitions) in topics {
             let remote = self.remote_topic(topic);
             match md.topics.get(&remote) {
@@ -657,62 +693,13 @@ impl Flow {
                     // (`QuorumController.MAX_RECORDS_PER_USER_OP`: one per partition, one per
                     // config, one for the topic) and refuses more with POLICY_VIOLATION: a
                     // larger topic is created in steps, growing by CreatePartitions.
-                    let first = partitions.min(PARTITIONS_PER_OPERATION);
-                    let res = self
-                        .target_admin
-                        .create_topics(&[NewTopic {
-                            name: remote.clone(),
-                            partitions: first,
-                            replication_factor: self.config.replication_factor,
-                            configs: configs.clone(),
-                        }])
-                        .await
-                        .map_err(self.tgt())?;
-                    let mut existed = false;
-                    for (_, r) in res {
-                        match r {
-                            Ok(()) => {
-                                info!(flow = %self.name(), %topic, %remote, partitions, configs = configs.len(), "created remote topic")
-                            }
-                            Err(e)
-                                if e.response_error()
-                                    == Some(ResponseError::TopicAlreadyExists) =>
-                            {
-                                existed = true;
-                            }
-                            Err(e) => return Err(self.tgt()(e)),
-                        }
-                    }
-                    if existed {
-                        // Made meanwhile by someone else: grown like any existing remote topic
-                        // (the next refresh), not here.
-                        internal::wait_for_topic(&self.target, &self.config.target, &remote)
-                            .await?;
-                        continue;
-                    }
-                    let mut created = first;
-                    while created < partitions {
-                        internal::wait_for_partitions(
-                            &self.target,
-                            &self.config.target,
-                            &remote,
-                            created,
-                        )
-                        .await?;
-                        created = (created + PARTITIONS_PER_OPERATION).min(partitions);
-                        self.target_admin
-                            .create_partitions(&remote, created)
-                            .await
-                            .map_err(self.tgt())?;
-                        info!(flow = %self.name(), %remote, partitions = created, "grew remote topic (created in steps)");
-                    }
-                    internal::wait_for_partitions(
-                        &self.target,
-                        &self.config.target,
-                        &remote,
-                        partitions,
-                    )
-                    .await?;
+                    missing.push(NewTopic {
+                        name: remote.clone(),
+                        partitions: partitions.min(PARTITIONS_PER_OPERATION),
+                        replication_factor: self.config.replication_factor,
+                        configs,
+                    });
+                    sources.insert(remote, (topic, partitions));
                 }
                 Some(t) if (t.partitions.len() as i32) < partitions => {
                     match self.target_admin.create_partitions(&remote, partitions).await {
@@ -726,6 +713,67 @@ impl Flow {
                 }
                 Some(_) => {}
             }
+        }
+        let mut created: Vec<&NewTopic> = Vec::new();
+        // The first failure is returned once the topics created meanwhile are complete (grown
+        // in steps, served): a topic left at its first step would be grown later by one
+        // CreatePartitions larger than a controller takes.
+        let mut failed: Option<Error> = None;
+        for group in operations(&missing) {
+            let res = match self.target_admin.create_topics(group).await {
+                Ok(res) => res,
+                Err(e) => {
+                    failed.get_or_insert(self.tgt()(e));
+                    continue;
+                }
+            };
+            for (remote, r) in res {
+                let Some(new) = group.iter().find(|t| t.name == remote) else {
+                    continue;
+                };
+                match r {
+                    Ok(()) => {
+                        let (topic, partitions) = sources[&remote];
+                        info!(flow = %self.name(), %topic, %remote, partitions, configs = new.configs.len(), "created remote topic");
+                        created.push(new);
+                    }
+                    Err(e) if e.response_error() == Some(ResponseError::TopicAlreadyExists) => {
+                        // Made meanwhile by someone else: grown like any existing remote topic
+                        // (the next refresh), not here.
+                        if let Err(e) =
+                            internal::wait_for_topic(&self.target, &self.config.target, &remote)
+                                .await
+                        {
+                            failed.get_or_insert(e);
+                        }
+                    }
+                    Err(e) => {
+                        failed.get_or_insert(self.tgt()(e));
+                    }
+                }
+            }
+        }
+        for new in created {
+            let (_, partitions) = sources[&new.name];
+            let remote = &new.name;
+            let mut made = new.partitions;
+            while made < partitions {
+                internal::wait_for_partitions(&self.target, &self.config.target, remote, made)
+                    .await?;
+                made = (made + PARTITIONS_PER_OPERATION).min(partitions);
+                self.target_admin
+                    .create_partitions(remote, made)
+                    .await
+                    .map_err(self.tgt())?;
+                info!(flow = %self.name(), %remote, partitions = made, "grew remote topic (created in steps)");
+            }
+            internal::wait_for_partitions(&self.target, &self.config.target, remote, partitions)
+                .await?;
+            internal::wait_until_ready(&self.target, &self.config.target, remote, partitions)
+                .await?;
+        }
+        if let Some(e) = failed {
+            return Err(e);
         }
         self.target.refresh_metadata().await.map_err(self.tgt())?;
         self.learn_coalesce_limits(topics).await;
@@ -1315,7 +1363,7 @@ impl Flow {
                                 let (bytes, max_timestamp) = (batch.len() as u64, batch.max_timestamp());
                                 self.metrics.forwarding(&remote, key.1, max_timestamp, now_ms());
                                 let ack = Box::pin(self.data_producer.append(&remote, key.1, batch));
-                                AckItem::Forward { first, records, bytes, max_timestamp, stretches, next, ack, _permit: permit }
+                                AckItem::Forward(Box::new(Forward { first, records, bytes, max_timestamp, stretches, next, ack, _permit: permit }))
                             }
                             plan::Step::Skip { next } => AckItem::Skip { next },
                         };
@@ -1565,16 +1613,17 @@ impl Flow {
     /// the exact mapping goes into its offset map and the MM2 sync rule.
     async fn apply_ack(&self, key: &(String, i32), item: AckItem) -> Result<()> {
         match item {
-            AckItem::Forward {
-                first,
-                records,
-                bytes,
-                max_timestamp,
-                stretches,
-                next,
-                ack,
-                _permit,
-            } => {
+            AckItem::Forward(forward) => {
+                let Forward {
+                    first,
+                    records,
+                    bytes,
+                    max_timestamp,
+                    stretches,
+                    next,
+                    ack,
+                    _permit,
+                } = *forward;
                 let ack = ack.await.map_err(|source| Error::Append {
                     cluster: self.config.target.clone(),
                     topic: key.0.clone(),
@@ -2255,8 +2304,11 @@ impl Flow {
                 "reading the source group's committed offsets (for checkpoints)",
                 &offsets,
             );
-            let Ok(offsets) = offsets else {
-                continue;
+            // A refusal (TLS, SASL) is not one group's: it fails the round, and the task.
+            let offsets = match offsets {
+                Ok(offsets) => offsets,
+                Err(e) if e.is_security() => return Err(e),
+                Err(_) => continue,
             };
             let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
             for o in offsets {
@@ -2366,6 +2418,9 @@ impl Flow {
                 let r = self.sync_group_offsets(&group).await;
                 self.group_sync_failing
                     .observe(&self.name(), &group, "group offset sync", &r);
+                if matches!(&r, Err(e) if e.is_security()) {
+                    return r;
+                }
             }
         }
         Ok(())
@@ -2656,13 +2711,16 @@ struct FailingSince(Option<tokio::time::Instant>);
 
 impl FailingSince {
     /// Records one round's result; the error once failures have lasted past
-    /// [`PERIODIC_FAILURE_LIMIT`] (earlier ones are logged as warnings).
+    /// [`PERIODIC_FAILURE_LIMIT`] (earlier ones are logged as warnings), or at once for a TLS or
+    /// SASL refusal.
     fn observe(&mut self, r: Result<()>, now: tokio::time::Instant) -> Option<Error> {
         match r {
             Ok(()) => {
                 self.0 = None;
                 None
             }
+            // A refusal (TLS, SASL) will not pass by itself: the flow's at once.
+            Err(e) if e.is_security() => Some(e),
             Err(e) => {
                 let since = *self.0.get_or_insert(now);
                 if now.duration_since(since) >= PERIODIC_FAILURE_LIMIT {
@@ -2754,6 +2812,31 @@ pub fn internal_record(
 mod tests {
     use super::*;
 
+    #[test]
+    fn topics_to_create_are_grouped_within_one_controller_operation() {
+        let topic = |name: &str, partitions: i32, configs: usize| NewTopic {
+            name: name.into(),
+            partitions,
+            replication_factor: 1,
+            configs: vec![("k".into(), "v".into()); configs],
+        };
+        let names = |groups: Vec<&[NewTopic]>| -> Vec<Vec<String>> {
+            groups
+                .iter()
+                .map(|g| g.iter().map(|t| t.name.clone()).collect())
+                .collect()
+        };
+        assert!(operations(&[]).is_empty());
+        let few = [topic("a", 1000, 2), topic("b", 16, 1), topic("c", 1, 0)];
+        assert_eq!(names(operations(&few)), vec![vec!["a", "b", "c"]]);
+        // 9000 + 1 + 1 records, then 600 + 1: over 9500 together.
+        let big = [topic("a", 9000, 1), topic("b", 600, 0), topic("c", 10, 0)];
+        assert_eq!(names(operations(&big)), vec![vec!["a"], vec!["b", "c"]]);
+        // A single topic always gets its own request, whatever its size.
+        let huge = [topic("a", 9000, 600), topic("b", 9000, 0)];
+        assert_eq!(names(operations(&huge)), vec![vec!["a"], vec!["b"]]);
+    }
+
     /// A periodic task's failures become the flow's only after `PERIODIC_FAILURE_LIMIT`
     /// without a success; one success resets the clock (time passed in, no sleeping).
     #[test]
@@ -2776,5 +2859,25 @@ mod tests {
             .observe(fail(), t0 + PERIODIC_FAILURE_LIMIT * 2)
             .expect("escalates");
         assert_eq!(e.to_string(), "target unavailable");
+    }
+
+    /// A TLS or SASL refusal (a rotated password, an expired certificate) is the flow's at
+    /// once: no retry within the limit can get past it.
+    #[test]
+    fn a_security_refusal_of_a_periodic_task_escalates_at_once() {
+        let t0 = tokio::time::Instant::now();
+        let refused = protocol_client::Error::Conn(protocol_client::conn::ConnError::Auth {
+            broker: "127.0.0.1:9092".into(),
+            mechanism: "SCRAM-SHA-512",
+            failure: Box::new(protocol_client::conn::AuthFailure::MechanismRefused),
+        });
+        let mut f = FailingSince::default();
+        assert!(f
+            .observe(Err(Error::Other("target unavailable".into())), t0)
+            .is_none());
+        let e = f
+            .observe(Err(Error::client("B")(refused).context("checkpoints")), t0)
+            .expect("escalates at once");
+        assert!(e.is_security(), "{e}");
     }
 }

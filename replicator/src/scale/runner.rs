@@ -71,6 +71,8 @@ pub struct Transactional {
     pub target: Arc<protocol_client::cluster::Cluster>,
     /// [`FlowConfig::transactional_id_stem`].
     pub stem: String,
+    /// The target cluster's alias (for errors).
+    pub alias: String,
 }
 
 #[derive(Debug, Default)]
@@ -597,7 +599,7 @@ pub async fn run_membership(
             "joined the group's generation"
         );
         let actions = driver.assigned(member.generation(), assignment);
-        fence_departed(&seats, &actions, &stop).await;
+        fence_departed(&seats, &actions, &stop).await?;
         let mut rejoin = execute(&seats, actions).rejoin;
         while !rejoin {
             tokio::select! {
@@ -615,7 +617,7 @@ pub async fn run_membership(
                 }
                 Some(released) = released_rx.recv() => {
                     let actions = driver.released(&released);
-                    fence_departed(&seats, &actions, &stop).await;
+                    fence_departed(&seats, &actions, &stop).await?;
                     rejoin = execute(&seats, actions).rejoin;
                 }
                 Ok(()) = units_rx.changed() => {
@@ -669,6 +671,14 @@ pub async fn run_membership(
                     warn!(group = %group, before = %before, now = %member.member_id(), "rejoined under a new member id: the old membership was lost; stopping everything and joining as new");
                     lose(&mut driver, &seats, &lease).await;
                 }
+                Err(e) if e.is_security() => {
+                    // Refused (TLS, SASL): no later attempt gets past it, and with nothing
+                    // running nothing else would meet it.
+                    lose(&mut driver, &seats, &lease).await;
+                    return Err(
+                        Error::client(&m.settings.cluster)(e).context("rejoining the group")
+                    );
+                }
                 Err(e) => {
                     warn!(group = %group, error = %e, "rejoin failed: everything this member ran is stopped; joining again");
                     lose(&mut driver, &seats, &lease).await;
@@ -716,8 +726,12 @@ struct Executed {
 /// transactional id: a zombie holding it can neither append nor commit any more, and its open
 /// transaction is aborted before the remote tail is read). Without exactly-once mode the
 /// departed member's appends stopped with its membership lease. Retried until done or
-/// stopped: the units must not start unfenced.
-async fn fence_departed(seats: &Seats, actions: &[Action], stop: &watch::Receiver<bool>) {
+/// stopped: the units must not start unfenced. A refusal (TLS, SASL) is returned.
+async fn fence_departed(
+    seats: &Seats,
+    actions: &[Action],
+    stop: &watch::Receiver<bool>,
+) -> Result<()> {
     for action in actions {
         let Action::Start { fence, units } = action else {
             continue;
@@ -753,6 +767,10 @@ async fn fence_departed(seats: &Seats, actions: &[Action], stop: &watch::Receive
                             warn!(flow, slot, transactional_id = %id, error = %e, "fencing failed while stopping");
                             break;
                         }
+                        Err(e) if e.is_security() => {
+                            return Err(Error::client(&t.alias)(e)
+                                .context(format!("fencing transactional id {id}")));
+                        }
                         Err(e) => {
                             // Retried without end: the units must not start unfenced (an
                             // authorization error stops every transactional run here anyway).
@@ -765,6 +783,7 @@ async fn fence_departed(seats: &Seats, actions: &[Action], stop: &watch::Receive
             }
         }
     }
+    Ok(())
 }
 
 /// The transaction timeout given with a fencing InitProducerId (no transaction follows).
