@@ -21,6 +21,7 @@ use protocol_client::cluster::{ClientConfig, Cluster};
 use protocol_client::conn::{AuthFailure, ConnError};
 use protocol_client::producer::records::ProducerRecord;
 use protocol_client::producer::{Producer, ProducerConfig};
+use protocol_client::record::{BatchBuilder, Compression};
 use protocol_client::security::sasl::{SaslConfig, ScramHash, TokenSource};
 use protocol_client::security::tls::{ClientIdentity, TlsConfig, TlsFailure, TrustAnchors};
 use protocol_client::security::Secret;
@@ -702,4 +703,99 @@ fn sasl_sessions_are_reauthenticated_before_kafka_expires_them() {
     for (i, (g, w)) in got.iter().zip(&recs).enumerate() {
         assert_eq!((g.offset, &g.value), (i as i64, &w.value), "record {i}");
     }
+}
+
+/// A producer with a batch for a partition whose leader it does not know (a broker restarting,
+/// leadership moving) asks for metadata until it learns one. When the cluster then refuses its
+/// credentials (the password was rotated and Kafka ended the session at its re-authentication),
+/// no retry can help: the batch fails at once with the security error, which a caller stops on,
+/// instead of waiting out the delivery timeout while every refresh is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_waiting_for_a_leader_fails_with_the_refusal_when_credentials_are_rotated() {
+    let kafka = kafka(
+        "refused-leaderless",
+        vec![sasl_listener("SASL_REAUTH", None).reauthenticate_after(Duration::from_secs(3))],
+    );
+    let (b, plain) = (
+        kafka.bootstrap_for_listener("SASL_REAUTH"),
+        kafka.bootstrap(),
+    );
+    let topic = strait_tests::unique("leaderless");
+    let (p, t) = (plain.clone(), topic.clone());
+    reference::blocking(move || reference::create_topic(&p, &t, 1));
+    let cluster = Cluster::connect(config(
+        &b,
+        None,
+        Some(scram(ScramHash::Sha512, CAROL.0, CAROL.1)),
+    ))
+    .await
+    .expect("SCRAM-SHA-512");
+    let delivery_timeout = Duration::from_secs(90);
+    let producer = Producer::new(
+        cluster,
+        ProducerConfig {
+            delivery_timeout,
+            // As Strait's producers: the partition stops at the failure, nothing after it lands.
+            stop_partition_on_failure: true,
+            ..ProducerConfig::default()
+        },
+    )
+    .await
+    .expect("producer");
+    let batch = |tag: &str| {
+        let mut b = BatchBuilder::new(Compression::None);
+        b.push(1_700_000_000_000, None, Some(tag.as_bytes()), &[]);
+        b.build().expect("batch")
+    };
+    producer
+        .append(&topic, 0, batch("before"))
+        .await
+        .expect("written before the rotation");
+    // Partition 1 does not exist: its batches wait for a leader, refreshing metadata.
+    let waiting = tokio::spawn(producer.append(&topic, 1, batch("leaderless")));
+    let behind = tokio::spawn(producer.append(&topic, 1, batch("behind it")));
+    let out = reference::blocking(move || {
+        strait_tests::kafka::run_checker(&[
+            "scram",
+            &plain,
+            "SCRAM-SHA-512",
+            CAROL.0,
+            "rotated-Pa55",
+        ])
+    });
+    assert!(
+        out.status.success(),
+        "Checker scram: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rotated = Instant::now();
+    let err = tokio::time::timeout(Duration::from_secs(30), waiting)
+        .await
+        .unwrap_or_else(|_| {
+            panic!("the batch still waits 30 s after the rotation (delivery timeout {delivery_timeout:?})")
+        })
+        .expect("task")
+        .expect_err("a partition that does not exist took a batch");
+    eprintln!("failed {:?} after the rotation: {err}", rotated.elapsed());
+    assert!(err.is_security(), "not a security error: {err:?}");
+    assert!(
+        err.to_string().contains(KAFKA_SCRAM_REFUSAL),
+        "Kafka's refusal is not named: {err}"
+    );
+    let second = behind
+        .await
+        .expect("task")
+        .expect_err("the batch behind the refused one was written");
+    assert!(
+        matches!(
+            second,
+            protocol_client::Error::PartitionStopped { partition: 1, .. }
+        ),
+        "the batch behind it: {second:?}"
+    );
+    // Nothing is left unacknowledged: closing does not wait.
+    tokio::time::timeout(Duration::from_secs(10), producer.close())
+        .await
+        .expect("the producer closes");
 }

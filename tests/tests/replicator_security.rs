@@ -850,6 +850,8 @@ fn a_target_certificate_expiring_mid_run_stops_strait_and_a_renewed_one_resumes_
         ),
     );
     let remote = format!("A.{topic}");
+    // Built before the certificate's short life starts (a build takes a minute on 2 cores).
+    strait_tests::strait::strait_binary();
     let certs_dir = tempfile::tempdir().unwrap();
     let valid_until = std::time::SystemTime::now() + Duration::from_secs(45);
     let (chain, key) =
