@@ -106,6 +106,11 @@ struct Args {
     /// `max_wait` of the latency observers' fetches, in ms.
     #[arg(long, default_value_t = 10)]
     observer_wait_ms: u64,
+    /// Delete each mirror's remote topics on the target once it has stopped, so that the
+    /// target broker holds one mirror's copy at a time: at 10 000 partitions one broker's 20 000
+    /// file descriptors do not hold three.
+    #[arg(long)]
+    drop_remote: bool,
     /// Skip the librdkafka mirror.
     #[arg(long)]
     no_baseline: bool,
@@ -178,6 +183,7 @@ fn main() -> Result<(), BoxError> {
         "first record s",
         "lat p99 ms",
         "added p99 ms",
+        "idle % core",
     ]);
     for (name, row_args) in rows {
         eprintln!("== {name} (load {})", load_average());
@@ -251,6 +257,25 @@ fn suite(base: &Args) -> Vec<(String, Args)> {
     small.1.source_linger_ms = 0;
     small.1.source_batch_bytes = 1024;
     rows.push(small);
+    // A trickle over many partitions: about one record per partition, then 30 s with nothing
+    // new. 9 900, not 10 000: a KRaft controller refuses a CreateTopics request of more than
+    // 10 000 partitions in all ("Excessively large number of partitions per request"), and MM2
+    // creates its remote topics in one request (this one, its heartbeats and its latency
+    // topic): at 9 999 it never starts. No warm-up (it would write a topic of as many
+    // partitions to the target), and one mirror's remote topic on the target at a time.
+    let mut idle = row(
+        "~10 000 partitions (9 900), idle: 1 KiB trickle, then 30 s idle",
+        9_900,
+        0.01,
+        1024,
+        "none",
+        false,
+    );
+    idle.1.latency_secs = 0;
+    idle.1.idle_secs = 30;
+    idle.1.no_warm_up = true;
+    idle.1.drop_remote = true;
+    rows.push(idle);
     rows
 }
 
@@ -396,7 +421,7 @@ impl RowResult {
     }
 
     /// Strait over each other mirror, per column.
-    fn ratios(&self) -> Vec<(Mirror, [String; 8])> {
+    fn ratios(&self) -> Vec<(Mirror, [String; 9])> {
         let Some(s) = self.get(Mirror::Strait) else {
             return Vec::new();
         };
@@ -419,6 +444,10 @@ impl RowResult {
                         lat(|l| l.p50_ms),
                         lat(|l| l.p99_ms),
                         lat(|l| l.max_ms),
+                        match (s.idle, b.idle) {
+                            (Some((x, _)), Some((y, _))) => ratio(x, y),
+                            _ => "-".into(),
+                        },
                     ],
                 )
             })
@@ -471,7 +500,7 @@ impl RowResult {
             ]);
         }
         for (k, r) in self.ratios() {
-            let [mb, rec, cpu, rss, first, p50, p99, max] = r;
+            let [mb, rec, cpu, rss, first, p50, p99, max, idle] = r;
             t.row([
                 format!("strait / {}", k.name()),
                 mb,
@@ -484,6 +513,10 @@ impl RowResult {
                 p50,
                 p99,
                 max,
+                String::new(),
+                String::new(),
+                String::new(),
+                idle,
             ]);
         }
         t.row([format!("(preload {} MB/s)", num(self.preload_mb_s, 1))]);
@@ -503,10 +536,11 @@ impl RowResult {
                 m.latency
                     .as_ref()
                     .map_or("-".into(), |l| num(l.added_p99_ms(), 1)),
+                m.idle.map_or("-".into(), |(cpu, _)| num(cpu, 2)),
             ]);
         }
         for (k, r) in self.ratios() {
-            let [mb, _, cpu, rss, first, _, p99, _] = r;
+            let [mb, _, cpu, rss, first, _, p99, _, idle] = r;
             t.row([
                 name.to_string(),
                 format!("**strait / {}**", k.name()),
@@ -515,6 +549,8 @@ impl RowResult {
                 rss,
                 first,
                 p99,
+                String::new(),
+                idle,
             ]);
         }
     }
@@ -628,6 +664,7 @@ fn run_row(args: &Args, strait: &PathBuf) -> Result<RowResult, BoxError> {
     }
     let dir = tempfile::tempdir()?;
     let mut results: Vec<(Mirror, MirrorResult)> = Vec::new();
+    let last = mirrors.last().copied();
     for m in mirrors {
         eprintln!("{}: replicating (load {})", m.name(), load_average());
         let brokers_cpu = || -> (f64, f64) {
@@ -643,6 +680,7 @@ fn run_row(args: &Args, strait: &PathBuf) -> Result<RowResult, BoxError> {
         // MM2 create theirs, and the bench creates the librdkafka mirror's in `start_mirror`.
         let started = Instant::now();
         let broker_cpu_before = brokers_cpu();
+        let target_fds_before = open_files(&brokers[1].pids());
         let running = start_mirror(m, args, strait, &src_addr, &dst_addr, &target, &rt, &dir)?;
         let mut guard = ChildGuard(running.pids());
         let perf = match (&args.perf, m) {
@@ -718,6 +756,22 @@ fn run_row(args: &Args, strait: &PathBuf) -> Result<RowResult, BoxError> {
         }
         running.stop(m == Mirror::Strait);
         guard.0.clear();
+        if args.drop_remote && Some(m) != last {
+            rt.block_on(drop_remote(&target, m))?;
+            // Kafka closes a deleted partition's files only when it removes them
+            // (`file.delete.delay.ms` later): the next mirror waits for the descriptors.
+            let deadline = Instant::now() + Duration::from_secs(180);
+            while open_files(&brokers[1].pids()) > target_fds_before + 500
+                && Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            eprintln!(
+                "target broker: {} open files (before {}: {target_fds_before})",
+                open_files(&brokers[1].pids()),
+                m.name()
+            );
+        }
         results.push((m, r));
     }
     drop(brokers);
@@ -725,6 +779,42 @@ fn run_row(args: &Args, strait: &PathBuf) -> Result<RowResult, BoxError> {
         preload_mb_s,
         mirrors: results,
     })
+}
+
+/// Open file descriptors of processes `pids`.
+fn open_files(pids: &[u32]) -> usize {
+    pids.iter()
+        .filter_map(|p| std::fs::read_dir(format!("/proc/{p}/fd")).ok())
+        .map(|d| d.count())
+        .sum()
+}
+
+/// Deletes `m`'s remote topics on the target and waits until its metadata no longer lists
+/// them (Kafka closes a deleted partition's files at once and removes them later).
+async fn drop_remote(target: &Arc<Cluster>, m: Mirror) -> Result<(), BoxError> {
+    let topics = vec![m.remote("bench"), m.remote(m.latency_topic())];
+    let admin = protocol_client::admin::Admin::new(target.clone());
+    for (topic, r) in admin.delete_topics(&topics).await? {
+        match r {
+            Ok(()) => {}
+            Err(e)
+                if e.response_error()
+                    == Some(protocol_client::ResponseError::UnknownTopicOrPartition) => {}
+            Err(e) => return Err(format!("deleting {topic}: {e}").into()),
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let listed = admin.list_topics().await?;
+        if !listed.iter().any(|t| topics.contains(&t.name)) {
+            eprintln!("{}: deleted {} on the target", m.name(), topics.join(", "));
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{} still listed 120 s after deletion", topics.join(", ")).into());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Starts one mirror of the row's topic and its latency topic.
@@ -1094,10 +1184,19 @@ async fn measure_mirror(
                 eprintln!("{line}");
             }
         }
+        // Before the first record the mirror may still be creating its remote topic: a
+        // broker creates thousands of partitions in tens of seconds.
+        let patience = if total > 0 {
+            Duration::from_secs(60)
+        } else {
+            Duration::from_secs(60) + Duration::from_millis(20) * args.partitions.max(0) as u32
+        };
         if total > last_progress.0 {
             last_progress = (total, now);
-        } else if now - last_progress.1 > Duration::from_secs(60) {
-            return Err(format!("{topic}: stuck at {total} of {n} records for 60 s").into());
+        } else if now - last_progress.1 > patience {
+            return Err(
+                format!("{topic}: stuck at {total} of {n} records for {patience:?}").into(),
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -1263,11 +1362,36 @@ async fn latency_phase(
 /// The baseline mirror: librdkafka consumer → librdkafka producer, same partition, tuned as
 /// MirrorMaker 2 deployments are (`linger.ms=50`, `batch.size=1048576`, the source codec,
 /// `acks=all`, idempotent). Runs until killed.
+/// The librdkafka mirror's delivery reports: a record its producer gave up on is printed (the
+/// first few of them, then a count every thousand), so that a row stuck short of its records
+/// says why instead of waiting in silence.
+#[derive(Default)]
+struct FailureLog(std::sync::atomic::AtomicU64);
+
+impl rdkafka::ClientContext for FailureLog {}
+
+impl rdkafka::producer::ProducerContext for FailureLog {
+    type DeliveryOpaque = ();
+    fn delivery(&self, report: &rdkafka::message::DeliveryResult<'_>, _: ()) {
+        use rdkafka::message::Message;
+        if let Err((e, m)) = report {
+            let n = self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            if n <= 5 || n % 1000 == 0 {
+                eprintln!(
+                    "baseline produce to {}/{} failed ({n} so far): {e}",
+                    m.topic(),
+                    m.partition()
+                );
+            }
+        }
+    }
+}
+
 fn baseline_child(args: &Args) -> Result<(), BoxError> {
     use rdkafka::config::ClientConfig as RdConfig;
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::message::{Headers, Message};
-    use rdkafka::producer::{BaseRecord, DefaultProducerContext, ThreadedProducer};
+    use rdkafka::producer::{BaseRecord, ThreadedProducer};
     use rdkafka::{Offset, TopicPartitionList};
 
     let source = args.source.as_deref().ok_or("--source")?;
@@ -1285,7 +1409,7 @@ fn baseline_child(args: &Args) -> Result<(), BoxError> {
         .set("auto.offset.reset", "earliest")
         .set("log_level", "3")
         .create()?;
-    let producer: ThreadedProducer<DefaultProducerContext> = RdConfig::new()
+    let producer: ThreadedProducer<FailureLog> = RdConfig::new()
         .set("bootstrap.servers", target)
         .set("acks", "all")
         .set("enable.idempotence", "true")
@@ -1294,7 +1418,7 @@ fn baseline_child(args: &Args) -> Result<(), BoxError> {
         .set("message.max.bytes", "2097152")
         .set("compression.type", args.codec.as_str())
         .set("log_level", "3")
-        .create()?;
+        .create_with_context(FailureLog::default())?;
     let md = consumer.fetch_metadata(None, Duration::from_secs(10))?;
     let mut tpl = TopicPartitionList::new();
     for t in md.topics() {
