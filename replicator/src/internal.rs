@@ -260,7 +260,8 @@ pub async fn wait_until_ready(
             .refresh_metadata()
             .await
             .map_err(Error::client(alias))?;
-        let not_ready = protocol_client::fetcher::partitions_not_ready(cluster, topic, partitions)
+        let all: Vec<i32> = (0..partitions).collect();
+        let not_ready = protocol_client::fetcher::partitions_not_ready(cluster, topic, &all)
             .await
             .map_err(Error::client(alias))?;
         Ok(not_ready.first().map(|first| {

@@ -623,7 +623,7 @@ pub async fn log_end_offset(cluster: &Cluster, topic: &str, partition: i32) -> R
     Ok((p.leader_epoch == epoch && p.end_offset >= 0).then_some(p.end_offset))
 }
 
-/// Partitions of `topic` (`0..partitions`) whose leader does not answer ListOffsets yet (a
+/// Which of `partitions` of `topic` are not served by their leader yet (ListOffsets) (a
 /// broker names a freshly created partition's leader in metadata before it has created the
 /// partition's log, and answers NOT_LEADER_OR_FOLLOWER meanwhile; a leader that cannot be
 /// reached serves none of its partitions). One request per leader, one attempt: a caller
@@ -633,12 +633,12 @@ pub async fn log_end_offset(cluster: &Cluster, topic: &str, partition: i32) -> R
 pub async fn partitions_not_ready(
     cluster: &Cluster,
     topic: &str,
-    partitions: i32,
+    partitions: &[i32],
 ) -> Result<Vec<i32>> {
     let md = cluster.metadata();
     let mut by_leader: std::collections::BTreeMap<i32, Vec<i32>> = Default::default();
     let mut not_ready = Vec::new();
-    for partition in 0..partitions {
+    for &partition in partitions {
         match md.partition(topic, partition) {
             Some(p) if p.leader >= 0 && md.brokers.contains_key(&p.leader) => {
                 by_leader.entry(p.leader).or_default().push(partition)
