@@ -232,14 +232,10 @@ pub async fn run(config: Config, external_stop: watch::Receiver<bool>) -> Result
     if config.flows.is_empty() {
         warn!("no enabled flow (set A->B.enabled = true); only heartbeats will be emitted");
     }
-    // Idle fetch responses and merged batches are kept for reuse up to what the flows' budgets
-    // let be in flight at once (batches plus the fetch responses they are cut from): memory a
-    // busy run holds anyway, now without faulting its pages in again.
-    let budgets: u64 = config
-        .flows
-        .iter()
-        .map(|f| f.inflight_bytes.saturating_add(f.inflight_bytes / 4))
-        .sum();
+    // Idle fetch responses and merged batches are kept for reuse up to half of what the flows'
+    // budgets let be in flight at once: their pages are not faulted in again, and a run whose
+    // in-flight data sits at its budget (a slow target) does not hold as much again idle.
+    let budgets: u64 = config.flows.iter().map(|f| f.inflight_bytes / 2).sum();
     protocol_client::bufpool::GLOBAL.set_limit(budgets.min(usize::MAX as u64) as usize);
     let clusters = Clusters::connect(&config, &aliases(&config), &writers(&config)).await?;
     // Tasks watch an internal stop signal: the caller's, or a fatal error of any task.
