@@ -1225,7 +1225,12 @@ impl Flow {
         // `Fetcher::poll` is cancel-safe (positions move only when it returns batches), so the
         // ticks below may interrupt it; every other await in the loop is raced only against
         // stop and failure, after which nothing more is appended.
-        self.metrics.set_running(true);
+        // Running (ready) once every partition is resumed: with new remote topics, when the
+        // last of their partitions is served.
+        let mut running = not_ready.is_empty();
+        if running {
+            self.metrics.set_running(true);
+        }
         let result: Result<()> = async {
             loop {
                 self.metrics.loop_turned(now_ms());
@@ -1266,6 +1271,10 @@ impl Flow {
                         };
                         known_topics = now.clone();
                         not_ready.retain_topics(|t| known_topics.contains_key(t));
+                        if !running && not_ready.is_empty() {
+                            running = true;
+                            self.metrics.set_running(true);
+                        }
                         if self.ownership.is_some() {
                             self.resume_given(&known_topics, &owned, &mut fetcher, &mut assigned, &releasing, &not_ready).await?;
                         } else {
@@ -1335,8 +1344,10 @@ impl Flow {
                                 self.assign_new(&known_topics, &mut stored, &progress, &mut fetcher, &mut assigned, &not_ready).await?;
                             }
                             lock(&ids).remember(&self.source.metadata(), assigned.iter().map(|k| k.0.as_str()));
-                            if not_ready.is_empty() {
+                            if !running && not_ready.is_empty() {
                                 info!(flow = %self.name(), partitions = assigned.len(), "every partition of the new remote topics is served");
+                                running = true;
+                                self.metrics.set_running(true);
                             }
                         }
                         if let Some(what) = not_ready.overdue(tokio::time::Instant::now()) {
